@@ -1,0 +1,15 @@
+//! concord-raft: the consensus core.
+//!
+//! A pure, deterministic state machine: no threads, clocks, sockets or disk. Time comes in
+//! through [`Raft::tick`], messages through [`Raft::step`], client requests through
+//! [`Raft::propose`] and [`Raft::read_index`]; everything the core wants done (persist,
+//! send, apply) comes out as data in a [`Ready`]. This is the shape of etcd's raft library
+//! and it is what lets the simulator drive whole clusters through faults reproducibly.
+
+pub mod message;
+pub mod storage;
+pub mod types;
+
+pub use message::{Message, MessageBody, RejectHint};
+pub use storage::{LogStore, MemoryLog, StorageError};
+pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Term, NO_NODE};
