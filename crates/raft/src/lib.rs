@@ -13,3 +13,22 @@ pub mod types;
 pub use message::{Message, MessageBody, RejectHint};
 pub use storage::{LogStore, MemoryLog, StorageError};
 pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Term, NO_NODE};
+
+mod candidate;
+pub mod config;
+mod follower;
+mod leader;
+pub mod log;
+pub mod progress;
+pub mod quorum;
+mod raft;
+pub mod ready;
+mod rng;
+
+pub use config::{Config, ConfigError, PlantedBugs};
+pub use raft::{ProposeError, Raft, RaftError};
+pub use ready::{ReadState, Ready};
+
+/// True when this build can plant bugs (the `planted-bugs` feature). A server binary
+/// checks this at start and refuses to run if it is set.
+pub const PLANTED_BUGS_COMPILED: bool = cfg!(feature = "planted-bugs");

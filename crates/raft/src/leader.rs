@@ -1,0 +1,390 @@
+//! Leaders: replicate the log with flow control, advance the commit index by the Figure 8
+//! rule, confirm leadership for ReadIndex, step down without a quorum, hand leadership
+//! over on request.
+
+use crate::message::{Message, MessageBody, RejectHint};
+use crate::progress::{Progress, ProgressState};
+use crate::quorum::{committed_index, majority};
+use crate::raft::{PendingRead, ProposeError, Raft};
+use crate::ready::ReadState;
+use crate::storage::{LogStore, StorageError};
+use crate::types::{Entry, EntryKind, Index, NodeId, Role};
+
+impl<S: LogStore> Raft<S> {
+    pub(crate) fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate that won can lead"
+        );
+        assert_eq!(
+            self.vote, self.config.id,
+            "a leader voted for itself in its term"
+        );
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = self.config.id;
+        let next = self.log.last_index() + 1;
+        for &voter in &self.config.voters {
+            let mut progress = Progress::new(
+                next,
+                self.config.max_inflight_messages,
+                self.config.max_inflight_bytes,
+            );
+            if voter == self.config.id {
+                // Our own match counts only what our disk holds.
+                progress.match_index = self.log.persisted_index();
+                progress.state = ProgressState::Replicate;
+            }
+            progress.recent_active = true;
+            self.progress.insert(voter, progress);
+        }
+        // An entry of our own term: entries of earlier terms commit only through it
+        // (Figure 8), and ReadIndex waits for it.
+        let noop = Entry {
+            index: next,
+            term,
+            kind: EntryKind::Normal,
+            data: Default::default(),
+        };
+        self.append_as_leader(&[noop]);
+        self.broadcast_pending = false;
+        self.broadcast_append();
+    }
+
+    pub(crate) fn append_as_leader(&mut self, entries: &[Entry]) {
+        self.log.append(entries);
+        self.broadcast_pending = true;
+        // A single voter commits once its own disk has the entries (on_persisted).
+    }
+
+    pub(crate) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_tick {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                let term = self.term;
+                self.become_follower(term, crate::types::NO_NODE);
+                return;
+            }
+            // A transfer that has not finished within an election timeout is abandoned.
+            self.transfer_target = None;
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat(0);
+        }
+    }
+
+    /// Whether a majority (counting ourselves) was heard from since the last check;
+    /// resets the marks for the next round.
+    fn quorum_recently_active(&mut self) -> bool {
+        let id = self.config.id;
+        let mut active = 0;
+        for (&voter, progress) in self.progress.iter_mut() {
+            if voter == id || progress.recent_active {
+                active += 1;
+            }
+            progress.recent_active = voter == id;
+        }
+        active >= majority(self.config.voters.len())
+    }
+
+    pub(crate) fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.peers();
+        for peer in peers {
+            self.send_append(peer, true);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self, read_round: u64) {
+        let committed = self.log.committed();
+        for peer in self.peers() {
+            let commit = self.progress[&peer].match_index.min(committed);
+            self.send(peer, MessageBody::Heartbeat { commit, read_round });
+        }
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.config.id)
+            .collect()
+    }
+
+    /// Sends the next batch of entries to `to`, if its flow control allows. With
+    /// `allow_empty`, sends even when there is nothing new (to carry the commit index or
+    /// to probe). Returns whether a message was sent.
+    pub(crate) fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let progress = &self.progress[&to];
+        if progress.is_paused() {
+            return false;
+        }
+        let next = progress.next_index;
+        let prev_log_index = next - 1;
+        let prev_log_term = match self.log.term(prev_log_index) {
+            Ok(term) => term,
+            // Snapshots (for followers behind the compaction point) are not implemented
+            // yet: the log is never compacted, so this cannot happen.
+            Err(StorageError::Compacted(index)) => {
+                panic!("entry {index} compacted but snapshots are not supported")
+            }
+            Err(error) => panic!("reading the leader's own log failed: {error}"),
+        };
+        let mut budget = self.config.max_message_bytes;
+        if progress.state == ProgressState::Replicate {
+            let inflight = &progress.inflights;
+            budget = budget.min(inflight.max_bytes().saturating_sub(inflight.bytes()).max(1));
+        }
+        let last = self.log.last_index();
+        let entries = self
+            .log
+            .entries(next, last + 1, budget)
+            .expect("the leader's log is readable");
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let last_sent = entries.last().map(|e| e.index).unwrap_or(prev_log_index);
+        let leader_commit = self.log.committed();
+        let progress = self
+            .progress
+            .get_mut(&to)
+            .expect("progress exists for every voter");
+        progress.sent_entries(last_sent, bytes);
+        self.send(
+            to,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            },
+        );
+        true
+    }
+
+    /// Commits the highest index a majority holds, but only if it is from our own term:
+    /// an entry from an earlier term may be on a majority and still be overwritten
+    /// (Raft paper, Figure 8); it becomes committed when an entry of ours after it is.
+    pub(crate) fn maybe_commit(&mut self) -> bool {
+        let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
+        let candidate = committed_index(&mut matches);
+        if candidate <= self.log.committed() {
+            return false;
+        }
+        let candidate_term = self
+            .log
+            .term(candidate)
+            .expect("a matched entry is in the log");
+        if candidate_term != self.term && !self.config.bugs().figure8 {
+            return false;
+        }
+        let had_committed_in_term = self.committed_in_current_term();
+        self.log.commit_to(candidate);
+        if !had_committed_in_term {
+            self.release_reads_awaiting_commit();
+        }
+        // Followers learn the new commit index from the next AppendEntries.
+        self.broadcast_append_commit();
+        true
+    }
+
+    fn broadcast_append_commit(&mut self) {
+        for peer in self.peers() {
+            self.send_append(peer, true);
+        }
+    }
+
+    pub(crate) fn step_leader(&mut self, message: Message) {
+        let from = message.from;
+        match message.body {
+            MessageBody::AppendEntriesResponse { result } => {
+                if let Some(progress) = self.progress.get_mut(&from) {
+                    progress.recent_active = true;
+                }
+                match result {
+                    Ok(match_index) => self.handle_append_success(from, match_index),
+                    Err(hint) => self.handle_append_rejection(from, hint),
+                }
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                let last_index = self.log.last_index();
+                let Some(progress) = self.progress.get_mut(&from) else {
+                    return;
+                };
+                progress.recent_active = true;
+                progress.probe_sent = false;
+                progress.acked_read_round = progress.acked_read_round.max(read_round);
+                if progress.state == ProgressState::Replicate && progress.inflights.is_full() {
+                    progress.inflights.free_first();
+                }
+                if progress.match_index < last_index {
+                    self.send_append(from, false);
+                }
+                if read_round > 0 {
+                    self.release_confirmed_reads();
+                }
+            }
+            MessageBody::ReadIndexRequest { request_id } => {
+                // Errors (too many reads) leave the follower's client to time out.
+                let _ = self.leader_read(from, request_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_append_success(&mut self, from: NodeId, match_index: Index) {
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        if match_index > last_index {
+            return; // Cannot match entries we do not have: a reply from another leadership.
+        }
+        if !progress.maybe_update(match_index) {
+            return;
+        }
+        match progress.state {
+            ProgressState::Probe => progress.become_replicate(),
+            ProgressState::Replicate => progress.inflights.free_to(match_index),
+        }
+        if !self.maybe_commit() {
+            // Keep the pipeline full.
+            while self.send_append(from, false) {}
+        }
+        if self.transfer_target == Some(from)
+            && self.progress[&from].match_index == self.log.last_index()
+        {
+            self.send(from, MessageBody::TimeoutNow);
+        }
+    }
+
+    fn handle_append_rejection(&mut self, from: NodeId, hint: RejectHint) {
+        // Skip back over the follower's divergent term in one step: the follower says
+        // it has nothing matching above `hint_index` with a term above `hint_term`; our
+        // own log tells where that term (or an earlier one) ends.
+        let probe_index = if hint.hint_term > 0 {
+            self.log
+                .find_conflict_by_term(hint.hint_index, hint.hint_term)
+                .0
+        } else {
+            hint.hint_index
+        };
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        if progress.maybe_decrease_to(hint.rejected_index, probe_index + 1) {
+            if progress.state == ProgressState::Replicate {
+                progress.become_probe();
+            }
+            self.send_append(from, true);
+        }
+    }
+
+    // ----- ReadIndex -------------------------------------------------------------------
+
+    /// A linearizable read at the leader: the commit index is a safe read point only
+    /// once (a) this leader has committed an entry of its own term, so the index covers
+    /// every write acknowledged by any earlier leader, and (b) a majority has answered a
+    /// heartbeat sent after the read arrived, so no newer leader existed at that time.
+    pub(crate) fn leader_read(
+        &mut self,
+        from: NodeId,
+        request_id: u64,
+    ) -> Result<(), ProposeError> {
+        let waiting = self.pending_reads.len() + self.reads_awaiting_commit.len();
+        if waiting >= self.config.max_pending_reads {
+            return Err(ProposeError::TooManyPendingReads { count: waiting });
+        }
+        if !self.committed_in_current_term() {
+            self.reads_awaiting_commit.push_back((from, request_id));
+            return Ok(());
+        }
+        let index = self.log.committed();
+        if self.config.voters.len() == 1 || self.config.bugs().stale_read {
+            self.answer_read(from, request_id, index);
+            return Ok(());
+        }
+        self.read_round += 1;
+        let round = self.read_round;
+        self.pending_reads.push_back(PendingRead {
+            from,
+            request_id,
+            index,
+            round,
+        });
+        self.broadcast_heartbeat(round);
+        Ok(())
+    }
+
+    fn release_reads_awaiting_commit(&mut self) {
+        let waiting: Vec<_> = self.reads_awaiting_commit.drain(..).collect();
+        for (from, request_id) in waiting {
+            let _ = self.leader_read(from, request_id);
+        }
+    }
+
+    /// Releases every pending read whose round a majority (us included) has acknowledged.
+    fn release_confirmed_reads(&mut self) {
+        let id = self.config.id;
+        let mut acked: Vec<u64> = self
+            .progress
+            .iter()
+            .map(|(&voter, p)| {
+                if voter == id {
+                    self.read_round
+                } else {
+                    p.acked_read_round
+                }
+            })
+            .collect();
+        let confirmed_round = committed_index(&mut acked);
+        while let Some(read) = self.pending_reads.front().copied() {
+            if read.round > confirmed_round {
+                break;
+            }
+            self.pending_reads.pop_front();
+            self.answer_read(read.from, read.request_id, read.index);
+        }
+    }
+
+    fn answer_read(&mut self, from: NodeId, request_id: u64, index: Index) {
+        if from == self.config.id {
+            self.read_states.push(ReadState { request_id, index });
+        } else {
+            self.send(from, MessageBody::ReadIndexResponse { request_id, index });
+        }
+    }
+
+    // ----- leadership transfer ---------------------------------------------------------
+
+    /// Hands leadership to `to`: once its log matches ours, it is told to campaign at
+    /// once (TimeoutNow). New proposals are refused meanwhile; the transfer is abandoned
+    /// after an election timeout.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if !self.config.voters.contains(&to) {
+            return Err(ProposeError::UnknownNode(to));
+        }
+        if to == self.config.id {
+            return Ok(());
+        }
+        self.transfer_target = Some(to);
+        self.election_elapsed = 0;
+        if self.progress[&to].match_index == self.log.last_index() {
+            self.send(to, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(to, true);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! The node's view of the replicated log: the stable part read through [`LogStore`] and the
+//! tail the core holds itself until the application reports it persisted.
+//!
+//! Keeping the unpersisted tail here (as etcd's `unstable` does) is what lets a leader send
+//! entries to followers while its own disk write is still in flight, and lets a follower
+//! truncate a conflicting suffix without waiting for the disk.
+
+use crate::storage::{LogStore, StorageError};
+use crate::types::{Entry, Index, Term};
+
+/// Entries the application has not yet reported persisted.
+#[derive(Debug, Default)]
+struct Unstable {
+    /// Index of `entries[0]`; one past the persisted log.
+    offset: Index,
+    entries: Vec<Entry>,
+    /// Entries below this index have already been handed out in a `Ready` for writing.
+    handed_out_below: Index,
+}
+
+impl Unstable {
+    fn last_index(&self) -> Option<Index> {
+        self.entries.last().map(|e| e.index)
+    }
+
+    fn term(&self, index: Index) -> Option<Term> {
+        if index < self.offset {
+            return None;
+        }
+        self.entries
+            .get((index - self.offset) as usize)
+            .map(|e| e.term)
+    }
+
+    /// Appends entries, dropping any existing unstable entries at or after the first one.
+    fn truncate_and_append(&mut self, new_entries: &[Entry]) {
+        let first = new_entries[0].index;
+        if first == self.offset + self.entries.len() as Index {
+            self.entries.extend_from_slice(new_entries);
+        } else if first <= self.offset {
+            // Replaces part of the persisted log: the application truncates it when it
+            // writes these entries.
+            self.offset = first;
+            self.entries = new_entries.to_vec();
+        } else {
+            self.entries.truncate((first - self.offset) as usize);
+            self.entries.extend_from_slice(new_entries);
+        }
+        self.handed_out_below = self.handed_out_below.min(first).max(self.offset);
+    }
+}
+
+pub struct RaftLog<S: LogStore> {
+    pub(crate) store: S,
+    unstable: Unstable,
+    /// Highest index known to be committed.
+    committed: Index,
+    /// Highest index handed to the application to apply.
+    applying: Index,
+}
+
+impl<S: LogStore> RaftLog<S> {
+    pub fn new(store: S, applied: Index) -> Self {
+        let hard_state = store.initial_hard_state();
+        let last = store.last_index();
+        assert!(
+            hard_state.commit <= last,
+            "persisted commit {} is past the persisted log end {last}: the log lost acknowledged entries",
+            hard_state.commit
+        );
+        let first = store.first_index();
+        let committed = hard_state.commit.max(first - 1);
+        RaftLog {
+            store,
+            unstable: Unstable {
+                offset: last + 1,
+                entries: Vec::new(),
+                handed_out_below: last + 1,
+            },
+            committed,
+            applying: applied.max(first - 1).min(committed),
+        }
+    }
+
+    pub fn first_index(&self) -> Index {
+        self.store.first_index()
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.unstable
+            .last_index()
+            .unwrap_or(self.unstable.offset - 1)
+    }
+
+    /// The highest index the application has reported durable.
+    pub fn persisted_index(&self) -> Index {
+        self.unstable.offset - 1
+    }
+
+    pub fn committed(&self) -> Index {
+        self.committed
+    }
+
+    pub fn applying(&self) -> Index {
+        self.applying
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.term(self.last_index())
+            .expect("the last entry's term is always known")
+    }
+
+    /// The term at `index`, for indexes from the last compacted one to the last one.
+    pub fn term(&self, index: Index) -> Result<Term, StorageError> {
+        if let Some(term) = self.unstable.term(index) {
+            return Ok(term);
+        }
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable(index));
+        }
+        self.store.term(index)
+    }
+
+    pub fn match_term(&self, index: Index, term: Term) -> bool {
+        self.term(index).map(|t| t == term).unwrap_or(false)
+    }
+
+    /// Raft's "at least as up-to-date" test (§5.4.1): a later last term wins; with equal
+    /// last terms, the longer log wins.
+    pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        let our_term = self.last_term();
+        last_term > our_term || (last_term == our_term && last_index >= self.last_index())
+    }
+
+    /// Entries `[low, high)` within a byte budget (at least one if the range is non-empty).
+    pub fn entries(
+        &self,
+        low: Index,
+        high: Index,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        assert!(
+            low <= high && high <= self.last_index() + 1,
+            "bad range {low}..{high}"
+        );
+        let mut out = Vec::new();
+        if low == high {
+            return Ok(out);
+        }
+        let stable_high = high.min(self.unstable.offset);
+        let mut bytes = 0;
+        if low < stable_high {
+            out = self.store.entries(low, stable_high, max_bytes)?;
+            bytes = out.iter().map(Entry::size_bytes).sum();
+            if (out.len() as Index) < stable_high - low {
+                return Ok(out);
+            }
+        }
+        let unstable_low = low.max(self.unstable.offset);
+        for index in unstable_low..high {
+            let entry = &self.unstable.entries[(index - self.unstable.offset) as usize];
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    /// The leader appends new entries at the end of its log.
+    pub fn append(&mut self, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        assert_eq!(
+            entries[0].index,
+            self.last_index() + 1,
+            "append must extend the log"
+        );
+        self.unstable.truncate_and_append(entries);
+    }
+
+    /// A follower's AppendEntries: if our log holds `(prev_index, prev_term)`, write the
+    /// entries, replacing only a conflicting suffix, and return the index of the last new
+    /// entry. Entries already present with the same term are kept: a delayed, shorter
+    /// AppendEntries must never cut off entries a later one added.
+    pub fn maybe_append(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> Option<Index> {
+        if !self.match_term(prev_index, prev_term) {
+            return None;
+        }
+        let last_new = prev_index + entries.len() as Index;
+        let conflict = entries
+            .iter()
+            .position(|e| !self.match_term(e.index, e.term));
+        if let Some(position) = conflict {
+            let first_conflict = entries[position].index;
+            assert!(
+                first_conflict > self.committed,
+                "entry {first_conflict} conflicts with the committed prefix (commit {})",
+                self.committed
+            );
+            self.unstable.truncate_and_append(&entries[position..]);
+        }
+        Some(last_new)
+    }
+
+    /// The conflict hint (§5.3 optimisation): the largest index at or below `index` whose
+    /// term is at most `term`, with that term. Lets the other side skip a whole
+    /// divergent term per round trip.
+    pub fn find_conflict_by_term(&self, index: Index, term: Term) -> (Index, Term) {
+        let mut index = index.min(self.last_index());
+        let floor = self.first_index() - 1;
+        loop {
+            match self.term(index) {
+                Ok(t) if t > term && index > floor => index -= 1,
+                Ok(t) => return (index, t),
+                Err(_) => return (index, 0),
+            }
+        }
+    }
+
+    pub fn commit_to(&mut self, index: Index) {
+        if index > self.committed {
+            assert!(
+                index <= self.last_index(),
+                "commit {index} is past the last index {}",
+                self.last_index()
+            );
+            self.committed = index;
+        }
+    }
+
+    /// Entries not yet handed to the application for writing; marks them handed out.
+    pub fn take_entries_to_persist(&mut self) -> Vec<Entry> {
+        let start = (self.unstable.handed_out_below - self.unstable.offset) as usize;
+        let out = self.unstable.entries[start..].to_vec();
+        self.unstable.handed_out_below =
+            self.unstable.offset + self.unstable.entries.len() as Index;
+        out
+    }
+
+    pub fn has_entries_to_persist(&self) -> bool {
+        self.unstable.handed_out_below < self.unstable.offset + self.unstable.entries.len() as Index
+    }
+
+    /// The application reports entries through `(index, term)` durable. A report for an
+    /// entry that has since been replaced (different term) is ignored.
+    pub fn stable_to(&mut self, index: Index, term: Term) {
+        if index < self.unstable.offset || self.unstable.term(index) != Some(term) {
+            return;
+        }
+        if index >= self.unstable.handed_out_below {
+            // Cannot be durable: it was never handed out.
+            return;
+        }
+        let count = (index + 1 - self.unstable.offset) as usize;
+        self.unstable.entries.drain(..count);
+        self.unstable.offset = index + 1;
+    }
+
+    /// Committed, persisted entries not yet handed to the application, within a budget.
+    pub fn take_entries_to_apply(&mut self, max_bytes: u64) -> Vec<Entry> {
+        let high = self.committed.min(self.persisted_index());
+        if self.applying >= high {
+            return Vec::new();
+        }
+        let entries = self
+            .entries(self.applying + 1, high + 1, max_bytes)
+            .expect("committed entries are readable");
+        if let Some(last) = entries.last() {
+            self.applying = last.index;
+        }
+        entries
+    }
+
+    pub fn has_entries_to_apply(&self) -> bool {
+        self.applying < self.committed.min(self.persisted_index())
+    }
+}

@@ -1,0 +1,529 @@
+//! The Raft node: state shared by every role, the term rules applied to every message
+//! before role-specific handling, the clock, and the public API.
+//!
+//! Role-specific behaviour lives beside this file, one step function per role:
+//! `follower.rs`, `candidate.rs` (pre-candidate and candidate) and `leader.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::{Config, ConfigError};
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::Progress;
+use crate::ready::{ReadState, Ready};
+use crate::rng::SplitMix64;
+use crate::storage::{LogStore, StorageError};
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Term, NO_NODE};
+
+/// Why a proposal, read or transfer was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("not the leader (leader is {leader})")]
+    NotLeader { leader: NodeId },
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("a leadership transfer is in progress")]
+    TransferInProgress,
+    #[error("proposal of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("too many uncommitted entries ({count}); retry later")]
+    Backpressure { count: u64 },
+    #[error("too many pending reads ({count}); retry later")]
+    TooManyPendingReads { count: usize },
+    #[error("node {0} is not a voter")]
+    UnknownNode(NodeId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A read waiting for its index to be confirmed by a heartbeat round.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingRead {
+    pub from: NodeId,
+    pub request_id: u64,
+    pub index: Index,
+    pub round: u64,
+}
+
+pub struct Raft<S: LogStore> {
+    pub(crate) config: Config,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) term: Term,
+    pub(crate) vote: NodeId,
+    pub(crate) role: Role,
+    pub(crate) leader: NodeId,
+
+    /// Ticks since we last heard from a leader (follower), started an election
+    /// (candidates), or ran a check-quorum round (leader).
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_election_timeout: u32,
+    pub(crate) rng: SplitMix64,
+
+    /// Votes received in the current (pre-)election.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Leader only: replication state of every voter, this node included.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Leader only: the node we are handing leadership to.
+    pub(crate) transfer_target: Option<NodeId>,
+    /// Leader only: proposals appended since the last broadcast.
+    pub(crate) broadcast_pending: bool,
+    /// Leader only: ReadIndex bookkeeping.
+    pub(crate) read_round: u64,
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its own term.
+    pub(crate) reads_awaiting_commit: VecDeque<(NodeId, u64)>,
+
+    pub(crate) outbox: Vec<Message>,
+    pub(crate) outbox_after_persist: Vec<Message>,
+    pub(crate) read_states: Vec<ReadState>,
+    last_soft_state: SoftState,
+    last_hard_state: HardState,
+}
+
+impl<S: LogStore> Raft<S> {
+    /// Starts a node from whatever `store` holds. `applied` is the index the
+    /// application's state machine already reflects (0 for an in-memory one).
+    pub fn new(config: Config, store: S, applied: Index) -> Result<Self, RaftError> {
+        config.validate()?;
+        let hard_state = store.initial_hard_state();
+        let log = RaftLog::new(store, applied);
+        let mut raft = Raft {
+            rng: SplitMix64::new(config.seed),
+            config,
+            log,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: NO_NODE,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            transfer_target: None,
+            broadcast_pending: false,
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            reads_awaiting_commit: VecDeque::new(),
+            outbox: Vec::new(),
+            outbox_after_persist: Vec::new(),
+            read_states: Vec::new(),
+            last_soft_state: SoftState {
+                leader: NO_NODE,
+                role: Role::Follower,
+                term: hard_state.term,
+            },
+            last_hard_state: HardState {
+                commit: 0,
+                ..hard_state
+            },
+        };
+        raft.last_hard_state.commit = raft.log.committed();
+        raft.reset_election_timeout();
+        Ok(raft)
+    }
+
+    // ----- observers -------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn vote(&self) -> NodeId {
+        self.vote
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+    pub fn commit_index(&self) -> Index {
+        self.log.committed()
+    }
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    pub fn persisted_index(&self) -> Index {
+        self.log.persisted_index()
+    }
+    pub fn voters(&self) -> &[NodeId] {
+        &self.config.voters
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn store(&self) -> &S {
+        &self.log.store
+    }
+    /// The application writes the entries and hard state of each `Ready` through this.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.log.store
+    }
+    /// The term of the entry at `index` in this node's log (persisted or not).
+    pub fn entry_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index).ok()
+    }
+    /// Entries `[low, high)` of this node's log (persisted or not).
+    pub fn log_entries(&self, low: Index, high: Index) -> Vec<Entry> {
+        self.log
+            .entries(low, high, u64::MAX)
+            .expect("log range is readable")
+    }
+    /// Leader only: how far each voter's log is known to match ours.
+    pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
+        self.progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index))
+            .collect()
+    }
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+            term: self.term,
+        }
+    }
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed(),
+        }
+    }
+
+    // ----- inputs ----------------------------------------------------------------------
+
+    /// One logical clock step.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::PreCandidate | Role::Candidate => self.tick_election(),
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_timeout {
+            self.election_elapsed = 0;
+            self.start_election(false);
+        }
+    }
+
+    /// Starts an election now, as if the election timeout had fired.
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader {
+            self.start_election(false);
+        }
+    }
+
+    /// Handles a message from a peer. Messages for other nodes, from unknown nodes, or
+    /// stale in term are dropped (or answered so the stale sender learns the term).
+    pub fn step(&mut self, message: Message) {
+        if message.to != self.config.id
+            || !self.config.voters.contains(&message.from)
+            || message.from == self.config.id
+        {
+            return;
+        }
+        if message.term > self.term {
+            if self.ignores_higher_term(&message) {
+                return;
+            }
+            match &message.body {
+                // A pre-vote never changes anyone's term; a granted pre-vote reply carries
+                // the term we would campaign in, which we have not adopted yet.
+                MessageBody::RequestVote { pre_vote: true, .. } => {}
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::TimeoutNow => self.become_follower(message.term, message.from),
+                _ => self.become_follower(message.term, NO_NODE),
+            }
+        } else if message.term < self.term {
+            self.answer_stale_term(&message);
+            return;
+        }
+
+        if let MessageBody::RequestVote {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            ..
+        } = message.body
+        {
+            self.handle_vote_request(&message, pre_vote, last_log_index, last_log_term);
+            return;
+        }
+        match self.role {
+            Role::Follower => self.step_follower(message),
+            Role::PreCandidate | Role::Candidate => self.step_candidate(message),
+            Role::Leader => self.step_leader(message),
+        }
+    }
+
+    /// With check-quorum, a node that heard from a live leader within the election
+    /// timeout ignores vote requests from higher terms: a node that was cut off must not
+    /// depose a leader the rest of the cluster still follows. A leadership transfer
+    /// overrides this.
+    fn ignores_higher_term(&self, message: &Message) -> bool {
+        let MessageBody::RequestVote {
+            leader_transfer, ..
+        } = message.body
+        else {
+            return false;
+        };
+        self.config.check_quorum
+            && !leader_transfer
+            && self.leader != NO_NODE
+            && self.election_elapsed < self.config.election_tick
+    }
+
+    fn answer_stale_term(&mut self, message: &Message) {
+        match message.body {
+            // A leader from an old term (for instance one on the far side of a healed
+            // partition) learns of the new term from our answer and steps down.
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                if self.config.check_quorum || self.config.pre_vote {
+                    let reply = MessageBody::AppendEntriesResponse { result: Ok(0) };
+                    self.send(message.from, reply);
+                }
+            }
+            // Tell a lagging pre-candidate our term so it stops probing.
+            MessageBody::RequestVote { pre_vote: true, .. } => {
+                self.send(
+                    message.from,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        message: &Message,
+        pre_vote: bool,
+        last_index: Index,
+        last_term: Term,
+    ) {
+        // We may vote for the same candidate again (a repeated request); otherwise only
+        // if we have not voted and know no leader in this term. A pre-vote for a future
+        // term is answered on the log alone.
+        let can_vote = self.vote == message.from
+            || (self.vote == NO_NODE && self.leader == NO_NODE)
+            || (pre_vote && message.term > self.term);
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let reply_term = if granted { message.term } else { self.term };
+        if granted && !pre_vote {
+            self.election_elapsed = 0;
+            self.vote = message.from;
+        }
+        let reply = Message {
+            from: self.config.id,
+            to: message.from,
+            term: reply_term,
+            body: MessageBody::RequestVoteResponse { pre_vote, granted },
+        };
+        self.push_message(reply);
+    }
+
+    /// Proposes one entry. Returns its index; it is committed when it shows up in
+    /// `committed_entries`.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        self.propose_batch(vec![data]).map(|last| last)
+    }
+
+    /// Proposes several entries at once; they go out together. Returns the last index.
+    pub fn propose_batch(&mut self, batch: Vec<Bytes>) -> Result<Index, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(match self.leader {
+                NO_NODE => ProposeError::NoLeader,
+                leader => ProposeError::NotLeader { leader },
+            });
+        }
+        if self.transfer_target.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        for data in &batch {
+            if data.len() as u64 > self.config.max_proposal_bytes {
+                return Err(ProposeError::TooLarge {
+                    size: data.len() as u64,
+                    limit: self.config.max_proposal_bytes,
+                });
+            }
+        }
+        let uncommitted = self.log.last_index() - self.log.committed() + batch.len() as u64;
+        if uncommitted > self.config.max_uncommitted_entries {
+            return Err(ProposeError::Backpressure { count: uncommitted });
+        }
+        let first = self.log.last_index() + 1;
+        let entries: Vec<Entry> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(offset, data)| Entry {
+                index: first + offset as Index,
+                term: self.term,
+                kind: EntryKind::Normal,
+                data,
+            })
+            .collect();
+        self.append_as_leader(&entries);
+        Ok(self.log.last_index())
+    }
+
+    /// Asks for a linearizable read. When it is safe, a [`ReadState`] with the same
+    /// `request_id` comes out of `ready()`; if leadership is lost first, none ever does
+    /// and the caller should time out and retry.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), ProposeError> {
+        match self.role {
+            Role::Leader => self.leader_read(self.config.id, request_id),
+            _ if self.leader == NO_NODE => Err(ProposeError::NoLeader),
+            _ => {
+                self.send(self.leader, MessageBody::ReadIndexRequest { request_id });
+                Ok(())
+            }
+        }
+    }
+
+    /// The application reports that entries through `(index, term)` are durable.
+    pub fn on_persisted(&mut self, index: Index, term: Term) {
+        self.log.stable_to(index, term);
+        if self.role == Role::Leader && self.log.match_term(index, term) {
+            let persisted = self.log.persisted_index().min(index);
+            let own = self
+                .progress
+                .get_mut(&self.config.id)
+                .expect("the leader tracks itself");
+            if own.maybe_update(persisted) {
+                self.maybe_commit();
+            }
+        }
+    }
+
+    // ----- output ----------------------------------------------------------------------
+
+    pub fn has_ready(&self) -> bool {
+        self.broadcast_pending
+            || self.soft_state() != self.last_soft_state
+            || self.hard_state() != self.last_hard_state
+            || self.log.has_entries_to_persist()
+            || !self.outbox.is_empty()
+            || !self.outbox_after_persist.is_empty()
+            || self.log.has_entries_to_apply()
+            || !self.read_states.is_empty()
+    }
+
+    /// Collects everything the application must do now. See [`Ready`] for the contract.
+    pub fn ready(&mut self) -> Ready {
+        if self.broadcast_pending {
+            self.broadcast_pending = false;
+            self.broadcast_append();
+        }
+        let mut ready = Ready::default();
+        let soft_state = self.soft_state();
+        if soft_state != self.last_soft_state {
+            self.last_soft_state = soft_state;
+            ready.soft_state = Some(soft_state);
+        }
+        let hard_state = self.hard_state();
+        if hard_state != self.last_hard_state {
+            self.last_hard_state = hard_state;
+            let mut persisted = hard_state;
+            if self.config.bugs().forget_vote {
+                persisted.vote = NO_NODE;
+            }
+            ready.hard_state = Some(persisted);
+        }
+        ready.entries = self.log.take_entries_to_persist();
+        ready.messages = std::mem::take(&mut self.outbox);
+        ready.messages_after_persist = std::mem::take(&mut self.outbox_after_persist);
+        ready.committed_entries = self
+            .log
+            .take_entries_to_apply(self.config.max_message_bytes.saturating_mul(16));
+        ready.read_states = std::mem::take(&mut self.read_states);
+        ready
+    }
+
+    // ----- shared helpers --------------------------------------------------------------
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let message = Message {
+            from: self.config.id,
+            to,
+            term: self.term,
+            body,
+        };
+        self.push_message(message);
+    }
+
+    /// A leader's messages depend on nothing it has not persisted (its term and vote were
+    /// persisted before it could win), so they go out at once. Everything else a node
+    /// says (votes, acknowledgements) waits for its writes to be durable.
+    pub(crate) fn push_message(&mut self, message: Message) {
+        if self.role == Role::Leader {
+            self.outbox.push(message);
+        } else {
+            self.outbox_after_persist.push(message);
+        }
+    }
+
+    pub(crate) fn reset_election_timeout(&mut self) {
+        let base = self.config.election_tick as u64;
+        self.randomized_election_timeout = self.rng.range(base, 2 * base) as u32;
+    }
+
+    /// Clears per-term state when the term changes or the role is reset.
+    pub(crate) fn reset(&mut self, term: Term) {
+        assert!(
+            term >= self.term,
+            "term must never go backwards ({} -> {term})",
+            self.term
+        );
+        if term != self.term {
+            self.term = term;
+            self.vote = NO_NODE;
+        }
+        self.leader = NO_NODE;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timeout();
+        self.votes.clear();
+        self.progress.clear();
+        self.transfer_target = None;
+        self.broadcast_pending = false;
+        self.read_round = 0;
+        self.pending_reads.clear();
+        self.reads_awaiting_commit.clear();
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: NodeId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    pub(crate) fn committed_in_current_term(&self) -> bool {
+        self.log
+            .term(self.log.committed())
+            .map(|t| t == self.term)
+            .unwrap_or(false)
+    }
+}

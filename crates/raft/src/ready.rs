@@ -1,0 +1,50 @@
+//! What the core asks the application to do, collected since the last `ready()` call.
+//!
+//! The application handles a `Ready` in this order:
+//! 1. write `hard_state` and `entries` (truncating its stored log from `entries[0].index`
+//!    first), and send `messages` right away, in parallel with the write;
+//! 2. once this write *and every earlier one* is durable, send `messages_after_persist`
+//!    and call [`crate::Raft::on_persisted`] with the last entry written;
+//! 3. apply `committed_entries` in order, and answer each read in `read_states` once the
+//!    state machine has applied its index.
+//!
+//! Readies must be persisted in the order they were taken. A Ready that writes nothing
+//! still waits for earlier writes before its `messages_after_persist` go out: a repeated
+//! vote grant must not overtake the write of the vote it repeats.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, Index, SoftState};
+
+/// A linearizable read that is now safe: serve it from a state machine that has applied
+/// at least `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub request_id: u64,
+    pub index: Index,
+}
+
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Set when the leader, role or term changed.
+    pub soft_state: Option<SoftState>,
+    /// Set when term, vote or commit changed: persist it.
+    pub hard_state: Option<HardState>,
+    /// Entries to write, in index order.
+    pub entries: Vec<Entry>,
+    /// Messages that may be sent before the write completes (a leader's replication).
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only after this Ready's write is durable (votes,
+    /// acknowledgements of entries).
+    pub messages_after_persist: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether the application has something to write before releasing
+    /// `messages_after_persist`.
+    pub fn has_writes(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty()
+    }
+}
