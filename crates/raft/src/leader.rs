@@ -102,7 +102,12 @@ impl<S: LogStore> Raft<S> {
     fn broadcast_heartbeat(&mut self, read_round: u64) {
         let committed = self.log.committed();
         for peer in self.peers() {
-            let commit = self.progress[&peer].match_index.min(committed);
+            let progress = self
+                .progress
+                .get_mut(&peer)
+                .expect("progress exists for every voter");
+            let commit = progress.match_index.min(committed);
+            progress.sent_commit = progress.sent_commit.max(commit);
             self.send(peer, MessageBody::Heartbeat { commit, read_round });
         }
     }
@@ -156,6 +161,7 @@ impl<S: LogStore> Raft<S> {
             .get_mut(&to)
             .expect("progress exists for every voter");
         progress.sent_entries(last_sent, bytes);
+        progress.sent_commit = progress.sent_commit.max(leader_commit.min(last_sent));
         self.send(
             to,
             MessageBody::AppendEntries {
@@ -224,7 +230,10 @@ impl<S: LogStore> Raft<S> {
                     progress.inflights.free_first();
                 }
                 if progress.match_index < last_index {
-                    self.send_append(from, false);
+                    // Even with nothing new to send: if our earlier messages were lost
+                    // (the follower restarted), this probe provokes a rejection that
+                    // restarts replication from where the follower really is.
+                    self.send_append(from, true);
                 }
                 if read_round > 0 {
                     self.release_confirmed_reads();
@@ -254,8 +263,12 @@ impl<S: LogStore> Raft<S> {
             ProgressState::Replicate => progress.inflights.free_to(match_index),
         }
         if !self.maybe_commit() {
-            // Keep the pipeline full.
+            // Keep the pipeline full, bounded by the follower's in-flight window.
             while self.send_append(from, false) {}
+            let progress = &self.progress[&from];
+            if progress.sent_commit < self.log.committed().min(progress.match_index) {
+                self.send_append(from, true);
+            }
         }
         if self.transfer_target == Some(from)
             && self.progress[&from].match_index == self.log.last_index()

@@ -101,6 +101,9 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest ReadIndex round this follower has acknowledged in the leader's term.
     pub acked_read_round: u64,
+    /// Highest commit index we have told this follower, so a commit it has not heard
+    /// of yet is sent even when there are no new entries.
+    pub sent_commit: Index,
 }
 
 impl Progress {
@@ -113,6 +116,7 @@ impl Progress {
             inflights: Inflights::new(max_inflight_messages, max_inflight_bytes),
             recent_active: false,
             acked_read_round: 0,
+            sent_commit: 0,
         }
     }
 
