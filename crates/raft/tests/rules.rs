@@ -1,0 +1,410 @@
+//! One test per safety rule of the protocol, driving a single core with crafted messages.
+//! Each test fails if the rule it names is broken.
+
+use bytes::Bytes;
+use concord_raft::{
+    Config, Entry, EntryKind, HardState, MemoryLog, Message, MessageBody, Raft, Ready, Role,
+};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Normal,
+        data: Bytes::from(format!("{index}/{term}")),
+    }
+}
+
+/// Node `id` of a 3-node cluster started from a persisted log of `(index, term)` pairs.
+fn node_with_log(id: u64, hard_state: HardState, log: &[(u64, u64)]) -> Raft<MemoryLog> {
+    let mut store = MemoryLog::new();
+    store.hard_state = hard_state;
+    let entries: Vec<Entry> = log.iter().map(|&(i, t)| entry(i, t)).collect();
+    store.append(&entries);
+    let mut config = Config::new(id, vec![1, 2, 3]);
+    config.pre_vote = false;
+    config.check_quorum = false;
+    Raft::new(config, store, 0).expect("valid config")
+}
+
+fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) -> Message {
+    message(
+        from,
+        to,
+        term,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: last_index,
+            last_log_term: last_term,
+            leader_transfer: false,
+        },
+    )
+}
+
+fn append(
+    from: u64,
+    to: u64,
+    term: u64,
+    prev: (u64, u64),
+    entries: &[(u64, u64)],
+    commit: u64,
+) -> Message {
+    let entries = entries.iter().map(|&(i, t)| entry(i, t)).collect();
+    message(
+        from,
+        to,
+        term,
+        MessageBody::AppendEntries {
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
+            entries,
+            leader_commit: commit,
+        },
+    )
+}
+
+fn vote_granted(ready: &Ready) -> Option<bool> {
+    ready
+        .messages
+        .iter()
+        .chain(&ready.messages_after_persist)
+        .find_map(|m| match m.body {
+            MessageBody::RequestVoteResponse { granted, .. } => Some(granted),
+            _ => None,
+        })
+}
+
+/// Persists a Ready as the application would, instantly.
+fn persist(raft: &mut Raft<MemoryLog>, ready: &Ready) {
+    if let Some(hard_state) = ready.hard_state {
+        raft.store_mut().hard_state = hard_state;
+    }
+    raft.store_mut().append(&ready.entries);
+    if let Some(last) = ready.entries.last() {
+        raft.on_persisted(last.index, last.term);
+    }
+}
+
+#[test]
+fn a_vote_reply_waits_for_the_vote_to_be_persisted() {
+    let mut node = node_with_log(2, HardState::default(), &[]);
+    node.step(vote_request(1, 2, 1, 0, 0));
+    let ready = node.ready();
+    assert!(
+        ready.messages.is_empty(),
+        "a vote must not be sent before it is durable"
+    );
+    assert_eq!(vote_granted(&ready), Some(true));
+    let hard_state = ready
+        .hard_state
+        .expect("the vote is handed out for persisting");
+    assert_eq!((hard_state.term, hard_state.vote), (1, 1));
+}
+
+#[test]
+fn a_node_votes_at_most_once_per_term() {
+    let mut node = node_with_log(3, HardState::default(), &[]);
+    node.step(vote_request(1, 3, 1, 0, 0));
+    assert_eq!(vote_granted(&node.ready()), Some(true));
+    node.step(vote_request(2, 3, 1, 0, 0));
+    assert_eq!(vote_granted(&node.ready()), Some(false));
+    // The same candidate asking again gets the same answer.
+    node.step(vote_request(1, 3, 1, 0, 0));
+    assert_eq!(vote_granted(&node.ready()), Some(true));
+}
+
+#[test]
+fn a_restarted_node_remembers_its_vote() {
+    let node = node_with_log(
+        3,
+        HardState {
+            term: 5,
+            vote: 1,
+            commit: 0,
+        },
+        &[],
+    );
+    let mut node = node;
+    node.step(vote_request(2, 3, 5, 0, 0));
+    assert_eq!(vote_granted(&node.ready()), Some(false));
+}
+
+#[test]
+fn votes_go_only_to_candidates_with_up_to_date_logs() {
+    let log = [(1, 1), (2, 2), (3, 2)];
+    // Same last term, shorter log: refused.
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 2,
+            vote: 0,
+            commit: 0,
+        },
+        &log,
+    );
+    node.step(vote_request(1, 2, 3, 2, 2));
+    assert_eq!(vote_granted(&node.ready()), Some(false));
+    // Longer log but older last term: refused.
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 2,
+            vote: 0,
+            commit: 0,
+        },
+        &log,
+    );
+    node.step(vote_request(1, 2, 3, 9, 1));
+    assert_eq!(vote_granted(&node.ready()), Some(false));
+    // Later last term, even if shorter: granted.
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 2,
+            vote: 0,
+            commit: 0,
+        },
+        &log,
+    );
+    node.step(vote_request(1, 2, 3, 2, 3));
+    assert_eq!(vote_granted(&node.ready()), Some(true));
+}
+
+#[test]
+fn a_higher_term_is_adopted_and_a_lower_one_ignored() {
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 4,
+            vote: 0,
+            commit: 0,
+        },
+        &[(1, 1)],
+    );
+    node.step(append(1, 2, 3, (1, 1), &[(2, 3)], 0));
+    assert_eq!(
+        node.last_index(),
+        1,
+        "an AppendEntries from an old term changes nothing"
+    );
+    node.step(append(3, 2, 6, (1, 1), &[(2, 6)], 0));
+    assert_eq!((node.term(), node.leader(), node.last_index()), (6, 3, 2));
+}
+
+#[test]
+fn a_conflicting_suffix_is_truncated_and_a_matching_one_kept() {
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 1,
+            vote: 1,
+            commit: 1,
+        },
+        &[(1, 1), (2, 1), (3, 1)],
+    );
+    // A delayed, shorter AppendEntries whose entries match: nothing is cut.
+    node.step(append(1, 2, 1, (1, 1), &[(2, 1)], 1));
+    assert_eq!(node.last_index(), 3);
+    // A new leader's entry conflicts at index 2: 2 and 3 go, its entry stays.
+    node.step(append(3, 2, 2, (1, 1), &[(2, 2)], 1));
+    assert_eq!(node.last_index(), 2);
+    assert_eq!(node.entry_term(2), Some(2));
+    let ready = node.ready();
+    assert_eq!(
+        ready.entries,
+        vec![entry(2, 2)],
+        "the application is told to rewrite from index 2"
+    );
+}
+
+#[test]
+fn a_follower_commits_only_what_this_message_verified() {
+    // The follower holds a stale suffix (2/1, 3/1) from an old leader.
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 1,
+            vote: 1,
+            commit: 1,
+        },
+        &[(1, 1), (2, 1), (3, 1)],
+    );
+    // The new leader (term 2) has committed up to 3 in its own log, which differs after
+    // index 1; its probe matches only at index 1 and carries no entries.
+    node.step(append(3, 2, 2, (1, 1), &[], 3));
+    assert_eq!(
+        node.commit_index(),
+        1,
+        "entries 2 and 3 were not verified against the leader"
+    );
+    // A rejected probe moves nothing either.
+    node.step(append(3, 2, 2, (3, 2), &[], 3));
+    assert_eq!(node.commit_index(), 1);
+}
+
+#[test]
+fn a_leader_commits_old_term_entries_only_through_an_entry_of_its_term() {
+    // Node 1 holds 2/1 from term 1 and wins term 3.
+    let mut leader = node_with_log(
+        1,
+        HardState {
+            term: 2,
+            vote: 0,
+            commit: 1,
+        },
+        &[(1, 1), (2, 1)],
+    );
+    leader.campaign();
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        },
+    ));
+    assert_eq!(leader.role(), Role::Leader);
+    let ready = leader.ready();
+    persist(&mut leader, &ready); // the term-3 empty entry at index 3
+                                  // Node 2 acknowledges index 2 only: a majority (1 and 2) holds the term-1 entry.
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::AppendEntriesResponse { result: Ok(2) },
+    ));
+    assert_eq!(
+        leader.commit_index(),
+        1,
+        "Figure 8: counting replicas of a term-1 entry is unsafe"
+    );
+    // Once the term-3 entry is on a majority, everything before it commits with it.
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::AppendEntriesResponse { result: Ok(3) },
+    ));
+    assert_eq!(leader.commit_index(), 3);
+}
+
+#[test]
+fn a_leader_counts_itself_only_after_its_disk_has_the_entry() {
+    let mut leader = node_with_log(1, HardState::default(), &[]);
+    leader.campaign();
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    leader.step(message(
+        2,
+        1,
+        1,
+        MessageBody::RequestVoteResponse {
+            pre_vote: false,
+            granted: true,
+        },
+    ));
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    leader.step(message(
+        2,
+        1,
+        1,
+        MessageBody::AppendEntriesResponse { result: Ok(1) },
+    ));
+    assert_eq!(leader.commit_index(), 1);
+    leader.propose(Bytes::from_static(b"x")).unwrap();
+    let ready = leader.ready();
+    assert_eq!(
+        ready.entries.len(),
+        1,
+        "the entry is handed out for writing"
+    );
+    assert!(
+        !ready.messages.is_empty(),
+        "replication starts before the leader's own write completes"
+    );
+    // Node 2 has it on disk; with node 3 silent, the leader's own disk decides the majority.
+    leader.step(message(
+        2,
+        1,
+        1,
+        MessageBody::AppendEntriesResponse { result: Ok(2) },
+    ));
+    assert_eq!(
+        leader.commit_index(),
+        1,
+        "the leader's unpersisted entry must not count"
+    );
+    leader.store_mut().append(&ready.entries);
+    leader.on_persisted(2, 1);
+    assert_eq!(leader.commit_index(), 2);
+}
+
+#[test]
+fn a_follower_in_contact_with_a_leader_ignores_vote_requests() {
+    let mut config = Config::new(2, vec![1, 2, 3]);
+    config.check_quorum = true;
+    config.pre_vote = false;
+    let mut node = Raft::new(config, MemoryLog::new(), 0).unwrap();
+    node.step(append(1, 2, 1, (0, 0), &[(1, 1)], 0));
+    let _ = node.ready();
+    node.step(vote_request(3, 2, 2, 1, 1));
+    assert_eq!(
+        node.term(),
+        1,
+        "the disruptive candidate's term is not adopted"
+    );
+    assert_eq!(vote_granted(&node.ready()), None);
+    // A leadership transfer overrides the lease.
+    node.step(message(
+        3,
+        2,
+        2,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: 1,
+            last_log_term: 1,
+            leader_transfer: true,
+        },
+    ));
+    assert_eq!(vote_granted(&node.ready()), Some(true));
+}
+
+#[test]
+fn a_pre_vote_changes_no_one_s_term() {
+    let mut node = node_with_log(
+        2,
+        HardState {
+            term: 3,
+            vote: 0,
+            commit: 0,
+        },
+        &[(1, 1)],
+    );
+    let request = MessageBody::RequestVote {
+        pre_vote: true,
+        last_log_index: 1,
+        last_log_term: 1,
+        leader_transfer: false,
+    };
+    node.step(message(1, 2, 4, request));
+    assert_eq!((node.term(), node.vote()), (3, 0));
+    let ready = node.ready();
+    assert!(
+        ready.hard_state.is_none(),
+        "nothing to persist for a pre-vote"
+    );
+    assert_eq!(vote_granted(&ready), Some(true));
+}
