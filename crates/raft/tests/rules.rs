@@ -408,3 +408,79 @@ fn a_pre_vote_changes_no_one_s_term() {
     );
     assert_eq!(vote_granted(&ready), Some(true));
 }
+
+/// With a rule's planted bug switched on, the test of that rule must see the violation:
+/// proof that the tests above can fail.
+#[cfg(feature = "planted-bugs")]
+mod planted_bugs_are_caught {
+    use super::*;
+
+    fn with_bugs(
+        mut node: Raft<MemoryLog>,
+        set: impl Fn(&mut concord_raft::PlantedBugs),
+    ) -> Raft<MemoryLog> {
+        let mut config = node.config().clone();
+        set(&mut config.bugs);
+        let store = node.store_mut().clone();
+        Raft::new(config, store, 0).unwrap()
+    }
+
+    #[test]
+    fn commit_past_match_commits_the_stale_suffix() {
+        let node = node_with_log(
+            2,
+            HardState {
+                term: 1,
+                vote: 1,
+                commit: 1,
+            },
+            &[(1, 1), (2, 1), (3, 1)],
+        );
+        let mut node = with_bugs(node, |b| b.commit_past_match = true);
+        node.step(append(3, 2, 2, (1, 1), &[], 3));
+        assert_eq!(node.commit_index(), 3);
+    }
+
+    #[test]
+    fn figure8_commits_an_old_term_entry_by_counting() {
+        let leader = node_with_log(
+            1,
+            HardState {
+                term: 2,
+                vote: 0,
+                commit: 1,
+            },
+            &[(1, 1), (2, 1)],
+        );
+        let mut leader = with_bugs(leader, |b| b.figure8 = true);
+        leader.campaign();
+        let ready = leader.ready();
+        persist(&mut leader, &ready);
+        leader.step(message(
+            2,
+            1,
+            3,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: true,
+            },
+        ));
+        let ready = leader.ready();
+        persist(&mut leader, &ready);
+        leader.step(message(
+            2,
+            1,
+            3,
+            MessageBody::AppendEntriesResponse { result: Ok(2) },
+        ));
+        assert_eq!(leader.commit_index(), 2);
+    }
+
+    #[test]
+    fn forget_vote_hands_out_a_hard_state_without_the_vote() {
+        let node = node_with_log(2, HardState::default(), &[]);
+        let mut node = with_bugs(node, |b| b.forget_vote = true);
+        node.step(vote_request(1, 2, 1, 0, 0));
+        assert_eq!(node.ready().hard_state.map(|h| h.vote), Some(0));
+    }
+}
