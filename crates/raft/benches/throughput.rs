@@ -103,7 +103,7 @@ fn main() {
     // `cargo test --benches` passes --bench; keep that run short.
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var_os("CONCORD_BENCH_QUICK").is_some();
-    let total = if quick { 2_000 } else { 200_000 };
+    let total = if quick { 2_000 } else { 2_000_000 };
     println!("workload                               committed    seconds    proposals/s");
     for (label, concurrency, payload) in [
         ("1 proposer, 100 B", 1, 100),
