@@ -1,0 +1,57 @@
+//! Tunables of the write-ahead log, with their limits.
+
+use std::sync::Arc;
+
+use crate::error::{Result, WalError};
+use crate::faults::FaultInjector;
+use crate::record::HARD_MAX_RECORD_BYTES;
+
+/// The smallest segment size accepted (tests use tiny segments to exercise rollover).
+pub const MIN_SEGMENT_BYTES: u64 = 256;
+/// The smallest record limit accepted: every fixed-size record must fit.
+pub const MIN_RECORD_BYTES: u32 = 128;
+
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// A new segment is started when the next write would take the current one past this
+    /// size. A single write larger than this gets a segment of its own. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// The largest record payload accepted on write and on read; an entry above it is
+    /// rejected with [`WalError::EntryTooLarge`]. Default 16 MiB; at most 1 GiB.
+    pub max_record_bytes: u32,
+    /// Budget of the in-memory cache of recent entries, in [`concord_raft::Entry::size_bytes`]
+    /// units. Default 16 MiB. Zero disables the cache.
+    pub cache_bytes: u64,
+    /// Fault injection for tests; `None` in production.
+    #[doc(hidden)]
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
+            cache_bytes: 16 << 20,
+            faults: None,
+        }
+    }
+}
+
+impl WalOptions {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(WalError::BadOptions(format!(
+                "segment_bytes {} is below the minimum of {MIN_SEGMENT_BYTES}",
+                self.segment_bytes
+            )));
+        }
+        if !(MIN_RECORD_BYTES..=HARD_MAX_RECORD_BYTES).contains(&self.max_record_bytes) {
+            return Err(WalError::BadOptions(format!(
+                "max_record_bytes {} is outside {MIN_RECORD_BYTES}..={HARD_MAX_RECORD_BYTES}",
+                self.max_record_bytes
+            )));
+        }
+        Ok(())
+    }
+}
