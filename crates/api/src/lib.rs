@@ -29,3 +29,9 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
+
+/// concord's own protocol between members (Raft messages, forwarded proposals).
+#[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+pub mod peerpb {
+    tonic::include_proto!("concordpeerpb");
+}
