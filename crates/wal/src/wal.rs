@@ -229,7 +229,8 @@ impl Wal {
     /// `entries` must have consecutive indexes and non-decreasing terms. If the first index
     /// is at or below the last index, the log's suffix from there is replaced (the Raft
     /// "truncate a conflicting suffix"); this is written down, so recovery replays it.
-    /// Replacing a committed entry (at or below the hard state's commit) is refused.
+    /// Replacing a committed entry (at or below the hard state's commit, or covered by the
+    /// snapshot) is refused.
     ///
     /// On [`WalError::NoSpace`] the partial write is undone. If the call replaced a suffix
     /// that began before the current segment, the removal of the suffix may already have
@@ -270,10 +271,12 @@ impl Wal {
             }
         }
         let truncating = first.index <= last;
-        if truncating && first.index <= self.hard_state.commit {
+        // Entries a snapshot covers are committed too, even if the hard state lags.
+        let committed = self.hard_state.commit.max(self.snapshots.newest().map_or(0, |m| m.index));
+        if truncating && first.index <= committed {
             return Err(WalError::Invalid(format!(
-                "replacing entries from {} would remove committed entries (commit is {})",
-                first.index, self.hard_state.commit
+                "replacing entries from {} would remove committed entries (committed up to {committed})",
+                first.index
             )));
         }
         let mut size = 0;
