@@ -272,7 +272,10 @@ impl Wal {
         }
         let truncating = first.index <= last;
         // Entries a snapshot covers are committed too, even if the hard state lags.
-        let committed = self.hard_state.commit.max(self.snapshots.newest().map_or(0, |m| m.index));
+        let committed = self
+            .hard_state
+            .commit
+            .max(self.snapshots.newest().map_or(0, |m| m.index));
         if truncating && first.index <= committed {
             return Err(WalError::Invalid(format!(
                 "replacing entries from {} would remove committed entries (committed up to {committed})",

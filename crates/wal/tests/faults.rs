@@ -11,7 +11,13 @@ use concord_wal::{FaultInjector, SnapshotMeta, Wal, WalError, WalOptions};
 
 fn with_faults() -> (WalOptions, Arc<FaultInjector>) {
     let faults = Arc::new(FaultInjector::new());
-    (WalOptions { faults: Some(faults.clone()), ..small() }, faults)
+    (
+        WalOptions {
+            faults: Some(faults.clone()),
+            ..small()
+        },
+        faults,
+    )
 }
 
 #[test]
@@ -28,17 +34,37 @@ fn fsync_failure_poisons_the_wal() {
     assert!(matches!(err, WalError::Poisoned { .. }), "{err:?}");
     assert!(err.to_string().contains("restart"), "{err}");
     assert!(wal.is_poisoned());
-    assert_eq!(wal.durable_index(), 5, "nothing after the failed fsync counts as durable");
+    assert_eq!(
+        wal.durable_index(),
+        5,
+        "nothing after the failed fsync counts as durable"
+    );
 
     // No retry on the same descriptor, even once fsync would work again: every call fails.
     faults.fail_syncs(false);
     assert!(matches!(wal.sync(), Err(WalError::Poisoned { .. })));
-    assert!(matches!(wal.append(&entries(9, 9, 1, 20)), Err(WalError::Poisoned { .. })));
-    assert!(matches!(wal.set_hard_state(HardState { term: 2, vote: 0, commit: 0 }), Err(WalError::Poisoned { .. })));
+    assert!(matches!(
+        wal.append(&entries(9, 9, 1, 20)),
+        Err(WalError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        wal.set_hard_state(HardState {
+            term: 2,
+            vote: 0,
+            commit: 0
+        }),
+        Err(WalError::Poisoned { .. })
+    ));
     assert!(matches!(wal.compact(1), Err(WalError::Poisoned { .. })));
-    assert!(matches!(wal.save_snapshot(SnapshotMeta { index: 5, term: 1 }, b"x"), Err(WalError::Poisoned { .. })));
+    assert!(matches!(
+        wal.save_snapshot(SnapshotMeta { index: 5, term: 1 }, b"x"),
+        Err(WalError::Poisoned { .. })
+    ));
     assert!(matches!(wal.term(3), Err(StorageError::Fatal(_))));
-    assert!(matches!(wal.entries(1, 3, 100), Err(StorageError::Fatal(_))));
+    assert!(matches!(
+        wal.entries(1, 3, 100),
+        Err(StorageError::Fatal(_))
+    ));
     drop(wal);
 
     // A restart recovers at least what was durable.
@@ -65,7 +91,14 @@ fn fsync_failure_while_rolling_a_segment_poisons_the_wal() {
 fn enospc_leaves_files_consistent_and_is_retryable() {
     let dir = tempfile::tempdir().unwrap();
     let (opts, faults) = with_faults();
-    let mut wal = Wal::open(dir.path(), WalOptions { segment_bytes: 1 << 20, ..opts.clone() }).unwrap();
+    let mut wal = Wal::open(
+        dir.path(),
+        WalOptions {
+            segment_bytes: 1 << 20,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
     wal.append(&entries(1, 5, 1, 100)).unwrap();
     wal.sync().unwrap();
     let last = segment_files(dir.path()).pop().unwrap();
@@ -76,8 +109,15 @@ fn enospc_leaves_files_consistent_and_is_retryable() {
     let err = wal.append(&entries(6, 8, 1, 100)).unwrap_err();
     assert!(matches!(err, WalError::NoSpace { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("no space") && msg.contains(&last.display().to_string()), "{msg}");
-    assert_eq!(std::fs::metadata(&last).unwrap().len(), len, "the partial write was cut back");
+    assert!(
+        msg.contains("no space") && msg.contains(&last.display().to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::metadata(&last).unwrap().len(),
+        len,
+        "the partial write was cut back"
+    );
     assert_eq!(wal.last_index(), 5);
     assert!(!wal.is_poisoned(), "a full disk is not fatal");
 
@@ -100,8 +140,14 @@ fn enospc_when_creating_a_segment_changes_nothing() {
     faults.limit_space(Some(10)); // not even a segment header fits
     let err = wal.append(&entries(11, 20, 1, 60)).unwrap_err();
     assert!(matches!(err, WalError::NoSpace { .. }), "{err:?}");
-    assert_eq!(segment_files(dir.path()), files, "no half-made segment is left");
-    assert!(std::fs::read_dir(dir.path().join("wal")).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".tmp")));
+    assert_eq!(
+        segment_files(dir.path()),
+        files,
+        "no half-made segment is left"
+    );
+    assert!(std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .all(|e| !e.unwrap().path().to_string_lossy().ends_with(".tmp")));
     faults.limit_space(None);
     wal.append(&entries(11, 20, 1, 60)).unwrap();
     wal.sync().unwrap();

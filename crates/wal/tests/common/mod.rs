@@ -9,8 +9,15 @@ use concord_wal::{Wal, WalOptions};
 
 /// An entry whose data is derived from its index and term, `len` bytes long.
 pub fn entry(index: Index, term: Term, len: usize) -> Entry {
-    let data: Vec<u8> = (0..len).map(|i| (index as usize * 31 + term as usize * 7 + i) as u8).collect();
-    Entry { index, term, kind: EntryKind::Normal, data: Bytes::from(data) }
+    let data: Vec<u8> = (0..len)
+        .map(|i| (index as usize * 31 + term as usize * 7 + i) as u8)
+        .collect();
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Normal,
+        data: Bytes::from(data),
+    }
 }
 
 /// Entries `from..=to` of one term.
@@ -20,7 +27,10 @@ pub fn entries(from: Index, to: Index, term: Term, len: usize) -> Vec<Entry> {
 
 /// Tiny segments, so that a few entries span several files.
 pub fn small() -> WalOptions {
-    WalOptions { segment_bytes: 1024, ..WalOptions::default() }
+    WalOptions {
+        segment_bytes: 1024,
+        ..WalOptions::default()
+    }
 }
 
 /// Every entry the log holds, read through `LogStore`.
@@ -28,7 +38,8 @@ pub fn all(wal: &Wal) -> Vec<Entry> {
     if wal.last_index() < wal.first_index() {
         return Vec::new();
     }
-    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX).unwrap()
+    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
+        .unwrap()
 }
 
 /// Copies a directory tree.
