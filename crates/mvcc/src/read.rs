@@ -1,0 +1,223 @@
+//! Reading versions out of the tables, shared by read-only and write transactions.
+//!
+//! Everything here is generic over redb's `ReadableTable`, so the same code serves a Range
+//! from a read transaction and a Range, Compare or Put-with-prev_kv inside the write
+//! transaction of an apply, where it sees the writes made earlier in the same command (that
+//! is how reads inside a Txn see the Txn's own earlier writes).
+//!
+//! Walking a range of keys has two paths: at the current revision the `current` table holds
+//! exactly the live keys, one entry each; at a past revision the walk hops from user key to
+//! user key in the `kv` table with two B-tree seeks per key (next key, newest version
+//! `<= rev`), so its cost is the number of distinct keys, not of versions.
+
+use std::ops::Bound;
+
+use redb::ReadableTable;
+
+use crate::error::MvccError;
+use crate::keyrange::KeyBounds;
+use crate::schema::{rev_u64, KvKey, Record};
+use crate::types::KeyValue;
+
+/// A table readable as the `kv` table.
+pub(crate) trait KvRead: ReadableTable<KvKey, &'static [u8]> {}
+impl<T: ReadableTable<KvKey, &'static [u8]>> KvRead for T {}
+
+/// A table readable as the `current` table.
+pub(crate) trait CurRead: ReadableTable<&'static [u8], (u64, u64)> {}
+impl<T: ReadableTable<&'static [u8], (u64, u64)>> CurRead for T {}
+
+/// Where a walk reads: the live keys, or the state at a past revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    Current,
+    Revision(i64),
+}
+
+/// Borrowed `kv` and `current` tables of one transaction.
+pub(crate) struct Reader<'a, K, C> {
+    pub(crate) kv: &'a K,
+    pub(crate) current: &'a C,
+}
+
+impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
+    /// The stored record of one exact version.
+    pub(crate) fn record(&self, key: &[u8], main: u64, sub: u64) -> Result<Record, MvccError> {
+        match self.kv.get((key, main, sub))? {
+            Some(g) => Record::decode(g.value()),
+            None => Err(MvccError::Corrupt(format!(
+                "index points at missing version {main}.{sub} of key {key:?}"
+            ))),
+        }
+    }
+
+    /// The KeyValue of one exact version (`None` for a tombstone).
+    pub(crate) fn kv_of(
+        &self,
+        key: &[u8],
+        main: u64,
+        sub: u64,
+    ) -> Result<Option<KeyValue>, MvccError> {
+        Ok(self
+            .record(key, main, sub)?
+            .into_kv(key, crate::schema::rev_i64(main)))
+    }
+
+    /// The live version of `key`, if it exists.
+    pub(crate) fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        let rev = self.current.get(key)?.map(|g| g.value());
+        match rev {
+            Some((main, sub)) => self.kv_of(key, main, sub),
+            None => Ok(None),
+        }
+    }
+
+    /// The revision of the version of `key` visible at `rev`, if the key existed then.
+    pub(crate) fn version_at(&self, key: &[u8], rev: i64) -> Result<Option<(u64, u64)>, MvccError> {
+        let mut it = self
+            .kv
+            .range((key, 0u64, 0u64)..=(key, rev_u64(rev), u64::MAX))?;
+        match it.next_back() {
+            None => Ok(None),
+            Some(entry) => {
+                let (k, v) = entry?;
+                if Record::is_tombstone(v.value()) {
+                    Ok(None)
+                } else {
+                    let (_, main, sub) = k.value();
+                    Ok(Some((main, sub)))
+                }
+            }
+        }
+    }
+
+    /// The version of `key` just before revision `(main, sub)`, if it was live.
+    pub(crate) fn previous(
+        &self,
+        key: &[u8],
+        main: u64,
+        sub: u64,
+    ) -> Result<Option<KeyValue>, MvccError> {
+        let prev = {
+            let mut it = self.kv.range((key, 0u64, 0u64)..(key, main, sub))?;
+            match it.next_back() {
+                None => None,
+                Some(entry) => {
+                    let (k, v) = entry?;
+                    let (_, m, _) = k.value();
+                    Record::decode(v.value())?.into_kv(key, crate::schema::rev_i64(m))
+                }
+            }
+        };
+        Ok(prev)
+    }
+
+    /// Calls `f(key, main, sub)` for every key live at `at` within `bounds`, in key order
+    /// (descending when `reverse`), until `f` returns `false`.
+    pub(crate) fn visit(
+        &self,
+        bounds: KeyBounds<'_>,
+        at: At,
+        reverse: bool,
+        mut f: impl FnMut(&[u8], u64, u64) -> Result<bool, MvccError>,
+    ) -> Result<(), MvccError> {
+        if bounds.is_empty() {
+            return Ok(());
+        }
+        match (at, bounds) {
+            (At::Current, KeyBounds::Single(key)) => {
+                let rev = self.current.get(key)?.map(|g| g.value());
+                if let Some((main, sub)) = rev {
+                    f(key, main, sub)?;
+                }
+                Ok(())
+            }
+            (At::Current, span) => {
+                let iter = self.current.range::<&[u8]>(span.as_bounds())?;
+                if reverse {
+                    for entry in iter.rev() {
+                        let (k, v) = entry?;
+                        let (main, sub) = v.value();
+                        if !f(k.value(), main, sub)? {
+                            break;
+                        }
+                    }
+                } else {
+                    for entry in iter {
+                        let (k, v) = entry?;
+                        let (main, sub) = v.value();
+                        if !f(k.value(), main, sub)? {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            (At::Revision(rev), KeyBounds::Single(key)) => {
+                if let Some((main, sub)) = self.version_at(key, rev)? {
+                    f(key, main, sub)?;
+                }
+                Ok(())
+            }
+            (At::Revision(rev), span) => {
+                let mut cursor: Option<Vec<u8>> = None;
+                loop {
+                    let next = if reverse {
+                        self.key_before(span, cursor.as_deref())?
+                    } else {
+                        self.key_after(span, cursor.as_deref())?
+                    };
+                    let Some(key) = next else { break };
+                    if !span.contains(&key) {
+                        break;
+                    }
+                    if let Some((main, sub)) = self.version_at(&key, rev)? {
+                        if !f(&key, main, sub)? {
+                            break;
+                        }
+                    }
+                    cursor = Some(key);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The first user key in `kv` after `cursor` (or at/after the span's start).
+    fn key_after(
+        &self,
+        span: KeyBounds<'_>,
+        cursor: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, MvccError> {
+        let lower = match (cursor, span) {
+            (Some(c), _) => Bound::Excluded((c, u64::MAX, u64::MAX)),
+            (None, KeyBounds::Span { start, .. }) | (None, KeyBounds::Single(start)) => {
+                Bound::Included((start, 0u64, 0u64))
+            }
+        };
+        let mut it = self.kv.range((lower, Bound::Unbounded))?;
+        match it.next() {
+            None => Ok(None),
+            Some(entry) => Ok(Some(entry?.0.value().0.to_vec())),
+        }
+    }
+
+    /// The last user key in `kv` before `cursor` (or before the span's end).
+    fn key_before(
+        &self,
+        span: KeyBounds<'_>,
+        cursor: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, MvccError> {
+        let upper = match (cursor, span) {
+            (Some(c), _) => Bound::Excluded((c, 0u64, 0u64)),
+            (None, KeyBounds::Span { end: Some(e), .. }) => Bound::Excluded((e, 0u64, 0u64)),
+            (None, KeyBounds::Span { end: None, .. }) => Bound::Unbounded,
+            (None, KeyBounds::Single(k)) => Bound::Included((k, u64::MAX, u64::MAX)),
+        };
+        let mut it = self.kv.range((Bound::Unbounded, upper))?;
+        match it.next_back() {
+            None => Ok(None),
+            Some(entry) => Ok(Some(entry?.0.value().0.to_vec())),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! [`Store`]: the state machine as the server sees it — open, apply, read, maintain.
+//!
+//! Every apply is one redb write transaction that also stores the applied Raft index, so
+//! after a crash the store is exactly at some applied index and the server replays the log
+//! after it; entries at or below it are skipped, which makes replay idempotent. A batch of
+//! entries shares one transaction (one fsync: the server's group commit). An etcd error is a
+//! command's answer, not a failure: the entry still counts as applied. A storage error
+//! aborts the whole batch and nothing of it is applied.
+//!
+//! Reads run in their own read transactions (a consistent snapshot) and never wait for an
+//! apply. The database sits behind an `RwLock` only so that [`Store::defragment`] can have
+//! it alone, as redb's compaction requires.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use redb::backends::InMemoryBackend;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::command::{Applied, Command, Response};
+use crate::error::MvccError;
+use crate::read::Reader;
+use crate::schema::{
+    CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED,
+    META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
+};
+use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse};
+use crate::validate::validate_range;
+use crate::write::Writer;
+use crate::{compact, events, hash, lease, ops, range, txn};
+
+/// How to open a [`Store`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// fsync every commit (redb `Durability::Immediate`). Turn off only for tests and
+    /// simulations: a crash may then lose applied entries, which the WAL would replay, but
+    /// nothing guarantees redb's file is then consistent with it.
+    pub sync: bool,
+    /// redb's page cache, in bytes.
+    pub cache_size: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sync: true,
+            cache_size: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The revisioned key-value store (see the crate docs).
+pub struct Store {
+    db: RwLock<Database>,
+    path: Option<PathBuf>,
+    sync: bool,
+    applied: AtomicU64,
+    revision: AtomicI64,
+    compacted: AtomicI64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("applied", &self.applied_index())
+            .field("revision", &self.current_revision())
+            .field("compacted", &self.compacted_revision())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in the file at `path`, fsyncing every commit.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, MvccError> {
+        Store::open_with(path, Options::default())
+    }
+
+    /// Opens (or creates) the store in the file at `path`.
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Store, MvccError> {
+        let path = path.as_ref();
+        let db = redb::Builder::new()
+            .set_cache_size(options.cache_size)
+            .create(path)?;
+        Store::init(db, Some(path.to_path_buf()), options.sync)
+    }
+
+    /// A store that lives in memory only (tests, simulation).
+    pub fn in_memory() -> Result<Store, MvccError> {
+        let db = redb::Builder::new().create_with_backend(InMemoryBackend::new())?;
+        Store::init(db, None, false)
+    }
+
+    fn init(db: Database, path: Option<PathBuf>, sync: bool) -> Result<Store, MvccError> {
+        let txn = db.begin_write()?;
+        let (applied, revision, compacted) = {
+            let mut meta = txn.open_table(META)?;
+            // Create every table, so that read transactions can always open them.
+            txn.open_table(KV)?;
+            txn.open_table(REVS)?;
+            txn.open_table(CURRENT)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(LEASE_KEYS)?;
+            let schema = meta.get(META_SCHEMA)?.map(|g| g.value());
+            match schema {
+                None => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                    meta.insert(META_APPLIED, 0)?;
+                    meta.insert(META_REVISION, INITIAL_REVISION)?;
+                    meta.insert(META_COMPACTED, NEVER_COMPACTED)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(MvccError::Corrupt(format!(
+                        "store schema version {other}, this build reads version {SCHEMA_VERSION}"
+                    )))
+                }
+            }
+            read_meta(&meta)?
+        };
+        txn.commit()?;
+        Ok(Store {
+            db: RwLock::new(db),
+            path,
+            sync,
+            applied: AtomicU64::new(applied),
+            revision: AtomicI64::new(revision),
+            compacted: AtomicI64::new(compacted),
+        })
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn db_mut(&self) -> RwLockWriteGuard<'_, Database> {
+        self.db.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Index of the last applied Raft entry (0 for a new store).
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The store revision (1 for a new store).
+    pub fn current_revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// The last compaction's revision (-1 if never compacted, as etcd).
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    /// Applies one entry; `Ok(None)` when `index` was already applied.
+    pub fn apply(&self, index: u64, command: &Command) -> Result<Option<Applied>, MvccError> {
+        Ok(self.apply_entries(std::iter::once((index, command)))?.pop())
+    }
+
+    /// Applies entries in order in one transaction. Entries at or below the applied index
+    /// (or not above an earlier entry of the batch) are skipped and get no [`Applied`].
+    pub fn apply_batch(&self, entries: &[(u64, Command)]) -> Result<Vec<Applied>, MvccError> {
+        self.apply_entries(entries.iter().map(|(i, c)| (*i, c)))
+    }
+
+    fn apply_entries<'c>(
+        &self,
+        entries: impl Iterator<Item = (u64, &'c Command)>,
+    ) -> Result<Vec<Applied>, MvccError> {
+        let db = self.db();
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if self.sync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut out = Vec::new();
+        let (applied, revision, compacted) = apply_in(&txn, entries, &mut out)?;
+        if out.is_empty() {
+            txn.abort()?;
+            return Ok(out);
+        }
+        txn.commit()?;
+        self.applied.store(applied, Ordering::Release);
+        self.revision.store(revision, Ordering::Release);
+        self.compacted.store(compacted, Ordering::Release);
+        Ok(out)
+    }
+
+    /// Serves a Range from a read-only snapshot.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        validate_range(req)?;
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let (_, revision, compacted) = read_meta(&meta)?;
+        let kv = txn.open_table(KV)?;
+        let current = txn.open_table(CURRENT)?;
+        let reader = Reader {
+            kv: &kv,
+            current: &current,
+        };
+        range::range(&reader, req, revision, compacted)
+    }
+
+    /// Hash of the history kept at or below `revision` (0 = current); `Compacted` if
+    /// `revision` is at or below the compacted revision, `FutureRevision` above the current.
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let (_, current, compacted) = read_meta(&meta)?;
+        let kv = txn.open_table(KV)?;
+        let revs = txn.open_table(REVS)?;
+        hash::hash_kv(&kv, &revs, revision, current, compacted)
+    }
+
+    /// Events of revisions `from..=current` (a `from` below 1 counts as 1), for watchers
+    /// that start in the past; at least `max_events` of them unless history ends first,
+    /// never splitting a revision. `Compacted` if `from` is below the compacted revision.
+    pub fn events_since(&self, from: i64, max_events: usize) -> Result<Vec<Event>, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let (_, _, compacted) = read_meta(&meta)?;
+        let kv = txn.open_table(KV)?;
+        let current = txn.open_table(CURRENT)?;
+        let revs = txn.open_table(REVS)?;
+        let reader = Reader {
+            kv: &kv,
+            current: &current,
+        };
+        events::events_since(&reader, &revs, from, max_events, compacted)
+    }
+
+    /// Every granted lease with its TTL and attached keys, by id.
+    pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let leases = txn.open_table(LEASES)?;
+        let lease_keys = txn.open_table(LEASE_KEYS)?;
+        lease::list(&leases, &lease_keys)
+    }
+
+    /// One lease, if granted.
+    pub fn lease(&self, id: i64) -> Result<Option<Lease>, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let leases = txn.open_table(LEASES)?;
+        let lease_keys = txn.open_table(LEASE_KEYS)?;
+        lease::get(&leases, &lease_keys, id)
+    }
+
+    /// Size of the database file (for an in-memory store: the bytes allocated).
+    pub fn db_size_bytes(&self) -> Result<u64, MvccError> {
+        match &self.path {
+            Some(p) => Ok(std::fs::metadata(p)?.len()),
+            None => self.db_size_in_use_bytes(),
+        }
+    }
+
+    /// Bytes of the database in use (allocated pages); the rest of the file is free space
+    /// that [`defragment`](Store::defragment) gives back.
+    pub fn db_size_in_use_bytes(&self) -> Result<u64, MvccError> {
+        let db = self.db();
+        let txn = db.begin_write()?;
+        let stats = txn.stats()?;
+        txn.abort()?;
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
+    /// Compacts the database file (redb `compact`). Waits for running reads and applies to
+    /// finish and blocks new ones meanwhile.
+    pub fn defragment(&self) -> Result<(), MvccError> {
+        let mut db = self.db_mut();
+        // Each pass may free more; a handful reaches the fixed point in practice.
+        for _ in 0..8 {
+            if !db.compact()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(applied index, revision, compacted revision)` from the meta table.
+fn read_meta<T: ReadableTable<&'static str, i64>>(meta: &T) -> Result<(u64, i64, i64), MvccError> {
+    let get = |name: &str| -> Result<i64, MvccError> {
+        meta.get(name)?
+            .map(|g| g.value())
+            .ok_or_else(|| MvccError::Corrupt(format!("meta entry {name:?} is missing")))
+    };
+    let applied = u64::try_from(get(META_APPLIED)?)
+        .map_err(|_| MvccError::Corrupt("negative applied index".into()))?;
+    Ok((applied, get(META_REVISION)?, get(META_COMPACTED)?))
+}
+
+/// Applies `entries` inside `txn`, pushing one [`Applied`] per applied entry; returns the
+/// new `(applied index, revision, compacted revision)`.
+fn apply_in<'c>(
+    txn: &WriteTransaction,
+    entries: impl Iterator<Item = (u64, &'c Command)>,
+    out: &mut Vec<Applied>,
+) -> Result<(u64, i64, i64), MvccError> {
+    let mut meta = txn.open_table(META)?;
+    let (mut applied, revision, compacted) = read_meta(&meta)?;
+    let mut w = Writer::open(txn, revision, compacted)?;
+    for (index, command) in entries {
+        if index <= applied {
+            continue;
+        }
+        w.begin();
+        let result = match apply_one(&mut w, command) {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_storage() => return Err(e),
+            Err(e) => {
+                w.rollback()?;
+                Err(e)
+            }
+        };
+        let events = w.finish();
+        applied = index;
+        out.push(Applied {
+            index,
+            result,
+            events,
+            revision: w.rev,
+        });
+    }
+    meta.insert(
+        META_APPLIED,
+        i64::try_from(applied).map_err(|_| MvccError::Internal("applied index overflow".into()))?,
+    )?;
+    meta.insert(META_REVISION, w.rev)?;
+    meta.insert(META_COMPACTED, w.compacted)?;
+    Ok((applied, w.rev, w.compacted))
+}
+
+fn apply_one(w: &mut Writer<'_>, command: &Command) -> Result<Response, MvccError> {
+    Ok(match command {
+        Command::Noop => Response::Noop,
+        Command::Put(req) => Response::Put(ops::apply_put(w, req)?),
+        Command::DeleteRange(req) => Response::DeleteRange(ops::delete_range(w, req)?),
+        Command::Txn(req) => Response::Txn(txn::apply_txn(w, req)?),
+        Command::Compact(req) => Response::Compact(compact::compact(w, req)?),
+        Command::LeaseGrant(req) => Response::LeaseGrant(lease::grant(w, req)?),
+        Command::LeaseRevoke(req) => Response::LeaseRevoke(lease::revoke(w, req)?),
+    })
+}

@@ -1,0 +1,280 @@
+//! The write side of one apply: the open tables of the write transaction and the revision
+//! bookkeeping of the command being applied.
+//!
+//! A command's writes all get main revision `rev + 1` and increasing sub revisions; the
+//! store revision moves to `rev + 1` only when the command wrote something (`sub > 0`), so a
+//! read-only Txn or a DeleteRange that matched nothing leaves it alone (etcd's
+//! `len(txn.Changes()) != 0`). Each write also records its watch event.
+//!
+//! Every mutation of the key tables also logs how to undo it. Requests are checked before
+//! anything is written, but a Txn can still fail half-way in corner cases etcd itself does
+//! not guard (a Put with `ignore_value` after a delete of `[k, "\0")` in the same Txn, or a
+//! request the server forgot to validate); [`Writer::rollback`] then takes the command back
+//! out of the shared write transaction, so the rest of the batch is unaffected and the
+//! entry's answer is the etcd error.
+
+use redb::{Table, WriteTransaction};
+
+use crate::error::MvccError;
+use crate::keyrange::KeyBounds;
+use crate::read::{At, Reader};
+use crate::schema::{rev_u64, KvKey, Record, CURRENT, KV, LEASES, LEASE_KEYS, REVS};
+use crate::types::{Event, EventKind, KeyValue};
+
+/// The `kv` and `current` tables of a write transaction.
+type KvTable<'t> = Table<'t, KvKey, &'static [u8]>;
+type CurrentTable<'t> = Table<'t, &'static [u8], (u64, u64)>;
+
+pub(crate) struct Writer<'t> {
+    pub(crate) kv: KvTable<'t>,
+    pub(crate) revs: Table<'t, (u64, u64), &'static [u8]>,
+    pub(crate) current: CurrentTable<'t>,
+    pub(crate) leases: Table<'t, i64, i64>,
+    pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    /// Store revision before the command being applied.
+    pub(crate) rev: i64,
+    pub(crate) compacted: i64,
+    /// Writes made so far by the command being applied.
+    pub(crate) sub: u64,
+    pub(crate) events: Vec<Event>,
+    undo: Vec<Undo>,
+}
+
+/// How to take back one mutation of the command being applied.
+enum Undo {
+    /// A version was inserted into `kv` and `revs`.
+    Inserted { key: Vec<u8>, main: u64, sub: u64 },
+    /// `current[key]` held this before.
+    Current {
+        key: Vec<u8>,
+        old: Option<(u64, u64)>,
+    },
+    /// `(lease, key)` was added to (`added`) or removed from `lease_keys`.
+    LeaseKey {
+        lease: i64,
+        key: Vec<u8>,
+        added: bool,
+    },
+}
+
+impl<'t> Writer<'t> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        rev: i64,
+        compacted: i64,
+    ) -> Result<Writer<'t>, MvccError> {
+        Ok(Writer {
+            kv: txn.open_table(KV)?,
+            revs: txn.open_table(REVS)?,
+            current: txn.open_table(CURRENT)?,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            rev,
+            compacted,
+            sub: 0,
+            events: Vec::new(),
+            undo: Vec::new(),
+        })
+    }
+
+    /// Starts a command: no writes yet.
+    pub(crate) fn begin(&mut self) {
+        self.sub = 0;
+        self.events.clear();
+        self.undo.clear();
+    }
+
+    /// Takes back every key-table mutation of the command being applied.
+    pub(crate) fn rollback(&mut self) -> Result<(), MvccError> {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Inserted { key, main, sub } => {
+                    self.kv.remove((key.as_slice(), main, sub))?;
+                    self.revs.remove((main, sub))?;
+                }
+                Undo::Current { key, old } => match old {
+                    Some(rev) => {
+                        self.current.insert(key.as_slice(), rev)?;
+                    }
+                    None => {
+                        self.current.remove(key.as_slice())?;
+                    }
+                },
+                Undo::LeaseKey { lease, key, added } => {
+                    if added {
+                        self.lease_keys.remove((lease, key.as_slice()))?;
+                    } else {
+                        self.lease_keys.insert((lease, key.as_slice()), ())?;
+                    }
+                }
+            }
+        }
+        self.sub = 0;
+        self.events.clear();
+        Ok(())
+    }
+
+    /// Ends a command: raises the revision if it wrote, returns its events.
+    pub(crate) fn finish(&mut self) -> Vec<Event> {
+        if self.sub > 0 {
+            self.rev += 1;
+        }
+        self.sub = 0;
+        self.undo.clear();
+        std::mem::take(&mut self.events)
+    }
+
+    /// Revision a read inside the command sees as current (etcd's `storeTxnWrite.Range`).
+    pub(crate) fn view_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.rev + 1
+        } else {
+            self.rev
+        }
+    }
+
+    pub(crate) fn reader(&self) -> Reader<'_, KvTable<'t>, CurrentTable<'t>> {
+        Reader {
+            kv: &self.kv,
+            current: &self.current,
+        }
+    }
+
+    pub(crate) fn lease_exists(&self, id: i64) -> Result<bool, MvccError> {
+        use redb::ReadableTable;
+        Ok(self.leases.get(id)?.is_some())
+    }
+
+    /// Writes a new version of `key` and returns the version it replaced.
+    pub(crate) fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+    ) -> Result<Option<KeyValue>, MvccError> {
+        let main = rev_u64(self.rev + 1);
+        let sub = self.sub;
+        let prev = self.reader().latest(key)?;
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (self.rev + 1, 1),
+        };
+        let record = Record::Put {
+            create_revision,
+            version,
+            lease,
+            value: value.to_vec(),
+        };
+        self.insert_version(key, main, sub, &record)?;
+        let old = self.current.insert(key, (main, sub))?.map(|g| g.value());
+        self.undo.push(Undo::Current {
+            key: key.to_vec(),
+            old,
+        });
+        if let Some(p) = &prev {
+            if p.lease != 0 {
+                self.detach(p.lease, key)?;
+            }
+        }
+        if lease != 0 && self.lease_keys.insert((lease, key), ())?.is_none() {
+            self.undo.push(Undo::LeaseKey {
+                lease,
+                key: key.to_vec(),
+                added: true,
+            });
+        }
+        self.sub += 1;
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.to_vec(),
+                create_revision,
+                mod_revision: self.rev + 1,
+                version,
+                value: value.to_vec(),
+                lease,
+            },
+            prev_kv: prev.clone(),
+        });
+        Ok(prev)
+    }
+
+    /// Deletes `key` if it is live; returns the deleted version.
+    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        let Some(prev) = self.reader().latest(key)? else {
+            return Ok(None);
+        };
+        let main = rev_u64(self.rev + 1);
+        let sub = self.sub;
+        self.insert_version(key, main, sub, &Record::Tombstone)?;
+        let old = self.current.remove(key)?.map(|g| g.value());
+        self.undo.push(Undo::Current {
+            key: key.to_vec(),
+            old,
+        });
+        if prev.lease != 0 {
+            self.detach(prev.lease, key)?;
+        }
+        self.sub += 1;
+        self.events.push(Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: key.to_vec(),
+                mod_revision: self.rev + 1,
+                ..KeyValue::default()
+            },
+            prev_kv: Some(prev.clone()),
+        });
+        Ok(Some(prev))
+    }
+
+    fn insert_version(
+        &mut self,
+        key: &[u8],
+        main: u64,
+        sub: u64,
+        record: &Record,
+    ) -> Result<(), MvccError> {
+        self.kv
+            .insert((key, main, sub), record.encode().as_slice())?;
+        self.revs.insert((main, sub), key)?;
+        self.undo.push(Undo::Inserted {
+            key: key.to_vec(),
+            main,
+            sub,
+        });
+        Ok(())
+    }
+
+    fn detach(&mut self, lease: i64, key: &[u8]) -> Result<(), MvccError> {
+        if self.lease_keys.remove((lease, key))?.is_some() {
+            self.undo.push(Undo::LeaseKey {
+                lease,
+                key: key.to_vec(),
+                added: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes every live key in the bounds, in key order; returns the deleted versions.
+    ///
+    /// The keys to delete are collected first (memory: one copy of each matched key).
+    pub(crate) fn delete_range(
+        &mut self,
+        bounds: KeyBounds<'_>,
+    ) -> Result<Vec<KeyValue>, MvccError> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        self.reader().visit(bounds, At::Current, false, |k, _, _| {
+            keys.push(k.to_vec());
+            Ok(true)
+        })?;
+        let mut deleted = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(prev) = self.delete(&k)? {
+                deleted.push(prev);
+            }
+        }
+        Ok(deleted)
+    }
+}
