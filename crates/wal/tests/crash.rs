@@ -31,10 +31,10 @@ impl Expected {
 
 fn opts() -> WalOptions {
     // Large enough that the writes under test stay in one segment.
-    WalOptions {
+    common::no_fsync(WalOptions {
         segment_bytes: 1 << 20,
         ..WalOptions::default()
-    }
+    })
 }
 
 /// Bytes of an entry's record.

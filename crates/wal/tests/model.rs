@@ -290,11 +290,11 @@ impl Harness {
 
 fn run_case(segment_bytes: u64, cache_bytes: u64, ops: &[Op]) {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = WalOptions {
+    let opts = common::no_fsync(WalOptions {
         segment_bytes,
         cache_bytes,
         ..WalOptions::default()
-    };
+    });
     let mut h = Harness {
         dir: tmp.path().to_path_buf(),
         opts,

@@ -33,6 +33,17 @@ pub fn small() -> WalOptions {
     }
 }
 
+/// `opts` with fsyncs skipped: for tests that simulate crashes by cutting files themselves
+/// (they check the log's bookkeeping; real fsyncs on a busy disk would only make them slow).
+pub fn no_fsync(opts: WalOptions) -> WalOptions {
+    let faults = std::sync::Arc::new(concord_wal::FaultInjector::new());
+    faults.skip_syncs(true);
+    WalOptions {
+        faults: Some(faults),
+        ..opts
+    }
+}
+
 /// Every entry the log holds, read through `LogStore`.
 pub fn all(wal: &Wal) -> Vec<Entry> {
     if wal.last_index() < wal.first_index() {
