@@ -21,16 +21,9 @@ impl Cluster {
         let voters: Vec<u64> = (1..=size).collect();
         let nodes = voters
             .iter()
-            .map(|&id| {
-                Raft::new(Config::new(id, voters.clone()), MemoryLog::new(), 0)
-                    .expect("valid config")
-            })
+            .map(|&id| Raft::new(Config::new(id, voters.clone()), MemoryLog::new(), 0).expect("valid config"))
             .collect();
-        let mut cluster = Cluster {
-            nodes,
-            network: VecDeque::new(),
-            committed_at_leader: 0,
-        };
+        let mut cluster = Cluster { nodes, network: VecDeque::new(), committed_at_leader: 0 };
         cluster.nodes[0].campaign();
         cluster.run_until_quiet();
         assert_eq!(cluster.nodes[0].role(), Role::Leader);
@@ -81,35 +74,25 @@ fn run(concurrency: u64, total: u64, payload: usize) -> (Duration, u64) {
     let start = Instant::now();
     while cluster.committed_at_leader - start_committed < total {
         let outstanding = proposed - (cluster.committed_at_leader - start_committed);
-        let room = concurrency
-            .saturating_sub(outstanding)
-            .min(total - proposed);
+        let room = concurrency.saturating_sub(outstanding).min(total - proposed);
         if room > 0 {
             let batch = (0..room).map(|_| data.clone()).collect();
-            cluster.nodes[0]
-                .propose_batch(batch)
-                .expect("leader accepts");
+            cluster.nodes[0].propose_batch(batch).expect("leader accepts");
             proposed += room;
         }
         cluster.run_until_quiet();
     }
-    (
-        start.elapsed(),
-        cluster.committed_at_leader - start_committed,
-    )
+    (start.elapsed(), cluster.committed_at_leader - start_committed)
 }
 
 fn main() {
     // `cargo test --benches` passes --bench; keep that run short.
-    let quick = std::env::args().any(|a| a == "--quick")
-        || std::env::var_os("CONCORD_BENCH_QUICK").is_some();
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("CONCORD_BENCH_QUICK").is_some();
     let total = if quick { 2_000 } else { 2_000_000 };
     println!("workload                               committed    seconds    proposals/s");
-    for (label, concurrency, payload) in [
-        ("1 proposer, 100 B", 1, 100),
-        ("64 proposers, 100 B", 64, 100),
-        ("1024 proposers, 100 B", 1024, 100),
-    ] {
+    for (label, concurrency, payload) in
+        [("1 proposer, 100 B", 1, 100), ("64 proposers, 100 B", 64, 100), ("1024 proposers, 100 B", 1024, 100)]
+    {
         let total = if concurrency == 1 { total / 10 } else { total };
         let (elapsed, committed) = run(concurrency, total, payload);
         println!(

@@ -51,26 +51,10 @@ impl<S: LogStore> Raft<S> {
         let campaign_term = if pre_vote { self.term + 1 } else { self.term };
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
-        let peers: Vec<_> = self
-            .config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.config.id)
-            .collect();
+        let peers: Vec<_> = self.config.voters.iter().copied().filter(|&v| v != self.config.id).collect();
         for peer in peers {
-            let body = MessageBody::RequestVote {
-                pre_vote,
-                last_log_index,
-                last_log_term,
-                leader_transfer,
-            };
-            let message = Message {
-                from: self.config.id,
-                to: peer,
-                term: campaign_term,
-                body,
-            };
+            let body = MessageBody::RequestVote { pre_vote, last_log_index, last_log_term, leader_transfer };
+            let message = Message { from: self.config.id, to: peer, term: campaign_term, body };
             // Vote requests go out only after our own vote (and term) are durable: a
             // candidate that crashed and forgot voting for itself could vote for another
             // in the same term, and both could win.
@@ -91,6 +75,12 @@ impl<S: LogStore> Raft<S> {
             MessageBody::RequestVoteResponse { pre_vote, granted } => {
                 let expected_pre_vote = self.role == Role::PreCandidate;
                 if pre_vote != expected_pre_vote {
+                    return;
+                }
+                // A grant is for one campaign term: a late grant from an earlier
+                // pre-campaign must not count toward this one.
+                let campaign_term = if pre_vote { self.term + 1 } else { self.term };
+                if granted && message.term != campaign_term {
                     return;
                 }
                 self.votes.insert(message.from, granted);

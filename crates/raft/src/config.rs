@@ -66,9 +66,7 @@ pub enum ConfigError {
     NotAVoter(NodeId),
     #[error("voter ids must be distinct and non-zero")]
     BadVoters,
-    #[error(
-        "heartbeat_tick ({heartbeat}) must be at least 1 and below election_tick ({election})"
-    )]
+    #[error("heartbeat_tick ({heartbeat}) must be at least 1 and below election_tick ({election})")]
     BadTicks { heartbeat: u32, election: u32 },
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
@@ -111,10 +109,7 @@ impl Config {
             return Err(ConfigError::NotAVoter(self.id));
         }
         if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
-            return Err(ConfigError::BadTicks {
-                heartbeat: self.heartbeat_tick,
-                election: self.election_tick,
-            });
+            return Err(ConfigError::BadTicks { heartbeat: self.heartbeat_tick, election: self.election_tick });
         }
         for (name, value) in [
             ("max_message_bytes", self.max_message_bytes),

@@ -12,26 +12,15 @@ use crate::types::{Entry, EntryKind, Index, NodeId, Role};
 
 impl<S: LogStore> Raft<S> {
     pub(crate) fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate that won can lead"
-        );
-        assert_eq!(
-            self.vote, self.config.id,
-            "a leader voted for itself in its term"
-        );
+        assert_eq!(self.role, Role::Candidate, "only a candidate that won can lead");
+        assert_eq!(self.vote, self.config.id, "a leader voted for itself in its term");
         let term = self.term;
         self.reset(term);
         self.role = Role::Leader;
         self.leader = self.config.id;
         let next = self.log.last_index() + 1;
         for &voter in &self.config.voters {
-            let mut progress = Progress::new(
-                next,
-                self.config.max_inflight_messages,
-                self.config.max_inflight_bytes,
-            );
+            let mut progress = Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
             if voter == self.config.id {
                 // Our own match counts only what our disk holds.
                 progress.match_index = self.log.persisted_index();
@@ -42,12 +31,7 @@ impl<S: LogStore> Raft<S> {
         }
         // An entry of our own term: entries of earlier terms commit only through it
         // (Figure 8), and ReadIndex waits for it.
-        let noop = Entry {
-            index: next,
-            term,
-            kind: EntryKind::Normal,
-            data: Default::default(),
-        };
+        let noop = Entry { index: next, term, kind: EntryKind::Normal, data: Default::default() };
         self.append_as_leader(&[noop]);
         self.broadcast_pending = false;
         self.broadcast_append();
@@ -69,8 +53,14 @@ impl<S: LogStore> Raft<S> {
                 self.become_follower(term, crate::types::NO_NODE);
                 return;
             }
+        }
+        if self.transfer_target.is_some() {
             // A transfer that has not finished within an election timeout is abandoned.
-            self.transfer_target = None;
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_tick {
+                self.transfer_target = None;
+                self.transfer_elapsed = 0;
+            }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -102,10 +92,7 @@ impl<S: LogStore> Raft<S> {
     fn broadcast_heartbeat(&mut self, read_round: u64) {
         let committed = self.log.committed();
         for peer in self.peers() {
-            let progress = self
-                .progress
-                .get_mut(&peer)
-                .expect("progress exists for every voter");
+            let progress = self.progress.get_mut(&peer).expect("progress exists for every voter");
             let commit = progress.match_index.min(committed);
             progress.sent_commit = progress.sent_commit.max(commit);
             self.send(peer, MessageBody::Heartbeat { commit, read_round });
@@ -113,12 +100,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        self.config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.config.id)
-            .collect()
+        self.config.voters.iter().copied().filter(|&v| v != self.config.id).collect()
     }
 
     /// Sends the next batch of entries to `to`, if its flow control allows. With
@@ -146,31 +128,17 @@ impl<S: LogStore> Raft<S> {
             budget = budget.min(inflight.max_bytes().saturating_sub(inflight.bytes()).max(1));
         }
         let last = self.log.last_index();
-        let entries = self
-            .log
-            .entries(next, last + 1, budget)
-            .expect("the leader's log is readable");
+        let entries = self.log.entries(next, last + 1, budget).expect("the leader's log is readable");
         if entries.is_empty() && !allow_empty {
             return false;
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let last_sent = entries.last().map(|e| e.index).unwrap_or(prev_log_index);
         let leader_commit = self.log.committed();
-        let progress = self
-            .progress
-            .get_mut(&to)
-            .expect("progress exists for every voter");
+        let progress = self.progress.get_mut(&to).expect("progress exists for every voter");
         progress.sent_entries(last_sent, bytes);
         progress.sent_commit = progress.sent_commit.max(leader_commit.min(last_sent));
-        self.send(
-            to,
-            MessageBody::AppendEntries {
-                prev_log_index,
-                prev_log_term,
-                entries,
-                leader_commit,
-            },
-        );
+        self.send(to, MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit });
         true
     }
 
@@ -183,10 +151,7 @@ impl<S: LogStore> Raft<S> {
         if candidate <= self.log.committed() {
             return false;
         }
-        let candidate_term = self
-            .log
-            .term(candidate)
-            .expect("a matched entry is in the log");
+        let candidate_term = self.log.term(candidate).expect("a matched entry is in the log");
         if candidate_term != self.term && !self.config.bugs().figure8 {
             return false;
         }
@@ -229,6 +194,11 @@ impl<S: LogStore> Raft<S> {
                 if progress.state == ProgressState::Replicate && progress.inflights.is_full() {
                     progress.inflights.free_first();
                 }
+                if self.transfer_target == Some(from) && progress.match_index == last_index {
+                    // The TimeoutNow may have been lost: say it again.
+                    self.send(from, MessageBody::TimeoutNow);
+                    return;
+                }
                 if progress.match_index < last_index {
                     // Even with nothing new to send: if our earlier messages were lost
                     // (the follower restarted), this probe provokes a rejection that
@@ -255,7 +225,10 @@ impl<S: LogStore> Raft<S> {
         if match_index > last_index {
             return; // Cannot match entries we do not have: a reply from another leadership.
         }
-        if !progress.maybe_update(match_index) {
+        // A probe answered at exactly the known match also proves where the follower
+        // stands: replicate from there without another round trip.
+        let probe_confirmed = progress.state == ProgressState::Probe && match_index == progress.match_index;
+        if !progress.maybe_update(match_index) && !probe_confirmed {
             return;
         }
         match progress.state {
@@ -270,9 +243,7 @@ impl<S: LogStore> Raft<S> {
                 self.send_append(from, true);
             }
         }
-        if self.transfer_target == Some(from)
-            && self.progress[&from].match_index == self.log.last_index()
-        {
+        if self.transfer_target == Some(from) && self.progress[&from].match_index == self.log.last_index() {
             self.send(from, MessageBody::TimeoutNow);
         }
     }
@@ -282,9 +253,7 @@ impl<S: LogStore> Raft<S> {
         // it has nothing matching above `hint_index` with a term above `hint_term`; our
         // own log tells where that term (or an earlier one) ends.
         let probe_index = if hint.hint_term > 0 {
-            self.log
-                .find_conflict_by_term(hint.hint_index, hint.hint_term)
-                .0
+            self.log.find_conflict_by_term(hint.hint_index, hint.hint_term).0
         } else {
             hint.hint_index
         };
@@ -305,11 +274,7 @@ impl<S: LogStore> Raft<S> {
     /// once (a) this leader has committed an entry of its own term, so the index covers
     /// every write acknowledged by any earlier leader, and (b) a majority has answered a
     /// heartbeat sent after the read arrived, so no newer leader existed at that time.
-    pub(crate) fn leader_read(
-        &mut self,
-        from: NodeId,
-        request_id: u64,
-    ) -> Result<(), ProposeError> {
+    pub(crate) fn leader_read(&mut self, from: NodeId, request_id: u64) -> Result<(), ProposeError> {
         let waiting = self.pending_reads.len() + self.reads_awaiting_commit.len();
         if waiting >= self.config.max_pending_reads {
             return Err(ProposeError::TooManyPendingReads { count: waiting });
@@ -325,12 +290,7 @@ impl<S: LogStore> Raft<S> {
         }
         self.read_round += 1;
         let round = self.read_round;
-        self.pending_reads.push_back(PendingRead {
-            from,
-            request_id,
-            index,
-            round,
-        });
+        self.pending_reads.push_back(PendingRead { from, request_id, index, round });
         self.broadcast_heartbeat(round);
         Ok(())
     }
@@ -348,13 +308,7 @@ impl<S: LogStore> Raft<S> {
         let mut acked: Vec<u64> = self
             .progress
             .iter()
-            .map(|(&voter, p)| {
-                if voter == id {
-                    self.read_round
-                } else {
-                    p.acked_read_round
-                }
-            })
+            .map(|(&voter, p)| if voter == id { self.read_round } else { p.acked_read_round })
             .collect();
         let confirmed_round = committed_index(&mut acked);
         while let Some(read) = self.pending_reads.front().copied() {
@@ -381,9 +335,7 @@ impl<S: LogStore> Raft<S> {
     /// after an election timeout.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if !self.config.voters.contains(&to) {
             return Err(ProposeError::UnknownNode(to));
@@ -391,8 +343,11 @@ impl<S: LogStore> Raft<S> {
         if to == self.config.id {
             return Ok(());
         }
-        self.transfer_target = Some(to);
-        self.election_elapsed = 0;
+        if self.transfer_target != Some(to) {
+            // A repeated request for the same target keeps the original deadline.
+            self.transfer_target = Some(to);
+            self.transfer_elapsed = 0;
+        }
         if self.progress[&to].match_index == self.log.last_index() {
             self.send(to, MessageBody::TimeoutNow);
         } else {

@@ -5,6 +5,8 @@
 //! entries to followers while its own disk write is still in flight, and lets a follower
 //! truncate a conflicting suffix without waiting for the disk.
 
+use std::collections::VecDeque;
+
 use crate::storage::{LogStore, StorageError};
 use crate::types::{Entry, Index, Term};
 
@@ -27,9 +29,7 @@ impl Unstable {
         if index < self.offset {
             return None;
         }
-        self.entries
-            .get((index - self.offset) as usize)
-            .map(|e| e.term)
+        self.entries.get((index - self.offset) as usize).map(|e| e.term)
     }
 
     /// Appends entries, dropping any existing unstable entries at or after the first one.
@@ -53,6 +53,11 @@ impl Unstable {
 pub struct RaftLog<S: LogStore> {
     pub(crate) store: S,
     unstable: Unstable,
+    /// Writes handed out and not yet reported durable, oldest first:
+    /// `(first index, last index, last term)`. A write replaces the log from its first
+    /// index, so an older write's entries at or after a pending write's first index may
+    /// not survive on disk even once the older write is durable.
+    writes_in_flight: VecDeque<(Index, Index, Term)>,
     /// Highest index known to be committed.
     committed: Index,
     /// Highest index handed to the application to apply.
@@ -60,26 +65,28 @@ pub struct RaftLog<S: LogStore> {
 }
 
 impl<S: LogStore> RaftLog<S> {
-    pub fn new(store: S, applied: Index) -> Self {
+    /// Opens the log over `store`. `applied` is what the application's state machine
+    /// already reflects: those entries were committed (only committed entries are
+    /// applied), so commit starts at least there even if the persisted commit lags.
+    pub fn new(store: S, applied: Index) -> Result<Self, StorageError> {
         let hard_state = store.initial_hard_state();
         let last = store.last_index();
-        assert!(
-            hard_state.commit <= last,
-            "persisted commit {} is past the persisted log end {last}: the log lost acknowledged entries",
-            hard_state.commit
-        );
-        let first = store.first_index();
-        let committed = hard_state.commit.max(first - 1);
-        RaftLog {
-            store,
-            unstable: Unstable {
-                offset: last + 1,
-                entries: Vec::new(),
-                handed_out_below: last + 1,
-            },
-            committed,
-            applying: applied.max(first - 1).min(committed),
+        if hard_state.commit > last || applied > last {
+            return Err(StorageError::Fatal(format!(
+                "the log ends at {last} but commit is {} and the state machine applied {applied}: \
+                 the log lost entries that were acknowledged",
+                hard_state.commit
+            )));
         }
+        let first = store.first_index();
+        let committed = hard_state.commit.max(first - 1).max(applied);
+        Ok(RaftLog {
+            store,
+            unstable: Unstable { offset: last + 1, entries: Vec::new(), handed_out_below: last + 1 },
+            writes_in_flight: VecDeque::new(),
+            committed,
+            applying: applied.max(first - 1),
+        })
     }
 
     pub fn first_index(&self) -> Index {
@@ -87,9 +94,7 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     pub fn last_index(&self) -> Index {
-        self.unstable
-            .last_index()
-            .unwrap_or(self.unstable.offset - 1)
+        self.unstable.last_index().unwrap_or(self.unstable.offset - 1)
     }
 
     /// The highest index the application has reported durable.
@@ -106,8 +111,7 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     pub fn last_term(&self) -> Term {
-        self.term(self.last_index())
-            .expect("the last entry's term is always known")
+        self.term(self.last_index()).expect("the last entry's term is always known")
     }
 
     /// The term at `index`, for indexes from the last compacted one to the last one.
@@ -133,16 +137,8 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     /// Entries `[low, high)` within a byte budget (at least one if the range is non-empty).
-    pub fn entries(
-        &self,
-        low: Index,
-        high: Index,
-        max_bytes: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
-        assert!(
-            low <= high && high <= self.last_index() + 1,
-            "bad range {low}..{high}"
-        );
+    pub fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        assert!(low <= high && high <= self.last_index() + 1, "bad range {low}..{high}");
         let mut out = Vec::new();
         if low == high {
             return Ok(out);
@@ -173,11 +169,7 @@ impl<S: LogStore> RaftLog<S> {
         if entries.is_empty() {
             return;
         }
-        assert_eq!(
-            entries[0].index,
-            self.last_index() + 1,
-            "append must extend the log"
-        );
+        assert_eq!(entries[0].index, self.last_index() + 1, "append must extend the log");
         self.unstable.truncate_and_append(entries);
     }
 
@@ -185,19 +177,12 @@ impl<S: LogStore> RaftLog<S> {
     /// entries, replacing only a conflicting suffix, and return the index of the last new
     /// entry. Entries already present with the same term are kept: a delayed, shorter
     /// AppendEntries must never cut off entries a later one added.
-    pub fn maybe_append(
-        &mut self,
-        prev_index: Index,
-        prev_term: Term,
-        entries: &[Entry],
-    ) -> Option<Index> {
+    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Option<Index> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
         let last_new = prev_index + entries.len() as Index;
-        let conflict = entries
-            .iter()
-            .position(|e| !self.match_term(e.index, e.term));
+        let conflict = entries.iter().position(|e| !self.match_term(e.index, e.term));
         if let Some(position) = conflict {
             let first_conflict = entries[position].index;
             assert!(
@@ -227,11 +212,7 @@ impl<S: LogStore> RaftLog<S> {
 
     pub fn commit_to(&mut self, index: Index) {
         if index > self.committed {
-            assert!(
-                index <= self.last_index(),
-                "commit {index} is past the last index {}",
-                self.last_index()
-            );
+            assert!(index <= self.last_index(), "commit {index} is past the last index {}", self.last_index());
             self.committed = index;
         }
     }
@@ -240,8 +221,10 @@ impl<S: LogStore> RaftLog<S> {
     pub fn take_entries_to_persist(&mut self) -> Vec<Entry> {
         let start = (self.unstable.handed_out_below - self.unstable.offset) as usize;
         let out = self.unstable.entries[start..].to_vec();
-        self.unstable.handed_out_below =
-            self.unstable.offset + self.unstable.entries.len() as Index;
+        self.unstable.handed_out_below = self.unstable.offset + self.unstable.entries.len() as Index;
+        if let (Some(first), Some(last)) = (out.first(), out.last()) {
+            self.writes_in_flight.push_back((first.index, last.index, last.term));
+        }
         out
     }
 
@@ -249,19 +232,31 @@ impl<S: LogStore> RaftLog<S> {
         self.unstable.handed_out_below < self.unstable.offset + self.unstable.entries.len() as Index
     }
 
-    /// The application reports entries through `(index, term)` durable. A report for an
-    /// entry that has since been replaced (different term) is ignored.
+    /// The application reports the write ending at `(index, term)` durable (and, since
+    /// writes complete in order, every earlier one). Entries become persisted only as far
+    /// as no later write, pending or not yet handed out, replaces them.
     pub fn stable_to(&mut self, index: Index, term: Term) {
-        if index < self.unstable.offset || self.unstable.term(index) != Some(term) {
+        let Some(position) =
+            self.writes_in_flight.iter().position(|&(_, last, last_term)| (last, last_term) == (index, term))
+        else {
+            return; // not a write we handed out, or already reported
+        };
+        self.writes_in_flight.drain(..=position);
+        let replaced_from = self
+            .writes_in_flight
+            .iter()
+            .map(|&(first, _, _)| first)
+            .chain(std::iter::once(self.unstable.handed_out_below))
+            .min()
+            .expect("the chain is never empty");
+        let durable = index.min(replaced_from.saturating_sub(1));
+        if durable < self.unstable.offset {
             return;
         }
-        if index >= self.unstable.handed_out_below {
-            // Cannot be durable: it was never handed out.
-            return;
-        }
-        let count = (index + 1 - self.unstable.offset) as usize;
+        let count = (durable + 1 - self.unstable.offset) as usize;
+        assert!(count <= self.unstable.entries.len(), "persisted past the end of the log");
         self.unstable.entries.drain(..count);
-        self.unstable.offset = index + 1;
+        self.unstable.offset = durable + 1;
     }
 
     /// Committed, persisted entries not yet handed to the application, within a budget.
@@ -270,9 +265,7 @@ impl<S: LogStore> RaftLog<S> {
         if self.applying >= high {
             return Vec::new();
         }
-        let entries = self
-            .entries(self.applying + 1, high + 1, max_bytes)
-            .expect("committed entries are readable");
+        let entries = self.entries(self.applying + 1, high + 1, max_bytes).expect("committed entries are readable");
         if let Some(last) = entries.last() {
             self.applying = last.index;
         }

@@ -84,13 +84,9 @@ impl Message {
     pub fn kind_name(&self) -> &'static str {
         match &self.body {
             MessageBody::RequestVote { pre_vote: true, .. } => "PreVote",
-            MessageBody::RequestVote {
-                pre_vote: false, ..
-            } => "Vote",
+            MessageBody::RequestVote { pre_vote: false, .. } => "Vote",
             MessageBody::RequestVoteResponse { pre_vote: true, .. } => "PreVoteResp",
-            MessageBody::RequestVoteResponse {
-                pre_vote: false, ..
-            } => "VoteResp",
+            MessageBody::RequestVoteResponse { pre_vote: false, .. } => "VoteResp",
             MessageBody::AppendEntries { .. } => "App",
             MessageBody::AppendEntriesResponse { .. } => "AppResp",
             MessageBody::Heartbeat { .. } => "Heartbeat",

@@ -26,12 +26,7 @@ pub struct Inflights {
 
 impl Inflights {
     pub fn new(max_messages: usize, max_bytes: u64) -> Self {
-        Inflights {
-            messages: VecDeque::new(),
-            bytes: 0,
-            max_messages,
-            max_bytes,
-        }
+        Inflights { messages: VecDeque::new(), bytes: 0, max_messages, max_bytes }
     }
 
     pub fn is_full(&self) -> bool {
@@ -41,10 +36,7 @@ impl Inflights {
     pub fn add(&mut self, last_index: Index, bytes: u64) {
         assert!(!self.is_full(), "in-flight window overflow");
         if let Some(&(previous, _)) = self.messages.back() {
-            assert!(
-                last_index > previous,
-                "in-flight messages must carry increasing indexes"
-            );
+            assert!(last_index > previous, "in-flight messages must carry increasing indexes");
         }
         self.messages.push_back((last_index, bytes));
         self.bytes += bytes;

@@ -10,10 +10,7 @@ pub fn majority(voter_count: usize) -> usize {
 
 /// The highest index that a majority of voters have reached, given each voter's index.
 pub fn committed_index(indexes: &mut [Index]) -> Index {
-    assert!(
-        !indexes.is_empty(),
-        "a configuration has at least one voter"
-    );
+    assert!(!indexes.is_empty(), "a configuration has at least one voter");
     indexes.sort_unstable_by(|a, b| b.cmp(a));
     indexes[majority(indexes.len()) - 1]
 }
@@ -28,14 +25,8 @@ pub enum VoteResult {
 /// Tallies the votes cast so far among `voters`.
 pub fn vote_result(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) -> VoteResult {
     let needed = majority(voters.len());
-    let granted = voters
-        .iter()
-        .filter(|v| votes.get(v) == Some(&true))
-        .count();
-    let rejected = voters
-        .iter()
-        .filter(|v| votes.get(v) == Some(&false))
-        .count();
+    let granted = voters.iter().filter(|v| votes.get(v) == Some(&true)).count();
+    let rejected = voters.iter().filter(|v| votes.get(v) == Some(&false)).count();
     if granted >= needed {
         VoteResult::Won
     } else if rejected > voters.len() - needed {

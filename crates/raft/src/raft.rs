@@ -74,6 +74,9 @@ pub struct Raft<S: LogStore> {
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Leader only: the node we are handing leadership to.
     pub(crate) transfer_target: Option<NodeId>,
+    /// Leader only: ticks since the transfer started; it is abandoned after an election
+    /// timeout. Separate from `election_elapsed`, which is the check-quorum clock.
+    pub(crate) transfer_elapsed: u32,
     /// Leader only: proposals appended since the last broadcast.
     pub(crate) broadcast_pending: bool,
     /// Leader only: ReadIndex bookkeeping.
@@ -95,7 +98,7 @@ impl<S: LogStore> Raft<S> {
     pub fn new(config: Config, store: S, applied: Index) -> Result<Self, RaftError> {
         config.validate()?;
         let hard_state = store.initial_hard_state();
-        let log = RaftLog::new(store, applied);
+        let log = RaftLog::new(store, applied)?;
         let mut raft = Raft {
             rng: SplitMix64::new(config.seed),
             config,
@@ -110,6 +113,7 @@ impl<S: LogStore> Raft<S> {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             transfer_target: None,
+            transfer_elapsed: 0,
             broadcast_pending: false,
             read_round: 0,
             pending_reads: VecDeque::new(),
@@ -117,15 +121,8 @@ impl<S: LogStore> Raft<S> {
             outbox: Vec::new(),
             outbox_after_persist: Vec::new(),
             read_states: Vec::new(),
-            last_soft_state: SoftState {
-                leader: NO_NODE,
-                role: Role::Follower,
-                term: hard_state.term,
-            },
-            last_hard_state: HardState {
-                commit: 0,
-                ..hard_state
-            },
+            last_soft_state: SoftState { leader: NO_NODE, role: Role::Follower, term: hard_state.term },
+            last_hard_state: HardState { commit: 0, ..hard_state },
         };
         raft.last_hard_state.commit = raft.log.committed();
         raft.reset_election_timeout();
@@ -177,30 +174,17 @@ impl<S: LogStore> Raft<S> {
     }
     /// Entries `[low, high)` of this node's log (persisted or not).
     pub fn log_entries(&self, low: Index, high: Index) -> Vec<Entry> {
-        self.log
-            .entries(low, high, u64::MAX)
-            .expect("log range is readable")
+        self.log.entries(low, high, u64::MAX).expect("log range is readable")
     }
     /// Leader only: how far each voter's log is known to match ours.
     pub fn match_indexes(&self) -> BTreeMap<NodeId, Index> {
-        self.progress
-            .iter()
-            .map(|(id, p)| (*id, p.match_index))
-            .collect()
+        self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect()
     }
     pub fn soft_state(&self) -> SoftState {
-        SoftState {
-            leader: self.leader,
-            role: self.role,
-            term: self.term,
-        }
+        SoftState { leader: self.leader, role: self.role, term: self.term }
     }
     pub fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.committed(),
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
     }
 
     // ----- inputs ----------------------------------------------------------------------
@@ -231,9 +215,7 @@ impl<S: LogStore> Raft<S> {
     /// Handles a message from a peer. Messages for other nodes, from unknown nodes, or
     /// stale in term are dropped (or answered so the stale sender learns the term).
     pub fn step(&mut self, message: Message) {
-        if message.to != self.config.id
-            || !self.config.voters.contains(&message.from)
-            || message.from == self.config.id
+        if message.to != self.config.id || !self.config.voters.contains(&message.from) || message.from == self.config.id
         {
             return;
         }
@@ -245,13 +227,10 @@ impl<S: LogStore> Raft<S> {
                 // A pre-vote never changes anyone's term; a granted pre-vote reply carries
                 // the term we would campaign in, which we have not adopted yet.
                 MessageBody::RequestVote { pre_vote: true, .. } => {}
-                MessageBody::RequestVoteResponse {
-                    pre_vote: true,
-                    granted: true,
-                } => {}
-                MessageBody::AppendEntries { .. }
-                | MessageBody::Heartbeat { .. }
-                | MessageBody::TimeoutNow => self.become_follower(message.term, message.from),
+                MessageBody::RequestVoteResponse { pre_vote: true, granted: true } => {}
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
+                    self.become_follower(message.term, message.from)
+                }
                 _ => self.become_follower(message.term, NO_NODE),
             }
         } else if message.term < self.term {
@@ -259,13 +238,7 @@ impl<S: LogStore> Raft<S> {
             return;
         }
 
-        if let MessageBody::RequestVote {
-            pre_vote,
-            last_log_index,
-            last_log_term,
-            ..
-        } = message.body
-        {
+        if let MessageBody::RequestVote { pre_vote, last_log_index, last_log_term, .. } = message.body {
             self.handle_vote_request(&message, pre_vote, last_log_index, last_log_term);
             return;
         }
@@ -281,10 +254,7 @@ impl<S: LogStore> Raft<S> {
     /// depose a leader the rest of the cluster still follows. A leadership transfer
     /// overrides this.
     fn ignores_higher_term(&self, message: &Message) -> bool {
-        let MessageBody::RequestVote {
-            leader_transfer, ..
-        } = message.body
-        else {
+        let MessageBody::RequestVote { leader_transfer, .. } = message.body else {
             return false;
         };
         self.config.check_quorum
@@ -297,33 +267,21 @@ impl<S: LogStore> Raft<S> {
         match message.body {
             // A leader from an old term (for instance one on the far side of a healed
             // partition) learns of the new term from our answer and steps down.
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
-                if self.config.check_quorum || self.config.pre_vote {
-                    let reply = MessageBody::AppendEntriesResponse { result: Ok(0) };
-                    self.send(message.from, reply);
-                }
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                if self.config.check_quorum || self.config.pre_vote =>
+            {
+                let reply = MessageBody::AppendEntriesResponse { result: Ok(0) };
+                self.send(message.from, reply);
             }
             // Tell a lagging pre-candidate our term so it stops probing.
             MessageBody::RequestVote { pre_vote: true, .. } => {
-                self.send(
-                    message.from,
-                    MessageBody::RequestVoteResponse {
-                        pre_vote: true,
-                        granted: false,
-                    },
-                );
+                self.send(message.from, MessageBody::RequestVoteResponse { pre_vote: true, granted: false });
             }
             _ => {}
         }
     }
 
-    fn handle_vote_request(
-        &mut self,
-        message: &Message,
-        pre_vote: bool,
-        last_index: Index,
-        last_term: Term,
-    ) {
+    fn handle_vote_request(&mut self, message: &Message, pre_vote: bool, last_index: Index, last_term: Term) {
         // We may vote for the same candidate again (a repeated request); otherwise only
         // if we have not voted and know no leader in this term. A pre-vote for a future
         // term is answered on the log alone.
@@ -348,7 +306,7 @@ impl<S: LogStore> Raft<S> {
     /// Proposes one entry. Returns its index; it is committed when it shows up in
     /// `committed_entries`.
     pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
-        self.propose_batch(vec![data]).map(|last| last)
+        self.propose_batch(vec![data])
     }
 
     /// Proposes several entries at once; they go out together. Returns the last index.
@@ -364,10 +322,7 @@ impl<S: LogStore> Raft<S> {
         }
         for data in &batch {
             if data.len() as u64 > self.config.max_proposal_bytes {
-                return Err(ProposeError::TooLarge {
-                    size: data.len() as u64,
-                    limit: self.config.max_proposal_bytes,
-                });
+                return Err(ProposeError::TooLarge { size: data.len() as u64, limit: self.config.max_proposal_bytes });
             }
         }
         let uncommitted = self.log.last_index() - self.log.committed() + batch.len() as u64;
@@ -408,10 +363,7 @@ impl<S: LogStore> Raft<S> {
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.match_term(index, term) {
             let persisted = self.log.persisted_index().min(index);
-            let own = self
-                .progress
-                .get_mut(&self.config.id)
-                .expect("the leader tracks itself");
+            let own = self.progress.get_mut(&self.config.id).expect("the leader tracks itself");
             if own.maybe_update(persisted) {
                 self.maybe_commit();
             }
@@ -455,9 +407,7 @@ impl<S: LogStore> Raft<S> {
         ready.entries = self.log.take_entries_to_persist();
         ready.messages = std::mem::take(&mut self.outbox);
         ready.messages_after_persist = std::mem::take(&mut self.outbox_after_persist);
-        ready.committed_entries = self
-            .log
-            .take_entries_to_apply(self.config.max_message_bytes.saturating_mul(16));
+        ready.committed_entries = self.log.take_entries_to_apply(self.config.max_message_bytes.saturating_mul(16));
         ready.read_states = std::mem::take(&mut self.read_states);
         ready
     }
@@ -465,12 +415,7 @@ impl<S: LogStore> Raft<S> {
     // ----- shared helpers --------------------------------------------------------------
 
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
-        let message = Message {
-            from: self.config.id,
-            to,
-            term: self.term,
-            body,
-        };
+        let message = Message { from: self.config.id, to, term: self.term, body };
         self.push_message(message);
     }
 
@@ -492,11 +437,7 @@ impl<S: LogStore> Raft<S> {
 
     /// Clears per-term state when the term changes or the role is reset.
     pub(crate) fn reset(&mut self, term: Term) {
-        assert!(
-            term >= self.term,
-            "term must never go backwards ({} -> {term})",
-            self.term
-        );
+        assert!(term >= self.term, "term must never go backwards ({} -> {term})", self.term);
         if term != self.term {
             self.term = term;
             self.vote = NO_NODE;
@@ -508,6 +449,7 @@ impl<S: LogStore> Raft<S> {
         self.votes.clear();
         self.progress.clear();
         self.transfer_target = None;
+        self.transfer_elapsed = 0;
         self.broadcast_pending = false;
         self.read_round = 0;
         self.pending_reads.clear();
@@ -521,9 +463,6 @@ impl<S: LogStore> Raft<S> {
     }
 
     pub(crate) fn committed_in_current_term(&self) -> bool {
-        self.log
-            .term(self.log.committed())
-            .map(|t| t == self.term)
-            .unwrap_or(false)
+        self.log.term(self.log.committed()).map(|t| t == self.term).unwrap_or(false)
     }
 }

@@ -69,8 +69,7 @@ impl MemoryLog {
             self.last_index(),
             self.offset
         );
-        self.entries
-            .truncate((first.index - self.offset - 1) as usize);
+        self.entries.truncate((first.index - self.offset - 1) as usize);
         self.entries.extend_from_slice(entries);
     }
 
@@ -106,10 +105,7 @@ impl LogStore for MemoryLog {
         if index == self.offset {
             return Ok(self.offset_term);
         }
-        self.entries
-            .get((index - self.offset - 1) as usize)
-            .map(|e| e.term)
-            .ok_or(StorageError::Unavailable(index))
+        self.entries.get((index - self.offset - 1) as usize).map(|e| e.term).ok_or(StorageError::Unavailable(index))
     }
 
     fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
@@ -121,9 +117,7 @@ impl LogStore for MemoryLog {
         }
         let mut out = Vec::new();
         let mut bytes = 0;
-        for entry in
-            &self.entries[(low - self.offset - 1) as usize..(high - self.offset - 1) as usize]
-        {
+        for entry in &self.entries[(low - self.offset - 1) as usize..(high - self.offset - 1) as usize] {
             bytes += entry.size_bytes();
             if !out.is_empty() && bytes > max_bytes {
                 break;

@@ -2,17 +2,10 @@
 //! Each test fails if the rule it names is broken.
 
 use bytes::Bytes;
-use concord_raft::{
-    Config, Entry, EntryKind, HardState, MemoryLog, Message, MessageBody, Raft, Ready, Role,
-};
+use concord_raft::{Config, Entry, EntryKind, HardState, MemoryLog, Message, MessageBody, Raft, Ready, Role};
 
 fn entry(index: u64, term: u64) -> Entry {
-    Entry {
-        index,
-        term,
-        kind: EntryKind::Normal,
-        data: Bytes::from(format!("{index}/{term}")),
-    }
+    Entry { index, term, kind: EntryKind::Normal, data: Bytes::from(format!("{index}/{term}")) }
 }
 
 /// Node `id` of a 3-node cluster started from a persisted log of `(index, term)` pairs.
@@ -28,12 +21,7 @@ fn node_with_log(id: u64, hard_state: HardState, log: &[(u64, u64)]) -> Raft<Mem
 }
 
 fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
-    Message {
-        from,
-        to,
-        term,
-        body,
-    }
+    Message { from, to, term, body }
 }
 
 fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) -> Message {
@@ -50,37 +38,21 @@ fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) 
     )
 }
 
-fn append(
-    from: u64,
-    to: u64,
-    term: u64,
-    prev: (u64, u64),
-    entries: &[(u64, u64)],
-    commit: u64,
-) -> Message {
+fn append(from: u64, to: u64, term: u64, prev: (u64, u64), entries: &[(u64, u64)], commit: u64) -> Message {
     let entries = entries.iter().map(|&(i, t)| entry(i, t)).collect();
     message(
         from,
         to,
         term,
-        MessageBody::AppendEntries {
-            prev_log_index: prev.0,
-            prev_log_term: prev.1,
-            entries,
-            leader_commit: commit,
-        },
+        MessageBody::AppendEntries { prev_log_index: prev.0, prev_log_term: prev.1, entries, leader_commit: commit },
     )
 }
 
 fn vote_granted(ready: &Ready) -> Option<bool> {
-    ready
-        .messages
-        .iter()
-        .chain(&ready.messages_after_persist)
-        .find_map(|m| match m.body {
-            MessageBody::RequestVoteResponse { granted, .. } => Some(granted),
-            _ => None,
-        })
+    ready.messages.iter().chain(&ready.messages_after_persist).find_map(|m| match m.body {
+        MessageBody::RequestVoteResponse { granted, .. } => Some(granted),
+        _ => None,
+    })
 }
 
 /// Persists a Ready as the application would, instantly.
@@ -99,14 +71,9 @@ fn a_vote_reply_waits_for_the_vote_to_be_persisted() {
     let mut node = node_with_log(2, HardState::default(), &[]);
     node.step(vote_request(1, 2, 1, 0, 0));
     let ready = node.ready();
-    assert!(
-        ready.messages.is_empty(),
-        "a vote must not be sent before it is durable"
-    );
+    assert!(ready.messages.is_empty(), "a vote must not be sent before it is durable");
     assert_eq!(vote_granted(&ready), Some(true));
-    let hard_state = ready
-        .hard_state
-        .expect("the vote is handed out for persisting");
+    let hard_state = ready.hard_state.expect("the vote is handed out for persisting");
     assert_eq!((hard_state.term, hard_state.vote), (1, 1));
 }
 
@@ -124,15 +91,7 @@ fn a_node_votes_at_most_once_per_term() {
 
 #[test]
 fn a_restarted_node_remembers_its_vote() {
-    let node = node_with_log(
-        3,
-        HardState {
-            term: 5,
-            vote: 1,
-            commit: 0,
-        },
-        &[],
-    );
+    let node = node_with_log(3, HardState { term: 5, vote: 1, commit: 0 }, &[]);
     let mut node = node;
     node.step(vote_request(2, 3, 5, 0, 0));
     assert_eq!(vote_granted(&node.ready()), Some(false));
@@ -142,75 +101,31 @@ fn a_restarted_node_remembers_its_vote() {
 fn votes_go_only_to_candidates_with_up_to_date_logs() {
     let log = [(1, 1), (2, 2), (3, 2)];
     // Same last term, shorter log: refused.
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 2,
-            vote: 0,
-            commit: 0,
-        },
-        &log,
-    );
+    let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 0 }, &log);
     node.step(vote_request(1, 2, 3, 2, 2));
     assert_eq!(vote_granted(&node.ready()), Some(false));
     // Longer log but older last term: refused.
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 2,
-            vote: 0,
-            commit: 0,
-        },
-        &log,
-    );
+    let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 0 }, &log);
     node.step(vote_request(1, 2, 3, 9, 1));
     assert_eq!(vote_granted(&node.ready()), Some(false));
     // Later last term, even if shorter: granted.
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 2,
-            vote: 0,
-            commit: 0,
-        },
-        &log,
-    );
+    let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 0 }, &log);
     node.step(vote_request(1, 2, 3, 2, 3));
     assert_eq!(vote_granted(&node.ready()), Some(true));
 }
 
 #[test]
 fn a_higher_term_is_adopted_and_a_lower_one_ignored() {
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 4,
-            vote: 0,
-            commit: 0,
-        },
-        &[(1, 1)],
-    );
+    let mut node = node_with_log(2, HardState { term: 4, vote: 0, commit: 0 }, &[(1, 1)]);
     node.step(append(1, 2, 3, (1, 1), &[(2, 3)], 0));
-    assert_eq!(
-        node.last_index(),
-        1,
-        "an AppendEntries from an old term changes nothing"
-    );
+    assert_eq!(node.last_index(), 1, "an AppendEntries from an old term changes nothing");
     node.step(append(3, 2, 6, (1, 1), &[(2, 6)], 0));
     assert_eq!((node.term(), node.leader(), node.last_index()), (6, 3, 2));
 }
 
 #[test]
 fn a_conflicting_suffix_is_truncated_and_a_matching_one_kept() {
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 1,
-            vote: 1,
-            commit: 1,
-        },
-        &[(1, 1), (2, 1), (3, 1)],
-    );
+    let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
     // A delayed, shorter AppendEntries whose entries match: nothing is cut.
     node.step(append(1, 2, 1, (1, 1), &[(2, 1)], 1));
     assert_eq!(node.last_index(), 3);
@@ -219,33 +134,17 @@ fn a_conflicting_suffix_is_truncated_and_a_matching_one_kept() {
     assert_eq!(node.last_index(), 2);
     assert_eq!(node.entry_term(2), Some(2));
     let ready = node.ready();
-    assert_eq!(
-        ready.entries,
-        vec![entry(2, 2)],
-        "the application is told to rewrite from index 2"
-    );
+    assert_eq!(ready.entries, vec![entry(2, 2)], "the application is told to rewrite from index 2");
 }
 
 #[test]
 fn a_follower_commits_only_what_this_message_verified() {
     // The follower holds a stale suffix (2/1, 3/1) from an old leader.
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 1,
-            vote: 1,
-            commit: 1,
-        },
-        &[(1, 1), (2, 1), (3, 1)],
-    );
+    let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
     // The new leader (term 2) has committed up to 3 in its own log, which differs after
     // index 1; its probe matches only at index 1 and carries no entries.
     node.step(append(3, 2, 2, (1, 1), &[], 3));
-    assert_eq!(
-        node.commit_index(),
-        1,
-        "entries 2 and 3 were not verified against the leader"
-    );
+    assert_eq!(node.commit_index(), 1, "entries 2 and 3 were not verified against the leader");
     // A rejected probe moves nothing either.
     node.step(append(3, 2, 2, (3, 2), &[], 3));
     assert_eq!(node.commit_index(), 1);
@@ -254,49 +153,19 @@ fn a_follower_commits_only_what_this_message_verified() {
 #[test]
 fn a_leader_commits_old_term_entries_only_through_an_entry_of_its_term() {
     // Node 1 holds 2/1 from term 1 and wins term 3.
-    let mut leader = node_with_log(
-        1,
-        HardState {
-            term: 2,
-            vote: 0,
-            commit: 1,
-        },
-        &[(1, 1), (2, 1)],
-    );
+    let mut leader = node_with_log(1, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1)]);
     leader.campaign();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(
-        2,
-        1,
-        3,
-        MessageBody::RequestVoteResponse {
-            pre_vote: false,
-            granted: true,
-        },
-    ));
+    leader.step(message(2, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
     assert_eq!(leader.role(), Role::Leader);
     let ready = leader.ready();
     persist(&mut leader, &ready); // the term-3 empty entry at index 3
                                   // Node 2 acknowledges index 2 only: a majority (1 and 2) holds the term-1 entry.
-    leader.step(message(
-        2,
-        1,
-        3,
-        MessageBody::AppendEntriesResponse { result: Ok(2) },
-    ));
-    assert_eq!(
-        leader.commit_index(),
-        1,
-        "Figure 8: counting replicas of a term-1 entry is unsafe"
-    );
+    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+    assert_eq!(leader.commit_index(), 1, "Figure 8: counting replicas of a term-1 entry is unsafe");
     // Once the term-3 entry is on a majority, everything before it commits with it.
-    leader.step(message(
-        2,
-        1,
-        3,
-        MessageBody::AppendEntriesResponse { result: Ok(3) },
-    ));
+    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(3) }));
     assert_eq!(leader.commit_index(), 3);
 }
 
@@ -306,47 +175,18 @@ fn a_leader_counts_itself_only_after_its_disk_has_the_entry() {
     leader.campaign();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(
-        2,
-        1,
-        1,
-        MessageBody::RequestVoteResponse {
-            pre_vote: false,
-            granted: true,
-        },
-    ));
+    leader.step(message(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(
-        2,
-        1,
-        1,
-        MessageBody::AppendEntriesResponse { result: Ok(1) },
-    ));
+    leader.step(message(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(1) }));
     assert_eq!(leader.commit_index(), 1);
     leader.propose(Bytes::from_static(b"x")).unwrap();
     let ready = leader.ready();
-    assert_eq!(
-        ready.entries.len(),
-        1,
-        "the entry is handed out for writing"
-    );
-    assert!(
-        !ready.messages.is_empty(),
-        "replication starts before the leader's own write completes"
-    );
+    assert_eq!(ready.entries.len(), 1, "the entry is handed out for writing");
+    assert!(!ready.messages.is_empty(), "replication starts before the leader's own write completes");
     // Node 2 has it on disk; with node 3 silent, the leader's own disk decides the majority.
-    leader.step(message(
-        2,
-        1,
-        1,
-        MessageBody::AppendEntriesResponse { result: Ok(2) },
-    ));
-    assert_eq!(
-        leader.commit_index(),
-        1,
-        "the leader's unpersisted entry must not count"
-    );
+    leader.step(message(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+    assert_eq!(leader.commit_index(), 1, "the leader's unpersisted entry must not count");
     leader.store_mut().append(&ready.entries);
     leader.on_persisted(2, 1);
     assert_eq!(leader.commit_index(), 2);
@@ -361,51 +201,27 @@ fn a_follower_in_contact_with_a_leader_ignores_vote_requests() {
     node.step(append(1, 2, 1, (0, 0), &[(1, 1)], 0));
     let _ = node.ready();
     node.step(vote_request(3, 2, 2, 1, 1));
-    assert_eq!(
-        node.term(),
-        1,
-        "the disruptive candidate's term is not adopted"
-    );
+    assert_eq!(node.term(), 1, "the disruptive candidate's term is not adopted");
     assert_eq!(vote_granted(&node.ready()), None);
     // A leadership transfer overrides the lease.
     node.step(message(
         3,
         2,
         2,
-        MessageBody::RequestVote {
-            pre_vote: false,
-            last_log_index: 1,
-            last_log_term: 1,
-            leader_transfer: true,
-        },
+        MessageBody::RequestVote { pre_vote: false, last_log_index: 1, last_log_term: 1, leader_transfer: true },
     ));
     assert_eq!(vote_granted(&node.ready()), Some(true));
 }
 
 #[test]
 fn a_pre_vote_changes_no_one_s_term() {
-    let mut node = node_with_log(
-        2,
-        HardState {
-            term: 3,
-            vote: 0,
-            commit: 0,
-        },
-        &[(1, 1)],
-    );
-    let request = MessageBody::RequestVote {
-        pre_vote: true,
-        last_log_index: 1,
-        last_log_term: 1,
-        leader_transfer: false,
-    };
+    let mut node = node_with_log(2, HardState { term: 3, vote: 0, commit: 0 }, &[(1, 1)]);
+    let request =
+        MessageBody::RequestVote { pre_vote: true, last_log_index: 1, last_log_term: 1, leader_transfer: false };
     node.step(message(1, 2, 4, request));
     assert_eq!((node.term(), node.vote()), (3, 0));
     let ready = node.ready();
-    assert!(
-        ready.hard_state.is_none(),
-        "nothing to persist for a pre-vote"
-    );
+    assert!(ready.hard_state.is_none(), "nothing to persist for a pre-vote");
     assert_eq!(vote_granted(&ready), Some(true));
 }
 
@@ -415,10 +231,7 @@ fn a_pre_vote_changes_no_one_s_term() {
 mod planted_bugs_are_caught {
     use super::*;
 
-    fn with_bugs(
-        mut node: Raft<MemoryLog>,
-        set: impl Fn(&mut concord_raft::PlantedBugs),
-    ) -> Raft<MemoryLog> {
+    fn with_bugs(mut node: Raft<MemoryLog>, set: impl Fn(&mut concord_raft::PlantedBugs)) -> Raft<MemoryLog> {
         let mut config = node.config().clone();
         set(&mut config.bugs);
         let store = node.store_mut().clone();
@@ -427,15 +240,7 @@ mod planted_bugs_are_caught {
 
     #[test]
     fn commit_past_match_commits_the_stale_suffix() {
-        let node = node_with_log(
-            2,
-            HardState {
-                term: 1,
-                vote: 1,
-                commit: 1,
-            },
-            &[(1, 1), (2, 1), (3, 1)],
-        );
+        let node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
         let mut node = with_bugs(node, |b| b.commit_past_match = true);
         node.step(append(3, 2, 2, (1, 1), &[], 3));
         assert_eq!(node.commit_index(), 3);
@@ -443,36 +248,15 @@ mod planted_bugs_are_caught {
 
     #[test]
     fn figure8_commits_an_old_term_entry_by_counting() {
-        let leader = node_with_log(
-            1,
-            HardState {
-                term: 2,
-                vote: 0,
-                commit: 1,
-            },
-            &[(1, 1), (2, 1)],
-        );
+        let leader = node_with_log(1, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1)]);
         let mut leader = with_bugs(leader, |b| b.figure8 = true);
         leader.campaign();
         let ready = leader.ready();
         persist(&mut leader, &ready);
-        leader.step(message(
-            2,
-            1,
-            3,
-            MessageBody::RequestVoteResponse {
-                pre_vote: false,
-                granted: true,
-            },
-        ));
+        leader.step(message(2, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
         let ready = leader.ready();
         persist(&mut leader, &ready);
-        leader.step(message(
-            2,
-            1,
-            3,
-            MessageBody::AppendEntriesResponse { result: Ok(2) },
-        ));
+        leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) }));
         assert_eq!(leader.commit_index(), 2);
     }
 

@@ -20,9 +20,7 @@ use concord_raft::NodeId;
 use harness::Cluster;
 
 fn ids(text: &str) -> Vec<NodeId> {
-    text.split(',')
-        .map(|s| s.trim().parse().expect("node id"))
-        .collect()
+    text.split(',').map(|s| s.trim().parse().expect("node id")).collect()
 }
 
 /// The value of `key=value` (a list `key=(a,b)` is joined with commas).
@@ -32,132 +30,115 @@ fn arg(case: &datadriven::TestCase, key: &str) -> Option<String> {
 
 /// The bare numeric argument naming the node a command acts on (`campaign 1`).
 fn node(case: &datadriven::TestCase) -> NodeId {
-    let bare: Vec<NodeId> = case
-        .args
-        .iter()
-        .filter(|(_, v)| v.is_empty())
-        .filter_map(|(k, _)| k.parse().ok())
-        .collect();
-    assert_eq!(
-        bare.len(),
-        1,
-        "{} needs exactly one node id",
-        case.directive
-    );
+    let bare: Vec<NodeId> =
+        case.args.iter().filter(|(_, v)| v.is_empty()).filter_map(|(k, _)| k.parse().ok()).collect();
+    assert_eq!(bare.len(), 1, "{} needs exactly one node id", case.directive);
     bare[0]
 }
 
 #[test]
 fn scenarios() {
-    datadriven::walk(
-        &std::env::var("SCENARIO_DIR").unwrap_or("tests/testdata".into()),
-        |file| {
-            let mut cluster: Option<Cluster> = None;
-            file.run(|case| -> String {
-                if case.directive == "cluster" {
-                    let size: u64 = arg(case, "nodes").unwrap_or("3".into()).parse().unwrap();
-                    let pre_vote = arg(case, "pre_vote").as_deref() != Some("false");
-                    let check_quorum = arg(case, "check_quorum").as_deref() != Some("false");
-                    let max_message_bytes: Option<u64> =
-                        arg(case, "max_message_bytes").map(|v| v.parse().unwrap());
-                    cluster = Some(Cluster::new(size, |config| {
-                        config.pre_vote = pre_vote;
-                        config.check_quorum = check_quorum;
-                        if let Some(limit) = max_message_bytes {
-                            config.max_message_bytes = limit;
-                        }
-                    }));
-                    return "ok\n".into();
+    datadriven::walk(&std::env::var("SCENARIO_DIR").unwrap_or("tests/testdata".into()), |file| {
+        let mut cluster: Option<Cluster> = None;
+        file.run(|case| -> String {
+            if case.directive == "cluster" {
+                let size: u64 = arg(case, "nodes").unwrap_or("3".into()).parse().unwrap();
+                let pre_vote = arg(case, "pre_vote").as_deref() != Some("false");
+                let check_quorum = arg(case, "check_quorum").as_deref() != Some("false");
+                let max_message_bytes: Option<u64> = arg(case, "max_message_bytes").map(|v| v.parse().unwrap());
+                cluster = Some(Cluster::new(size, |config| {
+                    config.pre_vote = pre_vote;
+                    config.check_quorum = check_quorum;
+                    if let Some(limit) = max_message_bytes {
+                        config.max_message_bytes = limit;
+                    }
+                }));
+                return "ok\n".into();
+            }
+            let c = cluster.as_mut().expect("a scenario starts with `cluster`");
+            match case.directive.as_str() {
+                "tick" => {
+                    let targets = arg(case, "nodes").map(|n| ids(&n)).unwrap_or_else(|| c.live_ids());
+                    let count: u32 = arg(case, "count").unwrap_or("1".into()).parse().unwrap();
+                    c.tick(&targets, count);
                 }
-                let c = cluster.as_mut().expect("a scenario starts with `cluster`");
-                match case.directive.as_str() {
-                    "tick" => {
-                        let targets = arg(case, "nodes")
-                            .map(|n| ids(&n))
-                            .unwrap_or_else(|| c.live_ids());
-                        let count: u32 = arg(case, "count").unwrap_or("1".into()).parse().unwrap();
-                        c.tick(&targets, count);
-                    }
-                    "campaign" => {
-                        c.raft(node(case)).campaign();
-                        if c.auto {
-                            c.stabilize();
-                        }
-                    }
-                    "propose" => {
-                        let id = node(case);
-                        for data in arg(case, "data").expect("data=").split(',') {
-                            c.propose(id, data);
-                        }
-                        if c.auto {
-                            c.stabilize();
-                        }
-                    }
-                    "read" => {
-                        let id = node(case);
-                        let request_id: u64 = arg(case, "id").expect("id=").parse().unwrap();
-                        if let Err(error) = c.raft(id).read_index(request_id) {
-                            c.out
-                                .push_str(&format!("n{id} refused read {request_id}: {error}\n"));
-                        }
-                        if c.auto {
-                            c.stabilize();
-                        }
-                    }
-                    "transfer" => {
-                        let id = node(case);
-                        let to: NodeId = arg(case, "to").expect("to=").parse().unwrap();
-                        if let Err(error) = c.raft(id).transfer_leader(to) {
-                            c.out
-                                .push_str(&format!("n{id} refused transfer: {error}\n"));
-                        }
-                        if c.auto {
-                            c.stabilize();
-                        }
-                    }
-                    "stabilize" => {
-                        c.verbose = case.args.contains_key("verbose");
-                        c.stabilize();
-                        c.verbose = false;
-                    }
-                    "partition" => {
-                        let left = ids(&arg(case, "left").expect("left="));
-                        let right = ids(&arg(case, "right").expect("right="));
-                        c.partition(&left, &right);
-                    }
-                    "cut" => {
-                        let from: NodeId = arg(case, "from").expect("from=").parse().unwrap();
-                        let to: NodeId = arg(case, "to").expect("to=").parse().unwrap();
-                        c.cut_one_way(from, to);
-                    }
-                    "isolate" => c.isolate(node(case)),
-                    "heal" => c.heal(),
-                    "crash" => c.crash(node(case)),
-                    "restart" => c.restart(node(case)),
-                    "stall" => c.stall(node(case)),
-                    "unstall" => {
-                        c.unstall(node(case));
-                        if c.auto {
-                            c.stabilize();
-                        }
-                    }
-                    "manual" => c.auto = false,
-                    "auto" => {
-                        c.auto = true;
+                "campaign" => {
+                    c.raft(node(case)).campaign();
+                    if c.auto {
                         c.stabilize();
                     }
-                    "process" => c.process(node(case)),
-                    "deliver" => c.deliver_to(arg(case, "to").expect("to=").parse().unwrap()),
-                    "drop" => c.drop_from(arg(case, "from").expect("from=").parse().unwrap()),
-                    "status" => c.status(),
-                    "logs" => c.logs(),
-                    other => panic!("unknown command {other}"),
                 }
-                if let Err(violation) = c.check_applied_agree() {
-                    panic!("state machine safety violated: {violation}");
+                "propose" => {
+                    let id = node(case);
+                    for data in arg(case, "data").expect("data=").split(',') {
+                        c.propose(id, data);
+                    }
+                    if c.auto {
+                        c.stabilize();
+                    }
                 }
-                c.take_output()
-            });
-        },
-    );
+                "read" => {
+                    let id = node(case);
+                    let request_id: u64 = arg(case, "id").expect("id=").parse().unwrap();
+                    if let Err(error) = c.raft(id).read_index(request_id) {
+                        c.out.push_str(&format!("n{id} refused read {request_id}: {error}\n"));
+                    }
+                    if c.auto {
+                        c.stabilize();
+                    }
+                }
+                "transfer" => {
+                    let id = node(case);
+                    let to: NodeId = arg(case, "to").expect("to=").parse().unwrap();
+                    if let Err(error) = c.raft(id).transfer_leader(to) {
+                        c.out.push_str(&format!("n{id} refused transfer: {error}\n"));
+                    }
+                    if c.auto {
+                        c.stabilize();
+                    }
+                }
+                "stabilize" => {
+                    c.verbose = case.args.contains_key("verbose");
+                    c.stabilize();
+                    c.verbose = false;
+                }
+                "partition" => {
+                    let left = ids(&arg(case, "left").expect("left="));
+                    let right = ids(&arg(case, "right").expect("right="));
+                    c.partition(&left, &right);
+                }
+                "cut" => {
+                    let from: NodeId = arg(case, "from").expect("from=").parse().unwrap();
+                    let to: NodeId = arg(case, "to").expect("to=").parse().unwrap();
+                    c.cut_one_way(from, to);
+                }
+                "isolate" => c.isolate(node(case)),
+                "heal" => c.heal(),
+                "crash" => c.crash(node(case)),
+                "restart" => c.restart(node(case)),
+                "stall" => c.stall(node(case)),
+                "unstall" => {
+                    c.unstall(node(case));
+                    if c.auto {
+                        c.stabilize();
+                    }
+                }
+                "manual" => c.auto = false,
+                "auto" => {
+                    c.auto = true;
+                    c.stabilize();
+                }
+                "process" => c.process(node(case)),
+                "deliver" => c.deliver_to(arg(case, "to").expect("to=").parse().unwrap()),
+                "drop" => c.drop_from(arg(case, "from").expect("from=").parse().unwrap()),
+                "status" => c.status(),
+                "logs" => c.logs(),
+                other => panic!("unknown command {other}"),
+            }
+            if let Err(violation) = c.check_applied_agree() {
+                panic!("state machine safety violated: {violation}");
+            }
+            c.take_output()
+        });
+    });
 }

@@ -69,29 +69,15 @@ impl Cluster {
                 },
             );
         }
-        Cluster {
-            nodes,
-            in_flight: Vec::new(),
-            cut: BTreeSet::new(),
-            verbose: false,
-            auto: true,
-            out: String::new(),
-        }
+        Cluster { nodes, in_flight: Vec::new(), cut: BTreeSet::new(), verbose: false, auto: true, out: String::new() }
     }
 
     pub fn raft(&mut self, id: NodeId) -> &mut Raft<MemoryLog> {
-        self.nodes
-            .get_mut(&id)
-            .and_then(|n| n.raft.as_mut())
-            .unwrap_or_else(|| panic!("node {id} is down"))
+        self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()).unwrap_or_else(|| panic!("node {id} is down"))
     }
 
     pub fn live_ids(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.raft.is_some())
-            .map(|(id, _)| *id)
-            .collect()
+        self.nodes.iter().filter(|(_, n)| n.raft.is_some()).map(|(id, _)| *id).collect()
     }
 
     pub fn take_output(&mut self) -> String {
@@ -149,9 +135,7 @@ impl Cluster {
 
     /// Manual mode: delivers the in-flight messages addressed to `to`, printing them.
     pub fn deliver_to(&mut self, to: NodeId) {
-        let (batch, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
-            .into_iter()
-            .partition(|m| m.to == to);
+        let (batch, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.to == to);
         self.in_flight = rest;
         for message in batch {
             writeln!(self.out, "{}", render_message(&message)).unwrap();
@@ -161,9 +145,8 @@ impl Cluster {
 
     /// Manual mode: loses the in-flight messages sent by `from`, printing them.
     pub fn drop_from(&mut self, from: NodeId) {
-        let (batch, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
-            .into_iter()
-            .partition(|m| m.from == from);
+        let (batch, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|m| m.from == from);
         self.in_flight = rest;
         for message in batch {
             writeln!(self.out, "{}  (dropped)", render_message(&message)).unwrap();
@@ -187,11 +170,7 @@ impl Cluster {
                 Role::Candidate => "candidate",
                 Role::Leader => "leader",
             };
-            let leader = if soft.leader == 0 {
-                "no leader".to_string()
-            } else {
-                format!("leader n{}", soft.leader)
-            };
+            let leader = if soft.leader == 0 { "no leader".to_string() } else { format!("leader n{}", soft.leader) };
             writeln!(self.out, "n{id} is {role} at term {} ({leader})", soft.term).unwrap();
         }
         // The page cache sees writes at once; the durable copy only when the job completes.
@@ -209,27 +188,13 @@ impl Cluster {
         if !ready.committed_entries.is_empty() {
             let first = ready.committed_entries[0].index;
             let last = ready.committed_entries.last().unwrap().index;
-            let data: Vec<String> = ready
-                .committed_entries
-                .iter()
-                .filter(|e| !e.data.is_empty())
-                .map(|e| render_data(&e.data))
-                .collect();
-            writeln!(
-                self.out,
-                "n{id} applied {first}..={last} [{}]",
-                data.join(" ")
-            )
-            .unwrap();
+            let data: Vec<String> =
+                ready.committed_entries.iter().filter(|e| !e.data.is_empty()).map(|e| render_data(&e.data)).collect();
+            writeln!(self.out, "n{id} applied {first}..={last} [{}]", data.join(" ")).unwrap();
             node.applied.extend(ready.committed_entries);
         }
         for read in ready.read_states {
-            writeln!(
-                self.out,
-                "n{id} read {} ready at index {}",
-                read.request_id, read.index
-            )
-            .unwrap();
+            writeln!(self.out, "n{id} read {} ready at index {}", read.request_id, read.index).unwrap();
         }
         if !node.stalled {
             self.flush_disk(id);
@@ -246,18 +211,14 @@ impl Cluster {
             node.durable.append(&job.entries);
             self.in_flight.extend(job.messages_after_persist);
             if let Some(last) = job.entries.last() {
-                node.raft
-                    .as_mut()
-                    .expect("live")
-                    .on_persisted(last.index, last.term);
+                node.raft.as_mut().expect("live").on_persisted(last.index, last.term);
             }
         }
     }
 
     fn deliver(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
-        let reachable = !self.cut.contains(&(from, to))
-            && self.nodes.get(&to).is_some_and(|n| n.raft.is_some());
+        let reachable = !self.cut.contains(&(from, to)) && self.nodes.get(&to).is_some_and(|n| n.raft.is_some());
         if self.verbose {
             let fate = if reachable { "" } else { "  (dropped)" };
             writeln!(self.out, "{}{fate}", render_message(&message)).unwrap();
@@ -320,9 +281,7 @@ impl Cluster {
     }
 
     pub fn propose(&mut self, id: NodeId, data: &str) {
-        let result = self
-            .raft(id)
-            .propose(Bytes::copy_from_slice(data.as_bytes()));
+        let result = self.raft(id).propose(Bytes::copy_from_slice(data.as_bytes()));
         match result {
             Ok(index) => writeln!(self.out, "n{id} proposed {data:?} at index {index}").unwrap(),
             Err(error) => writeln!(self.out, "n{id} refused {data:?}: {error}").unwrap(),
@@ -367,14 +326,9 @@ impl Cluster {
         let mut reference: BTreeMap<u64, (u64, Bytes)> = BTreeMap::new();
         for (id, node) in &self.nodes {
             for entry in &node.applied {
-                let seen = reference
-                    .entry(entry.index)
-                    .or_insert((entry.term, entry.data.clone()));
+                let seen = reference.entry(entry.index).or_insert((entry.term, entry.data.clone()));
                 if seen.0 != entry.term || seen.1 != entry.data {
-                    return Err(format!(
-                        "n{id} applied a different entry at index {}",
-                        entry.index
-                    ));
+                    return Err(format!("n{id} applied a different entry at index {}", entry.index));
                 }
             }
         }
@@ -390,30 +344,14 @@ pub fn render_entry(entry: &Entry) -> String {
     if entry.data.is_empty() {
         format!("{}/{}", entry.index, entry.term)
     } else {
-        format!(
-            "{}/{}:{}",
-            entry.index,
-            entry.term,
-            render_data(&entry.data)
-        )
+        format!("{}/{}:{}", entry.index, entry.term, render_data(&entry.data))
     }
 }
 
 pub fn render_message(message: &Message) -> String {
-    let head = format!(
-        "{}->{} {} t{}",
-        message.from,
-        message.to,
-        message.kind_name(),
-        message.term
-    );
+    let head = format!("{}->{} {} t{}", message.from, message.to, message.kind_name(), message.term);
     let tail = match &message.body {
-        MessageBody::RequestVote {
-            last_log_index,
-            last_log_term,
-            leader_transfer,
-            ..
-        } => {
+        MessageBody::RequestVote { last_log_index, last_log_term, leader_transfer, .. } => {
             let transfer = if *leader_transfer { " transfer" } else { "" };
             format!(" last={last_log_index}/{last_log_term}{transfer}")
         }
@@ -424,23 +362,14 @@ pub fn render_message(message: &Message) -> String {
                 " rejected".into()
             }
         }
-        MessageBody::AppendEntries {
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit,
-        } => {
+        MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
             let rendered: Vec<String> = entries.iter().map(render_entry).collect();
-            format!(
-                " prev={prev_log_index}/{prev_log_term} [{}] commit={leader_commit}",
-                rendered.join(" ")
-            )
+            format!(" prev={prev_log_index}/{prev_log_term} [{}] commit={leader_commit}", rendered.join(" "))
         }
         MessageBody::AppendEntriesResponse { result: Ok(index) } => format!(" match={index}"),
-        MessageBody::AppendEntriesResponse { result: Err(hint) } => format!(
-            " reject={} hint={}/{}",
-            hint.rejected_index, hint.hint_index, hint.hint_term
-        ),
+        MessageBody::AppendEntriesResponse { result: Err(hint) } => {
+            format!(" reject={} hint={}/{}", hint.rejected_index, hint.hint_index, hint.hint_term)
+        }
         MessageBody::Heartbeat { commit, read_round } => {
             format!(" commit={commit} round={read_round}")
         }
