@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::MvccError;
 use crate::types::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 
 /// Format version written by [`Command::encode`].
@@ -38,8 +37,7 @@ impl Command {
     /// `[COMMAND_FORMAT_VERSION] ++ postcard(self)`.
     pub fn encode(&self) -> Vec<u8> {
         // Writing into a Vec cannot run out of space, and every type here is serializable.
-        postcard::to_extend(self, vec![COMMAND_FORMAT_VERSION])
-            .expect("postcard encoding into a Vec does not fail")
+        postcard::to_extend(self, vec![COMMAND_FORMAT_VERSION]).expect("postcard encoding into a Vec does not fail")
     }
 
     /// The inverse of [`encode`](Command::encode); unknown versions and trailing bytes are
@@ -51,13 +49,9 @@ impl Command {
         if version != COMMAND_FORMAT_VERSION {
             return Err(MvccError::UnknownFormat(version));
         }
-        let (cmd, rest) = postcard::take_from_bytes::<Command>(body)
-            .map_err(|e| MvccError::Decode(e.to_string()))?;
+        let (cmd, rest) = postcard::take_from_bytes::<Command>(body).map_err(|e| MvccError::Decode(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(MvccError::Decode(format!(
-                "{} trailing bytes after the command",
-                rest.len()
-            )));
+            return Err(MvccError::Decode(format!("{} trailing bytes after the command", rest.len())));
         }
         Ok(cmd)
     }

@@ -24,10 +24,7 @@ use crate::write::Writer;
 /// Revisions read from `revs` per step.
 const BATCH: usize = 1024;
 
-pub(crate) fn compact(
-    w: &mut Writer<'_>,
-    req: &CompactionRequest,
-) -> Result<CompactionResponse, MvccError> {
+pub(crate) fn compact(w: &mut Writer<'_>, req: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
     let target = req.revision;
     if target <= w.compacted {
         return Err(MvccError::Compacted);
@@ -58,20 +55,11 @@ pub(crate) fn compact(
 
 /// Handles version `(main, sub)` of `key`: if it is the newest at or below `target`, drops
 /// every older version, and itself too when it is a tombstone.
-fn compact_version(
-    w: &mut Writer<'_>,
-    key: &[u8],
-    main: u64,
-    sub: u64,
-    target: i64,
-) -> Result<(), MvccError> {
+fn compact_version(w: &mut Writer<'_>, key: &[u8], main: u64, sub: u64, target: i64) -> Result<(), MvccError> {
     let newer =
-        w.kv.range((
-            Bound::Excluded((key, main, sub)),
-            Bound::Included((key, rev_u64(target), u64::MAX)),
-        ))?
-        .next()
-        .is_some();
+        w.kv.range((Bound::Excluded((key, main, sub)), Bound::Included((key, rev_u64(target), u64::MAX))))?
+            .next()
+            .is_some();
     if newer {
         // The newest one, visited later, takes care of this one.
         return Ok(());
@@ -84,11 +72,7 @@ fn compact_version(
     }
     let tombstone = match w.kv.get((key, main, sub))? {
         Some(v) => Record::is_tombstone(v.value()),
-        None => {
-            return Err(MvccError::Corrupt(format!(
-                "revs names missing version {main}.{sub} of key {key:?}"
-            )))
-        }
+        None => return Err(MvccError::Corrupt(format!("revs names missing version {main}.{sub} of key {key:?}"))),
     };
     if tombstone {
         doomed.push((main, sub));

@@ -73,10 +73,7 @@ impl MvccError {
     /// True for failures of the store itself (the batch was not applied), false for etcd
     /// errors that are a request's deterministic answer.
     pub fn is_storage(&self) -> bool {
-        matches!(
-            self,
-            MvccError::Storage(_) | MvccError::Corrupt(_) | MvccError::Internal(_)
-        )
+        matches!(self, MvccError::Storage(_) | MvccError::Corrupt(_) | MvccError::Internal(_))
     }
 }
 

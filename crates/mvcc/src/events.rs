@@ -43,18 +43,10 @@ where
         let record = reader.record(key, main, sub)?;
         let prev_kv = reader.previous(key, main, sub)?;
         let event = match record.into_kv(key, rev_i64(main)) {
-            Some(kv) => Event {
-                kind: EventKind::Put,
-                kv,
-                prev_kv,
-            },
+            Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
             None => Event {
                 kind: EventKind::Delete,
-                kv: KeyValue {
-                    key: key.to_vec(),
-                    mod_revision: rev_i64(main),
-                    ..KeyValue::default()
-                },
+                kv: KeyValue { key: key.to_vec(), mod_revision: rev_i64(main), ..KeyValue::default() },
                 prev_kv,
             },
         };

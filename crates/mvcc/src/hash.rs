@@ -33,9 +33,9 @@ pub(crate) fn hash_kv<K: KvRead, R: ReadableTable<(u64, u64), &'static [u8]>>(
         let (k, v) = entry?;
         let (main, sub) = k.value();
         let key = v.value();
-        let record = kv.get((key, main, sub))?.ok_or_else(|| {
-            MvccError::Corrupt(format!("revs names missing version {main}.{sub}"))
-        })?;
+        let record = kv
+            .get((key, main, sub))?
+            .ok_or_else(|| MvccError::Corrupt(format!("revs names missing version {main}.{sub}")))?;
         let record = record.value();
         crc = crc32c::crc32c_append(crc, &main.to_be_bytes());
         crc = crc32c::crc32c_append(crc, &sub.to_be_bytes());
@@ -44,9 +44,5 @@ pub(crate) fn hash_kv<K: KvRead, R: ReadableTable<(u64, u64), &'static [u8]>>(
         crc = crc32c::crc32c_append(crc, &(record.len() as u64).to_be_bytes());
         crc = crc32c::crc32c_append(crc, record);
     }
-    Ok(HashKv {
-        hash: crc,
-        compact_revision: compacted,
-        hash_revision: upto,
-    })
+    Ok(HashKv { hash: crc, compact_revision: compacted, hash_revision: upto })
 }

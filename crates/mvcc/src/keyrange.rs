@@ -12,24 +12,15 @@ pub(crate) enum KeyBounds<'a> {
     /// Just `key`.
     Single(&'a [u8]),
     /// `[start, end)`; `end == None` means no upper bound.
-    Span {
-        start: &'a [u8],
-        end: Option<&'a [u8]>,
-    },
+    Span { start: &'a [u8], end: Option<&'a [u8]> },
 }
 
 impl<'a> KeyBounds<'a> {
     pub(crate) fn new(key: &'a [u8], range_end: &'a [u8]) -> KeyBounds<'a> {
         match range_end {
             [] => KeyBounds::Single(key),
-            [0] => KeyBounds::Span {
-                start: key,
-                end: None,
-            },
-            end => KeyBounds::Span {
-                start: key,
-                end: Some(end),
-            },
+            [0] => KeyBounds::Span { start: key, end: None },
+            end => KeyBounds::Span { start: key, end: Some(end) },
         }
     }
 
@@ -52,10 +43,7 @@ impl<'a> KeyBounds<'a> {
     pub(crate) fn as_bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
         match *self {
             KeyBounds::Single(k) => (Bound::Included(k), Bound::Included(k)),
-            KeyBounds::Span { start, end } => (
-                Bound::Included(start),
-                end.map_or(Bound::Unbounded, Bound::Excluded),
-            ),
+            KeyBounds::Span { start, end } => (Bound::Included(start), end.map_or(Bound::Unbounded, Bound::Excluded)),
         }
     }
 }

@@ -8,18 +8,13 @@
 use redb::ReadableTable;
 
 use crate::error::MvccError;
-use crate::types::{
-    Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-};
+use crate::types::{Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse};
 use crate::write::Writer;
 
 /// Largest TTL a lease may have, in seconds (etcd's `MaxLeaseTTL`).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
-pub(crate) fn grant(
-    w: &mut Writer<'_>,
-    req: &LeaseGrantRequest,
-) -> Result<LeaseGrantResponse, MvccError> {
+pub(crate) fn grant(w: &mut Writer<'_>, req: &LeaseGrantRequest) -> Result<LeaseGrantResponse, MvccError> {
     // etcd's lessor answers a grant of the "no lease" id with ErrLeaseNotFound.
     if req.id == 0 {
         return Err(MvccError::LeaseNotFound);
@@ -31,17 +26,10 @@ pub(crate) fn grant(
         return Err(MvccError::LeaseExists);
     }
     w.leases.insert(req.id, req.ttl)?;
-    Ok(LeaseGrantResponse {
-        revision: w.view_rev(),
-        id: req.id,
-        ttl: req.ttl,
-    })
+    Ok(LeaseGrantResponse { revision: w.view_rev(), id: req.id, ttl: req.ttl })
 }
 
-pub(crate) fn revoke(
-    w: &mut Writer<'_>,
-    req: &LeaseRevokeRequest,
-) -> Result<LeaseRevokeResponse, MvccError> {
+pub(crate) fn revoke(w: &mut Writer<'_>, req: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse, MvccError> {
     if w.leases.get(req.id)?.is_none() {
         return Err(MvccError::LeaseNotFound);
     }
@@ -54,9 +42,7 @@ pub(crate) fn revoke(
         w.lease_keys.remove((req.id, key.as_slice()))?;
     }
     w.leases.remove(req.id)?;
-    Ok(LeaseRevokeResponse {
-        revision: w.view_rev(),
-    })
+    Ok(LeaseRevokeResponse { revision: w.view_rev() })
 }
 
 /// Keys attached to lease `id`, in key order.
@@ -86,11 +72,7 @@ where
     for entry in leases.iter()? {
         let (id, ttl) = entry?;
         let id = id.value();
-        out.push(Lease {
-            id,
-            ttl: ttl.value(),
-            keys: attached_keys(lease_keys, id)?,
-        });
+        out.push(Lease { id, ttl: ttl.value(), keys: attached_keys(lease_keys, id)? });
     }
     Ok(out)
 }
@@ -104,10 +86,6 @@ where
     let ttl = leases.get(id)?.map(|g| g.value());
     match ttl {
         None => Ok(None),
-        Some(ttl) => Ok(Some(Lease {
-            id,
-            ttl,
-            keys: attached_keys(lease_keys, id)?,
-        })),
+        Some(ttl) => Ok(Some(Lease { id, ttl, keys: attached_keys(lease_keys, id)? })),
     }
 }

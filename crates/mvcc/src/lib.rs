@@ -43,6 +43,4 @@ pub use keyrange::prefix_end;
 pub use lease::MAX_LEASE_TTL;
 pub use store::{Options, Store};
 pub use types::*;
-pub use validate::{
-    validate_delete_range, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS,
-};
+pub use validate::{validate_delete_range, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS};

@@ -20,35 +20,20 @@ pub(crate) fn apply_put(w: &mut Writer<'_>, req: &PutRequest) -> Result<PutRespo
 /// fail with `KeyNotFound` (before writing) when there is none.
 pub(crate) fn put(w: &mut Writer<'_>, req: &PutRequest) -> Result<PutResponse, MvccError> {
     let ignoring = req.ignore_value || req.ignore_lease;
-    let prev = if ignoring || req.prev_kv {
-        w.reader().latest(&req.key)?
-    } else {
-        None
-    };
+    let prev = if ignoring || req.prev_kv { w.reader().latest(&req.key)? } else { None };
     let (value, lease) = match &prev {
         None if ignoring => return Err(MvccError::KeyNotFound),
-        Some(p) => (
-            if req.ignore_value {
-                &p.value
-            } else {
-                &req.value
-            },
-            if req.ignore_lease { p.lease } else { req.lease },
-        ),
+        Some(p) => {
+            (if req.ignore_value { &p.value } else { &req.value }, if req.ignore_lease { p.lease } else { req.lease })
+        }
         None => (&req.value, req.lease),
     };
     w.put(&req.key, value, lease)?;
-    Ok(PutResponse {
-        revision: w.view_rev(),
-        prev_kv: if req.prev_kv { prev } else { None },
-    })
+    Ok(PutResponse { revision: w.view_rev(), prev_kv: if req.prev_kv { prev } else { None } })
 }
 
 /// Deletes every live key in the request's range; the revision moves only if one was.
-pub(crate) fn delete_range(
-    w: &mut Writer<'_>,
-    req: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, MvccError> {
+pub(crate) fn delete_range(w: &mut Writer<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
     validate_delete_range(req)?;
     let deleted = w.delete_range(KeyBounds::new(&req.key, &req.range_end))?;
     Ok(DeleteRangeResponse {

@@ -33,19 +33,11 @@ pub(crate) fn range<K: KvRead, C: CurRead>(
     if req.revision > view_rev {
         return Err(MvccError::FutureRevision);
     }
-    let rev = if req.revision <= 0 {
-        view_rev
-    } else {
-        req.revision
-    };
+    let rev = if req.revision <= 0 { view_rev } else { req.revision };
     if rev < compacted {
         return Err(MvccError::Compacted);
     }
-    let at = if rev >= view_rev {
-        At::Current
-    } else {
-        At::Revision(rev)
-    };
+    let at = if rev >= view_rev { At::Current } else { At::Revision(rev) };
     let bounds = KeyBounds::new(&req.key, &req.range_end);
 
     // etcd sorts ascending by default when a non-key target is named.
@@ -110,12 +102,7 @@ pub(crate) fn range<K: KvRead, C: CurRead>(
             kv.value = Vec::new();
         }
     }
-    Ok(RangeResponse {
-        revision: view_rev,
-        kvs,
-        more,
-        count,
-    })
+    Ok(RangeResponse { revision: view_rev, kvs, more, count })
 }
 
 fn comparator(target: SortTarget) -> fn(&KeyValue, &KeyValue) -> Ordering {

@@ -45,22 +45,13 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
     pub(crate) fn record(&self, key: &[u8], main: u64, sub: u64) -> Result<Record, MvccError> {
         match self.kv.get((key, main, sub))? {
             Some(g) => Record::decode(g.value()),
-            None => Err(MvccError::Corrupt(format!(
-                "index points at missing version {main}.{sub} of key {key:?}"
-            ))),
+            None => Err(MvccError::Corrupt(format!("index points at missing version {main}.{sub} of key {key:?}"))),
         }
     }
 
     /// The KeyValue of one exact version (`None` for a tombstone).
-    pub(crate) fn kv_of(
-        &self,
-        key: &[u8],
-        main: u64,
-        sub: u64,
-    ) -> Result<Option<KeyValue>, MvccError> {
-        Ok(self
-            .record(key, main, sub)?
-            .into_kv(key, crate::schema::rev_i64(main)))
+    pub(crate) fn kv_of(&self, key: &[u8], main: u64, sub: u64) -> Result<Option<KeyValue>, MvccError> {
+        Ok(self.record(key, main, sub)?.into_kv(key, crate::schema::rev_i64(main)))
     }
 
     /// The live version of `key`, if it exists.
@@ -74,9 +65,7 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
 
     /// The revision of the version of `key` visible at `rev`, if the key existed then.
     pub(crate) fn version_at(&self, key: &[u8], rev: i64) -> Result<Option<(u64, u64)>, MvccError> {
-        let mut it = self
-            .kv
-            .range((key, 0u64, 0u64)..=(key, rev_u64(rev), u64::MAX))?;
+        let mut it = self.kv.range((key, 0u64, 0u64)..=(key, rev_u64(rev), u64::MAX))?;
         match it.next_back() {
             None => Ok(None),
             Some(entry) => {
@@ -92,12 +81,7 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
     }
 
     /// The version of `key` just before revision `(main, sub)`, if it was live.
-    pub(crate) fn previous(
-        &self,
-        key: &[u8],
-        main: u64,
-        sub: u64,
-    ) -> Result<Option<KeyValue>, MvccError> {
+    pub(crate) fn previous(&self, key: &[u8], main: u64, sub: u64) -> Result<Option<KeyValue>, MvccError> {
         let prev = {
             let mut it = self.kv.range((key, 0u64, 0u64)..(key, main, sub))?;
             match it.next_back() {
@@ -184,11 +168,7 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
     }
 
     /// The first user key in `kv` after `cursor` (or at/after the span's start).
-    fn key_after(
-        &self,
-        span: KeyBounds<'_>,
-        cursor: Option<&[u8]>,
-    ) -> Result<Option<Vec<u8>>, MvccError> {
+    fn key_after(&self, span: KeyBounds<'_>, cursor: Option<&[u8]>) -> Result<Option<Vec<u8>>, MvccError> {
         let lower = match (cursor, span) {
             (Some(c), _) => Bound::Excluded((c, u64::MAX, u64::MAX)),
             (None, KeyBounds::Span { start, .. }) | (None, KeyBounds::Single(start)) => {
@@ -203,11 +183,7 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
     }
 
     /// The last user key in `kv` before `cursor` (or before the span's end).
-    fn key_before(
-        &self,
-        span: KeyBounds<'_>,
-        cursor: Option<&[u8]>,
-    ) -> Result<Option<Vec<u8>>, MvccError> {
+    fn key_before(&self, span: KeyBounds<'_>, cursor: Option<&[u8]>) -> Result<Option<Vec<u8>>, MvccError> {
         let upper = match (cursor, span) {
             (Some(c), _) => Bound::Excluded((c, 0u64, 0u64)),
             (None, KeyBounds::Span { end: Some(e), .. }) => Bound::Excluded((e, 0u64, 0u64)),

@@ -55,12 +55,7 @@ const TAG_TOMBSTONE: u8 = 1;
 /// `mod_revision` and the key are not stored: they are the table key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record {
-    Put {
-        create_revision: i64,
-        version: i64,
-        lease: i64,
-        value: Vec<u8>,
-    },
+    Put { create_revision: i64, version: i64, lease: i64, value: Vec<u8> },
     Tombstone,
 }
 
@@ -68,12 +63,7 @@ impl Record {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Record::Tombstone => vec![TAG_TOMBSTONE],
-            Record::Put {
-                create_revision,
-                version,
-                lease,
-                value,
-            } => {
+            Record::Put { create_revision, version, lease, value } => {
                 let mut out = Vec::with_capacity(25 + value.len());
                 out.push(TAG_PUT);
                 out.extend_from_slice(&create_revision.to_be_bytes());
@@ -94,18 +84,9 @@ impl Record {
                     b.copy_from_slice(&rest[i * 8..i * 8 + 8]);
                     i64::from_be_bytes(b)
                 };
-                Ok(Record::Put {
-                    create_revision: int(0),
-                    version: int(1),
-                    lease: int(2),
-                    value: rest[24..].to_vec(),
-                })
+                Ok(Record::Put { create_revision: int(0), version: int(1), lease: int(2), value: rest[24..].to_vec() })
             }
-            _ => Err(MvccError::Corrupt(format!(
-                "kv record of {} bytes with tag {:?}",
-                bytes.len(),
-                bytes.first()
-            ))),
+            _ => Err(MvccError::Corrupt(format!("kv record of {} bytes with tag {:?}", bytes.len(), bytes.first()))),
         }
     }
 
@@ -118,19 +99,9 @@ impl Record {
     pub(crate) fn into_kv(self, key: &[u8], mod_revision: i64) -> Option<KeyValue> {
         match self {
             Record::Tombstone => None,
-            Record::Put {
-                create_revision,
-                version,
-                lease,
-                value,
-            } => Some(KeyValue {
-                key: key.to_vec(),
-                create_revision,
-                mod_revision,
-                version,
-                value,
-                lease,
-            }),
+            Record::Put { create_revision, version, lease, value } => {
+                Some(KeyValue { key: key.to_vec(), create_revision, mod_revision, version, value, lease })
+            }
         }
     }
 }
@@ -151,17 +122,9 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        let r = Record::Put {
-            create_revision: 3,
-            version: 7,
-            lease: -5,
-            value: b"v".to_vec(),
-        };
+        let r = Record::Put { create_revision: 3, version: 7, lease: -5, value: b"v".to_vec() };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
-        assert_eq!(
-            Record::decode(&Record::Tombstone.encode()).unwrap(),
-            Record::Tombstone
-        );
+        assert_eq!(Record::decode(&Record::Tombstone.encode()).unwrap(), Record::Tombstone);
         assert!(Record::is_tombstone(&Record::Tombstone.encode()));
         assert!(!Record::is_tombstone(&r.encode()));
         assert!(Record::decode(&[0, 1, 2]).is_err());

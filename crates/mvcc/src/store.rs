@@ -16,16 +16,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::backends::InMemoryBackend;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use crate::command::{Applied, Command, Response};
 use crate::error::MvccError;
 use crate::read::Reader;
 use crate::schema::{
-    CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED,
-    META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
+    CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA,
+    NEVER_COMPACTED, REVS, SCHEMA_VERSION,
 };
-use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse};
+use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats};
 use crate::validate::validate_range;
 use crate::write::Writer;
 use crate::{compact, events, hash, lease, ops, range, txn};
@@ -43,10 +43,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            sync: true,
-            cache_size: 256 * 1024 * 1024,
-        }
+        Options { sync: true, cache_size: 256 * 1024 * 1024 }
     }
 }
 
@@ -80,9 +77,7 @@ impl Store {
     /// Opens (or creates) the store in the file at `path`.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Store, MvccError> {
         let path = path.as_ref();
-        let db = redb::Builder::new()
-            .set_cache_size(options.cache_size)
-            .create(path)?;
+        let db = redb::Builder::new().set_cache_size(options.cache_size).create(path)?;
         Store::init(db, Some(path.to_path_buf()), options.sync)
     }
 
@@ -164,17 +159,10 @@ impl Store {
         self.apply_entries(entries.iter().map(|(i, c)| (*i, c)))
     }
 
-    fn apply_entries<'c>(
-        &self,
-        entries: impl Iterator<Item = (u64, &'c Command)>,
-    ) -> Result<Vec<Applied>, MvccError> {
+    fn apply_entries<'c>(&self, entries: impl Iterator<Item = (u64, &'c Command)>) -> Result<Vec<Applied>, MvccError> {
         let db = self.db();
         let mut txn = db.begin_write()?;
-        txn.set_durability(if self.sync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        txn.set_durability(if self.sync { Durability::Immediate } else { Durability::None })?;
         let mut out = Vec::new();
         let (applied, revision, compacted) = apply_in(&txn, entries, &mut out)?;
         if out.is_empty() {
@@ -197,10 +185,7 @@ impl Store {
         let (_, revision, compacted) = read_meta(&meta)?;
         let kv = txn.open_table(KV)?;
         let current = txn.open_table(CURRENT)?;
-        let reader = Reader {
-            kv: &kv,
-            current: &current,
-        };
+        let reader = Reader { kv: &kv, current: &current };
         range::range(&reader, req, revision, compacted)
     }
 
@@ -227,10 +212,7 @@ impl Store {
         let kv = txn.open_table(KV)?;
         let current = txn.open_table(CURRENT)?;
         let revs = txn.open_table(REVS)?;
-        let reader = Reader {
-            kv: &kv,
-            current: &current,
-        };
+        let reader = Reader { kv: &kv, current: &current };
         events::events_since(&reader, &revs, from, max_events, compacted)
     }
 
@@ -250,6 +232,17 @@ impl Store {
         let leases = txn.open_table(LEASES)?;
         let lease_keys = txn.open_table(LEASE_KEYS)?;
         lease::get(&leases, &lease_keys, id)
+    }
+
+    /// How many keys, versions and leases the store holds.
+    pub fn stats(&self) -> Result<StoreStats, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        Ok(StoreStats {
+            keys: txn.open_table(CURRENT)?.len()?,
+            versions: txn.open_table(KV)?.len()?,
+            leases: txn.open_table(LEASES)?.len()?,
+        })
     }
 
     /// Size of the database file (for an in-memory store: the bytes allocated).
@@ -287,12 +280,9 @@ impl Store {
 /// `(applied index, revision, compacted revision)` from the meta table.
 fn read_meta<T: ReadableTable<&'static str, i64>>(meta: &T) -> Result<(u64, i64, i64), MvccError> {
     let get = |name: &str| -> Result<i64, MvccError> {
-        meta.get(name)?
-            .map(|g| g.value())
-            .ok_or_else(|| MvccError::Corrupt(format!("meta entry {name:?} is missing")))
+        meta.get(name)?.map(|g| g.value()).ok_or_else(|| MvccError::Corrupt(format!("meta entry {name:?} is missing")))
     };
-    let applied = u64::try_from(get(META_APPLIED)?)
-        .map_err(|_| MvccError::Corrupt("negative applied index".into()))?;
+    let applied = u64::try_from(get(META_APPLIED)?).map_err(|_| MvccError::Corrupt("negative applied index".into()))?;
     Ok((applied, get(META_REVISION)?, get(META_COMPACTED)?))
 }
 
@@ -321,12 +311,7 @@ fn apply_in<'c>(
         };
         let events = w.finish();
         applied = index;
-        out.push(Applied {
-            index,
-            result,
-            events,
-            revision: w.rev,
-        });
+        out.push(Applied { index, result, events, revision: w.rev });
     }
     meta.insert(
         META_APPLIED,

@@ -17,8 +17,7 @@ use crate::ops;
 use crate::range;
 use crate::read::{At, CurRead, KvRead, Reader};
 use crate::types::{
-    Compare, CompareResult, CompareTarget, KeyValue, RequestOp, ResponseOp, TargetUnion,
-    TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, KeyValue, RequestOp, ResponseOp, TargetUnion, TxnRequest, TxnResponse,
 };
 use crate::validate::{validate_delete_range, validate_put, validate_range};
 use crate::write::Writer;
@@ -65,26 +64,18 @@ fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 
 /// etcd's `applyCompare`: every live key in the range must satisfy the compare; with no key,
 /// a zero KeyValue is compared, except that a Value compare then fails.
-pub(crate) fn compare<K: KvRead, C: CurRead>(
-    reader: &Reader<'_, K, C>,
-    c: &Compare,
-) -> Result<bool, MvccError> {
+pub(crate) fn compare<K: KvRead, C: CurRead>(reader: &Reader<'_, K, C>, c: &Compare) -> Result<bool, MvccError> {
     let mut any = false;
     let mut all = true;
-    reader.visit(
-        KeyBounds::new(&c.key, &c.range_end),
-        At::Current,
-        false,
-        |key, main, sub| {
-            any = true;
-            let kv = reader.kv_of(key, main, sub)?.unwrap_or_default();
-            if !compare_kv(c, &kv) {
-                all = false;
-                return Ok(false);
-            }
-            Ok(true)
-        },
-    )?;
+    reader.visit(KeyBounds::new(&c.key, &c.range_end), At::Current, false, |key, main, sub| {
+        any = true;
+        let kv = reader.kv_of(key, main, sub)?.unwrap_or_default();
+        if !compare_kv(c, &kv) {
+            all = false;
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
     if !any {
         if c.target == CompareTarget::Value {
             return Ok(false);
@@ -104,9 +95,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
             kv.value.as_slice().cmp(want)
         }
         CompareTarget::Version => kv.version.cmp(&int_target(c, CompareTarget::Version)),
-        CompareTarget::Create => kv
-            .create_revision
-            .cmp(&int_target(c, CompareTarget::Create)),
+        CompareTarget::Create => kv.create_revision.cmp(&int_target(c, CompareTarget::Create)),
         CompareTarget::Mod => kv.mod_revision.cmp(&int_target(c, CompareTarget::Mod)),
         CompareTarget::Lease => kv.lease.cmp(&int_target(c, CompareTarget::Lease)),
     };
@@ -141,13 +130,7 @@ enum Pass {
 }
 
 /// Runs one pass of checks over the ops on the path (etcd's `checkRequests`).
-fn check(
-    w: &Writer<'_>,
-    req: &TxnRequest,
-    path: &[bool],
-    idx: &mut usize,
-    pass: Pass,
-) -> Result<(), MvccError> {
+fn check(w: &Writer<'_>, req: &TxnRequest, path: &[bool], idx: &mut usize, pass: Pass) -> Result<(), MvccError> {
     let ok = path[*idx];
     *idx += 1;
     for op in branch(req, ok) {
@@ -181,30 +164,19 @@ fn check(
     Ok(())
 }
 
-fn execute(
-    w: &mut Writer<'_>,
-    req: &TxnRequest,
-    path: &[bool],
-    idx: &mut usize,
-) -> Result<TxnResponse, MvccError> {
+fn execute(w: &mut Writer<'_>, req: &TxnRequest, path: &[bool], idx: &mut usize) -> Result<TxnResponse, MvccError> {
     let succeeded = path[*idx];
     *idx += 1;
     let ops = branch(req, succeeded);
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let resp = match op {
-            RequestOp::Range(r) => {
-                ResponseOp::Range(range::range(&w.reader(), r, w.view_rev(), w.compacted)?)
-            }
+            RequestOp::Range(r) => ResponseOp::Range(range::range(&w.reader(), r, w.view_rev(), w.compacted)?),
             RequestOp::Put(p) => ResponseOp::Put(ops::put(w, p)?),
             RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(ops::delete_range(w, d)?),
             RequestOp::Txn(nested) => ResponseOp::Txn(execute(w, nested, path, idx)?),
         };
         responses.push(resp);
     }
-    Ok(TxnResponse {
-        revision: w.view_rev(),
-        succeeded,
-        responses,
-    })
+    Ok(TxnResponse { revision: w.view_rev(), succeeded, responses })
 }

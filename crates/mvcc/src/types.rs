@@ -206,34 +206,15 @@ impl Compare {
     }
     /// `create_revision(key) <result> rev`.
     pub fn create_revision(key: impl Into<Vec<u8>>, result: CompareResult, rev: i64) -> Compare {
-        Compare::with(
-            key,
-            result,
-            CompareTarget::Create,
-            TargetUnion::CreateRevision(rev),
-        )
+        Compare::with(key, result, CompareTarget::Create, TargetUnion::CreateRevision(rev))
     }
     /// `mod_revision(key) <result> rev`.
     pub fn mod_revision(key: impl Into<Vec<u8>>, result: CompareResult, rev: i64) -> Compare {
-        Compare::with(
-            key,
-            result,
-            CompareTarget::Mod,
-            TargetUnion::ModRevision(rev),
-        )
+        Compare::with(key, result, CompareTarget::Mod, TargetUnion::ModRevision(rev))
     }
     /// `value(key) <result> value`.
-    pub fn value(
-        key: impl Into<Vec<u8>>,
-        result: CompareResult,
-        value: impl Into<Vec<u8>>,
-    ) -> Compare {
-        Compare::with(
-            key,
-            result,
-            CompareTarget::Value,
-            TargetUnion::Value(value.into()),
-        )
+    pub fn value(key: impl Into<Vec<u8>>, result: CompareResult, value: impl Into<Vec<u8>>) -> Compare {
+        Compare::with(key, result, CompareTarget::Value, TargetUnion::Value(value.into()))
     }
     /// `lease(key) <result> id`.
     pub fn lease(key: impl Into<Vec<u8>>, result: CompareResult, id: i64) -> Compare {
@@ -245,19 +226,8 @@ impl Compare {
         self
     }
 
-    fn with(
-        key: impl Into<Vec<u8>>,
-        result: CompareResult,
-        target: CompareTarget,
-        union: TargetUnion,
-    ) -> Compare {
-        Compare {
-            result,
-            target,
-            key: key.into(),
-            target_union: Some(union),
-            range_end: Vec::new(),
-        }
+    fn with(key: impl Into<Vec<u8>>, result: CompareResult, target: CompareTarget, union: TargetUnion) -> Compare {
+        Compare { result, target, key: key.into(), target_union: Some(union), range_end: Vec::new() }
     }
 }
 
@@ -338,4 +308,15 @@ pub struct HashKv {
     pub compact_revision: i64,
     /// The revision the hash covers up to (the current one when 0 was asked).
     pub hash_revision: i64,
+}
+
+/// Sizes of the store's contents (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct StoreStats {
+    /// Live keys.
+    pub keys: u64,
+    /// Stored versions of all keys, tombstones included (what compaction shrinks).
+    pub versions: u64,
+    /// Granted leases.
+    pub leases: u64,
 }

@@ -56,11 +56,7 @@ pub fn validate_txn(req: &TxnRequest, max_ops: usize) -> Result<(), MvccError> {
 }
 
 fn check_txn(req: &TxnRequest, max_ops: i64) -> Result<(), MvccError> {
-    let opc = req
-        .compare
-        .len()
-        .max(req.success.len())
-        .max(req.failure.len());
+    let opc = req.compare.len().max(req.success.len()).max(req.failure.len());
     let opc = i64::try_from(opc).unwrap_or(i64::MAX);
     if opc > max_ops {
         return Err(MvccError::TooManyOps);
@@ -110,10 +106,7 @@ fn check_intervals(reqs: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Interval
             } else {
                 d.range_end.clone()
             };
-            dels.push(Interval {
-                begin: d.key.clone(),
-                end,
-            });
+            dels.push(Interval { begin: d.key.clone(), end });
         }
     }
 

@@ -45,24 +45,13 @@ enum Undo {
     /// A version was inserted into `kv` and `revs`.
     Inserted { key: Vec<u8>, main: u64, sub: u64 },
     /// `current[key]` held this before.
-    Current {
-        key: Vec<u8>,
-        old: Option<(u64, u64)>,
-    },
+    Current { key: Vec<u8>, old: Option<(u64, u64)> },
     /// `(lease, key)` was added to (`added`) or removed from `lease_keys`.
-    LeaseKey {
-        lease: i64,
-        key: Vec<u8>,
-        added: bool,
-    },
+    LeaseKey { lease: i64, key: Vec<u8>, added: bool },
 }
 
 impl<'t> Writer<'t> {
-    pub(crate) fn open(
-        txn: &'t WriteTransaction,
-        rev: i64,
-        compacted: i64,
-    ) -> Result<Writer<'t>, MvccError> {
+    pub(crate) fn open(txn: &'t WriteTransaction, rev: i64, compacted: i64) -> Result<Writer<'t>, MvccError> {
         Ok(Writer {
             kv: txn.open_table(KV)?,
             revs: txn.open_table(REVS)?,
@@ -134,10 +123,7 @@ impl<'t> Writer<'t> {
     }
 
     pub(crate) fn reader(&self) -> Reader<'_, KvTable<'t>, CurrentTable<'t>> {
-        Reader {
-            kv: &self.kv,
-            current: &self.current,
-        }
+        Reader { kv: &self.kv, current: &self.current }
     }
 
     pub(crate) fn lease_exists(&self, id: i64) -> Result<bool, MvccError> {
@@ -146,12 +132,7 @@ impl<'t> Writer<'t> {
     }
 
     /// Writes a new version of `key` and returns the version it replaced.
-    pub(crate) fn put(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        lease: i64,
-    ) -> Result<Option<KeyValue>, MvccError> {
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8], lease: i64) -> Result<Option<KeyValue>, MvccError> {
         let main = rev_u64(self.rev + 1);
         let sub = self.sub;
         let prev = self.reader().latest(key)?;
@@ -159,29 +140,17 @@ impl<'t> Writer<'t> {
             Some(p) => (p.create_revision, p.version + 1),
             None => (self.rev + 1, 1),
         };
-        let record = Record::Put {
-            create_revision,
-            version,
-            lease,
-            value: value.to_vec(),
-        };
+        let record = Record::Put { create_revision, version, lease, value: value.to_vec() };
         self.insert_version(key, main, sub, &record)?;
         let old = self.current.insert(key, (main, sub))?.map(|g| g.value());
-        self.undo.push(Undo::Current {
-            key: key.to_vec(),
-            old,
-        });
+        self.undo.push(Undo::Current { key: key.to_vec(), old });
         if let Some(p) = &prev {
             if p.lease != 0 {
                 self.detach(p.lease, key)?;
             }
         }
         if lease != 0 && self.lease_keys.insert((lease, key), ())?.is_none() {
-            self.undo.push(Undo::LeaseKey {
-                lease,
-                key: key.to_vec(),
-                added: true,
-            });
+            self.undo.push(Undo::LeaseKey { lease, key: key.to_vec(), added: true });
         }
         self.sub += 1;
         self.events.push(Event {
@@ -208,51 +177,29 @@ impl<'t> Writer<'t> {
         let sub = self.sub;
         self.insert_version(key, main, sub, &Record::Tombstone)?;
         let old = self.current.remove(key)?.map(|g| g.value());
-        self.undo.push(Undo::Current {
-            key: key.to_vec(),
-            old,
-        });
+        self.undo.push(Undo::Current { key: key.to_vec(), old });
         if prev.lease != 0 {
             self.detach(prev.lease, key)?;
         }
         self.sub += 1;
         self.events.push(Event {
             kind: EventKind::Delete,
-            kv: KeyValue {
-                key: key.to_vec(),
-                mod_revision: self.rev + 1,
-                ..KeyValue::default()
-            },
+            kv: KeyValue { key: key.to_vec(), mod_revision: self.rev + 1, ..KeyValue::default() },
             prev_kv: Some(prev.clone()),
         });
         Ok(Some(prev))
     }
 
-    fn insert_version(
-        &mut self,
-        key: &[u8],
-        main: u64,
-        sub: u64,
-        record: &Record,
-    ) -> Result<(), MvccError> {
-        self.kv
-            .insert((key, main, sub), record.encode().as_slice())?;
+    fn insert_version(&mut self, key: &[u8], main: u64, sub: u64, record: &Record) -> Result<(), MvccError> {
+        self.kv.insert((key, main, sub), record.encode().as_slice())?;
         self.revs.insert((main, sub), key)?;
-        self.undo.push(Undo::Inserted {
-            key: key.to_vec(),
-            main,
-            sub,
-        });
+        self.undo.push(Undo::Inserted { key: key.to_vec(), main, sub });
         Ok(())
     }
 
     fn detach(&mut self, lease: i64, key: &[u8]) -> Result<(), MvccError> {
         if self.lease_keys.remove((lease, key))?.is_some() {
-            self.undo.push(Undo::LeaseKey {
-                lease,
-                key: key.to_vec(),
-                added: false,
-            });
+            self.undo.push(Undo::LeaseKey { lease, key: key.to_vec(), added: false });
         }
         Ok(())
     }
@@ -260,10 +207,7 @@ impl<'t> Writer<'t> {
     /// Deletes every live key in the bounds, in key order; returns the deleted versions.
     ///
     /// The keys to delete are collected first (memory: one copy of each matched key).
-    pub(crate) fn delete_range(
-        &mut self,
-        bounds: KeyBounds<'_>,
-    ) -> Result<Vec<KeyValue>, MvccError> {
+    pub(crate) fn delete_range(&mut self, bounds: KeyBounds<'_>) -> Result<Vec<KeyValue>, MvccError> {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         self.reader().visit(bounds, At::Current, false, |k, _, _| {
             keys.push(k.to_vec());
