@@ -15,10 +15,7 @@ use concord_raft::{Entry, EntryKind, LogStore};
 use concord_wal::{Wal, WalOptions};
 
 fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Length of one measuring slice. Raw and WAL slices alternate so that both see the same
@@ -35,15 +32,8 @@ struct Raw {
 impl Raw {
     fn new(dir: &Path, bytes: usize) -> Raw {
         let path = dir.join(format!("raw-{bytes}"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        Raw {
-            file,
-            buf: vec![7u8; bytes],
-        }
+        let file = OpenOptions::new().create(true).append(true).open(path).unwrap();
+        Raw { file, buf: vec![7u8; bytes] }
     }
 
     /// Runs for one slice; returns fdatasyncs done.
@@ -68,17 +58,8 @@ struct Durable {
 
 impl Durable {
     fn new(dir: &Path, size: usize, per_sync: usize) -> Durable {
-        let wal = Wal::open(
-            dir.join(format!("wal-{size}-{per_sync}")),
-            WalOptions::default(),
-        )
-        .unwrap();
-        Durable {
-            wal,
-            data: Bytes::from(vec![7u8; size]),
-            per_sync,
-            index: 0,
-        }
+        let wal = Wal::open(dir.join(format!("wal-{size}-{per_sync}")), WalOptions::default()).unwrap();
+        Durable { wal, data: Bytes::from(vec![7u8; size]), per_sync, index: 0 }
     }
 
     /// Runs for one slice; returns entries made durable.
@@ -87,12 +68,7 @@ impl Durable {
         while start.elapsed() < SLICE {
             for _ in 0..self.per_sync {
                 self.index += 1;
-                let e = Entry {
-                    index: self.index,
-                    term: 1,
-                    kind: EntryKind::Normal,
-                    data: self.data.clone(),
-                };
+                let e = Entry { index: self.index, term: 1, kind: EntryKind::Normal, data: self.data.clone() };
                 self.wal.append(&[e]).unwrap();
             }
             assert_eq!(self.wal.sync().unwrap(), self.index);
@@ -110,12 +86,7 @@ fn build_log(dir: &Path, mib: u64) -> u64 {
     let mut index = 0;
     while index < total {
         let batch: Vec<Entry> = (index + 1..=(index + 256).min(total))
-            .map(|i| Entry {
-                index: i,
-                term: 1,
-                kind: EntryKind::Normal,
-                data: data.clone(),
-            })
+            .map(|i| Entry { index: i, term: 1, kind: EntryKind::Normal, data: data.clone() })
             .collect();
         index += batch.len() as u64;
         wal.append(&batch).unwrap();
@@ -145,10 +116,7 @@ fn main() {
     let base = std::env::var_os("CONCORD_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let tmp = tempfile::tempdir_in(&base).unwrap();
     let dir = tmp.path();
-    println!(
-        "# concord-wal benchmark ({secs} s per cell, in {})\n",
-        base.display()
-    );
+    println!("# concord-wal benchmark ({secs} s per cell, in {})\n", base.display());
 
     println!("| entry size | appends per fsync | durable appends/s | WAL fsyncs/s | raw fdatasync/s, same bytes | WAL fsyncs ÷ raw | appends/s ÷ raw |");
     println!("|---|---|---|---|---|---|---|");
@@ -181,9 +149,7 @@ fn main() {
     let build = start.elapsed();
     let warm = time_open(&log_dir, entries);
     let cold = drop_page_cache().then(|| time_open(&log_dir, entries));
-    println!(
-        "\n| recovery of a {recover_mib} MiB log ({entries} entries of 1 KiB) | seconds | MiB/s |"
-    );
+    println!("\n| recovery of a {recover_mib} MiB log ({entries} entries of 1 KiB) | seconds | MiB/s |");
     println!("|---|---|---|");
     let mibs = |d: Duration| recover_mib as f64 / d.as_secs_f64();
     println!(
@@ -191,17 +157,9 @@ fn main() {
         build.as_secs_f64(),
         mibs(build)
     );
-    println!(
-        "| open, page cache warm | {:.2} | {:.0} |",
-        warm.as_secs_f64(),
-        mibs(warm)
-    );
+    println!("| open, page cache warm | {:.2} | {:.0} |", warm.as_secs_f64(), mibs(warm));
     match cold {
-        Some(cold) => println!(
-            "| open, page cache dropped | {:.2} | {:.0} |",
-            cold.as_secs_f64(),
-            mibs(cold)
-        ),
+        Some(cold) => println!("| open, page cache dropped | {:.2} | {:.0} |", cold.as_secs_f64(), mibs(cold)),
         None => println!("| open, page cache dropped | (needs root: /proc/sys/vm/drop_caches) | |"),
     }
 }

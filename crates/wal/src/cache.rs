@@ -17,11 +17,7 @@ pub struct EntryCache {
 
 impl EntryCache {
     pub fn new(budget: u64) -> EntryCache {
-        EntryCache {
-            entries: VecDeque::new(),
-            bytes: 0,
-            budget,
-        }
+        EntryCache { entries: VecDeque::new(), bytes: 0, budget }
     }
 
     fn first_index(&self) -> Option<Index> {
@@ -49,10 +45,7 @@ impl EntryCache {
         self.bytes += entry.size_bytes();
         self.entries.push_back(entry);
         while self.bytes > self.budget {
-            let e = self
-                .entries
-                .pop_front()
-                .expect("non-empty while over budget");
+            let e = self.entries.pop_front().expect("non-empty while over budget");
             self.bytes -= e.size_bytes();
         }
     }
@@ -86,12 +79,7 @@ mod tests {
     use concord_raft::EntryKind;
 
     fn e(index: Index, n: usize) -> Entry {
-        Entry {
-            index,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: Bytes::from(vec![0; n]),
-        }
+        Entry { index, term: 1, kind: EntryKind::Normal, data: Bytes::from(vec![0; n]) }
     }
 
     #[test]

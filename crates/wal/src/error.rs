@@ -151,21 +151,13 @@ impl WalError {
         kind: CorruptionKind,
         detail: impl Into<String>,
     ) -> WalError {
-        WalError::Corrupt {
-            path: path.into(),
-            offset,
-            kind,
-            detail: detail.into(),
-        }
+        WalError::Corrupt { path: path.into(), offset, kind, detail: detail.into() }
     }
 }
 
 /// Whether `e` means the file system is out of space (or quota).
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 impl From<WalError> for StorageError {

@@ -50,8 +50,7 @@ impl FaultInjector {
     /// After `bytes` more bytes, writes fail with ENOSPC (a write that crosses the limit is
     /// partly done first, as a real one may be). `None` lifts the limit.
     pub fn limit_space(&self, bytes: Option<u64>) {
-        self.space_left
-            .store(bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.space_left.store(bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// `Err` to fail the sync, `Ok(true)` to skip it, `Ok(false)` to do it.
@@ -76,8 +75,5 @@ impl FaultInjector {
 
 /// The "no space" error as the OS reports it.
 pub(crate) fn enospc() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::StorageFull,
-        "injected: no space left on device",
-    )
+    io::Error::new(io::ErrorKind::StorageFull, "injected: no space left on device")
 }

@@ -19,13 +19,7 @@ pub type Faults = Option<Arc<FaultInjector>>;
 /// fsyncs a directory so that creations, renames and removals in it are durable. A failure
 /// is returned as [`WalError::Poisoned`].
 pub fn sync_dir(dir: &Path, faults: &Faults) -> Result<()> {
-    let res = check_sync(faults).and_then(|skip| {
-        if skip {
-            Ok(())
-        } else {
-            File::open(dir)?.sync_all()
-        }
-    });
+    let res = check_sync(faults).and_then(|skip| if skip { Ok(()) } else { File::open(dir)?.sync_all() });
     res.map_err(|e| poisoned(dir, "fsync of directory", e))
 }
 
@@ -49,9 +43,7 @@ fn check_sync(faults: &Faults) -> io::Result<bool> {
 }
 
 pub fn poisoned(path: &Path, what: &str, e: io::Error) -> WalError {
-    WalError::Poisoned {
-        cause: format!("{what} of {} failed: {e}", path.display()),
-    }
+    WalError::Poisoned { cause: format!("{what} of {} failed: {e}", path.display()) }
 }
 
 /// Writes all of `buf` at `offset` (the file's current end). If the write fails part way,
@@ -59,24 +51,23 @@ pub fn poisoned(path: &Path, what: &str, e: io::Error) -> WalError {
 /// [`WalError::NoSpace`] for a full disk. If even the cut fails, or the error was not a full
 /// disk, the file's state is unknown and the error is [`WalError::Poisoned`].
 pub fn write_at(file: &File, path: &Path, buf: &[u8], offset: u64, faults: &Faults) -> Result<()> {
-    let allowed = faults
-        .as_ref()
-        .map_or(buf.len(), |f| f.take_space(buf.len()));
-    let res = file.write_all_at(&buf[..allowed], offset).and_then(|()| {
-        if allowed < buf.len() {
-            Err(enospc())
-        } else {
-            Ok(())
-        }
-    });
+    let allowed = faults.as_ref().map_or(buf.len(), |f| f.take_space(buf.len()));
+    let res =
+        file.write_all_at(&buf[..allowed], offset).and_then(
+            |()| {
+                if allowed < buf.len() {
+                    Err(enospc())
+                } else {
+                    Ok(())
+                }
+            },
+        );
     let Err(e) = res else { return Ok(()) };
     if let Err(cut) = file.set_len(offset) {
         return Err(poisoned(path, "undoing a failed write", cut));
     }
     if is_no_space(&e) {
-        Err(WalError::NoSpace {
-            path: path.to_path_buf(),
-        })
+        Err(WalError::NoSpace { path: path.to_path_buf() })
     } else {
         Err(poisoned(path, "write", e))
     }
@@ -89,12 +80,8 @@ pub fn create_durably(dir: &Path, name: &str, parts: &[&[u8]], faults: &Faults) 
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let _ = std::fs::remove_file(&tmp);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| WalError::io(&tmp, e))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(|e| WalError::io(&tmp, e))?;
     let mut offset = 0;
     let mut written = Ok(());
     for part in parts {

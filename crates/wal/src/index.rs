@@ -32,11 +32,7 @@ pub struct LogIndex {
 impl LogIndex {
     /// An empty log whose last compacted (or last preceding) entry is `(index, term)`.
     pub fn empty_at(index: Index, term: Term) -> LogIndex {
-        LogIndex {
-            offset: index,
-            offset_term: term,
-            locs: VecDeque::new(),
-        }
+        LogIndex { offset: index, offset_term: term, locs: VecDeque::new() }
     }
 
     /// Index before the first held entry.
@@ -79,20 +75,13 @@ impl LogIndex {
     /// Adds the entry after the last one.
     pub fn push(&mut self, index: Index, loc: Loc) {
         assert_eq!(index, self.last_index() + 1, "log index must grow by one");
-        assert!(
-            loc.term >= self.last_term(),
-            "terms in the log never go down"
-        );
+        assert!(loc.term >= self.last_term(), "terms in the log never go down");
         self.locs.push_back(loc);
     }
 
     /// Drops every entry with index >= `from`.
     pub fn truncate_from(&mut self, from: Index) {
-        assert!(
-            from > self.offset,
-            "cannot truncate at {from}: compacted up to {}",
-            self.offset
-        );
+        assert!(from > self.offset, "cannot truncate at {from}: compacted up to {}", self.offset);
         let keep = (from - self.offset - 1) as usize;
         self.locs.truncate(keep);
     }
@@ -122,12 +111,7 @@ mod tests {
     use super::*;
 
     fn loc(term: Term) -> Loc {
-        Loc {
-            term,
-            seq: 0,
-            offset: 0,
-            len: 0,
-        }
+        Loc { term, seq: 0, offset: 0, len: 0 }
     }
 
     #[test]
@@ -136,17 +120,11 @@ mod tests {
         for i in 1..=5 {
             ix.push(i, loc(i / 2));
         }
-        assert_eq!(
-            (ix.first_index(), ix.last_index(), ix.term(4)),
-            (1, 5, Some(2))
-        );
+        assert_eq!((ix.first_index(), ix.last_index(), ix.term(4)), (1, 5, Some(2)));
         ix.truncate_from(4);
         assert_eq!(ix.last_index(), 3);
         ix.compact_to(2);
-        assert_eq!(
-            (ix.offset(), ix.offset_term(), ix.term(1), ix.term(3)),
-            (2, 1, None, Some(1))
-        );
+        assert_eq!((ix.offset(), ix.offset_term(), ix.term(1), ix.term(3)), (2, 1, None, Some(1)));
         ix.compact_to(3);
         assert_eq!((ix.first_index(), ix.last_index()), (4, 3));
     }

@@ -29,12 +29,7 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions {
-            segment_bytes: 64 << 20,
-            max_record_bytes: 16 << 20,
-            cache_bytes: 16 << 20,
-            faults: None,
-        }
+        WalOptions { segment_bytes: 64 << 20, max_record_bytes: 16 << 20, cache_bytes: 16 << 20, faults: None }
     }
 }
 

@@ -128,12 +128,8 @@ impl FrameError {
     /// The corruption kind this is when it is not a torn tail.
     pub fn kind(&self) -> CorruptionKind {
         match self {
-            FrameError::IncompleteHeader { .. } | FrameError::IncompletePayload { .. } => {
-                CorruptionKind::Truncated
-            }
-            FrameError::BadHeaderChecksum | FrameError::BadPayloadChecksum { .. } => {
-                CorruptionKind::BadChecksum
-            }
+            FrameError::IncompleteHeader { .. } | FrameError::IncompletePayload { .. } => CorruptionKind::Truncated,
+            FrameError::BadHeaderChecksum | FrameError::BadPayloadChecksum { .. } => CorruptionKind::BadChecksum,
             FrameError::BadReserved => CorruptionKind::BadRecord,
             FrameError::TooLarge { .. } => CorruptionKind::TooLarge,
         }
@@ -170,10 +166,7 @@ pub fn encode_with(buf: &mut Vec<u8>, ty: RecordType, payload: impl FnOnce(&mut 
     buf.extend_from_slice(&[0u8; HEADER_LEN]);
     payload(buf);
     let len = buf.len() - start - HEADER_LEN;
-    assert!(
-        len <= HARD_MAX_RECORD_BYTES as usize,
-        "record payload of {len} bytes exceeds the hard limit"
-    );
+    assert!(len <= HARD_MAX_RECORD_BYTES as usize, "record payload of {len} bytes exceeds the hard limit");
     let len = len as u32;
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4] = ty as u8;
@@ -257,9 +250,7 @@ pub fn kind_from_tag(tag: u8) -> Option<EntryKind> {
 /// payload and the total record length.
 pub fn decode_frame(buf: &[u8], max_payload: u32) -> Result<(u8, &[u8], usize), FrameError> {
     if buf.len() < HEADER_LEN {
-        return Err(FrameError::IncompleteHeader {
-            available: buf.len(),
-        });
+        return Err(FrameError::IncompleteHeader { available: buf.len() });
     }
     let header_crc = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
     if crc32c::crc32c(&buf[0..8]) != header_crc {
@@ -270,17 +261,11 @@ pub fn decode_frame(buf: &[u8], max_payload: u32) -> Result<(u8, &[u8], usize), 
     }
     let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
     if len > max_payload {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_payload,
-        });
+        return Err(FrameError::TooLarge { len, max: max_payload });
     }
     let total = HEADER_LEN + len as usize;
     if buf.len() < total {
-        return Err(FrameError::IncompletePayload {
-            len,
-            available: buf.len() - HEADER_LEN,
-        });
+        return Err(FrameError::IncompletePayload { len, available: buf.len() - HEADER_LEN });
     }
     let payload = &buf[HEADER_LEN..total];
     let payload_crc = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes"));
@@ -298,10 +283,7 @@ pub fn decode_payload(ty: u8, p: &[u8]) -> Result<Record<'_>, String> {
         if p.len() == n {
             Ok(())
         } else {
-            Err(format!(
-                "{ty:?} record has a {}-byte payload, expected {n}",
-                p.len()
-            ))
+            Err(format!("{ty:?} record has a {}-byte payload, expected {n}", p.len()))
         }
     };
     Ok(match ty {
@@ -312,9 +294,7 @@ pub fn decode_payload(ty: u8, p: &[u8]) -> Result<Record<'_>, String> {
             }
             let version = u32::from_le_bytes(p[8..12].try_into().expect("4 bytes"));
             if version != SEGMENT_VERSION {
-                return Err(format!(
-                    "segment format version {version}, this build reads version {SEGMENT_VERSION}"
-                ));
+                return Err(format!("segment format version {version}, this build reads version {SEGMENT_VERSION}"));
             }
             let u = |i: usize| u64_at(p, 12 + 8 * i);
             Record::SegmentHeader(SegmentHeader {
@@ -323,36 +303,19 @@ pub fn decode_payload(ty: u8, p: &[u8]) -> Result<Record<'_>, String> {
                 base_term: u(2),
                 compacted_index: u(3),
                 compacted_term: u(4),
-                hard_state: HardState {
-                    term: u(5),
-                    vote: u(6),
-                    commit: u(7),
-                },
+                hard_state: HardState { term: u(5), vote: u(6), commit: u(7) },
             })
         }
         RecordType::Entry => {
             if p.len() < ENTRY_FIXED_LEN {
-                return Err(format!(
-                    "entry record has a {}-byte payload, too short",
-                    p.len()
-                ));
+                return Err(format!("entry record has a {}-byte payload, too short", p.len()));
             }
-            let kind =
-                kind_from_tag(p[16]).ok_or_else(|| format!("unknown entry kind tag {}", p[16]))?;
-            Record::Entry {
-                index: u64_at(p, 0),
-                term: u64_at(p, 8),
-                kind,
-                data: &p[ENTRY_FIXED_LEN..],
-            }
+            let kind = kind_from_tag(p[16]).ok_or_else(|| format!("unknown entry kind tag {}", p[16]))?;
+            Record::Entry { index: u64_at(p, 0), term: u64_at(p, 8), kind, data: &p[ENTRY_FIXED_LEN..] }
         }
         RecordType::HardState => {
             want_len(24)?;
-            Record::HardState(HardState {
-                term: u64_at(p, 0),
-                vote: u64_at(p, 8),
-                commit: u64_at(p, 16),
-            })
+            Record::HardState(HardState { term: u64_at(p, 0), vote: u64_at(p, 8), commit: u64_at(p, 16) })
         }
         RecordType::Truncate => {
             want_len(8)?;
@@ -360,29 +323,15 @@ pub fn decode_payload(ty: u8, p: &[u8]) -> Result<Record<'_>, String> {
         }
         RecordType::Compact => {
             want_len(16)?;
-            Record::Compact {
-                index: u64_at(p, 0),
-                term: u64_at(p, 8),
-            }
+            Record::Compact { index: u64_at(p, 0), term: u64_at(p, 8) }
         }
     })
 }
 
 /// Turns a decoded entry record back into an [`Entry`], sharing `owner`'s memory for the data
 /// (`data` must be a slice of `owner`).
-pub fn entry_from_parts(
-    index: Index,
-    term: Term,
-    kind: EntryKind,
-    owner: &Bytes,
-    data: &[u8],
-) -> Entry {
-    Entry {
-        index,
-        term,
-        kind,
-        data: owner.slice_ref(data),
-    }
+pub fn entry_from_parts(index: Index, term: Term, kind: EntryKind, owner: &Bytes, data: &[u8]) -> Entry {
+    Entry { index, term, kind, data: owner.slice_ref(data) }
 }
 
 fn u64_at(p: &[u8], at: usize) -> u64 {
@@ -395,12 +344,7 @@ mod tests {
 
     #[test]
     fn entry_roundtrip() {
-        let e = Entry {
-            index: 7,
-            term: 3,
-            kind: EntryKind::Normal,
-            data: Bytes::from_static(b"hello"),
-        };
+        let e = Entry { index: 7, term: 3, kind: EntryKind::Normal, data: Bytes::from_static(b"hello") };
         let mut buf = Vec::new();
         let len = encode_entry(&mut buf, &e);
         assert_eq!(buf.len() as u64, entry_record_len(&e));
@@ -408,16 +352,8 @@ mod tests {
         let (ty, payload, total) = decode_frame(&buf, 1024).unwrap();
         assert_eq!(total, buf.len());
         match decode_payload(ty, payload).unwrap() {
-            Record::Entry {
-                index,
-                term,
-                kind,
-                data,
-            } => {
-                assert_eq!(
-                    (index, term, kind, data),
-                    (7, 3, EntryKind::Normal, &b"hello"[..])
-                );
+            Record::Entry { index, term, kind, data } => {
+                assert_eq!((index, term, kind, data), (7, 3, EntryKind::Normal, &b"hello"[..]));
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -426,22 +362,12 @@ mod tests {
     #[test]
     fn every_single_byte_flip_is_detected() {
         let mut buf = Vec::new();
-        encode_hard_state(
-            &mut buf,
-            &HardState {
-                term: 5,
-                vote: 2,
-                commit: 9,
-            },
-        );
+        encode_hard_state(&mut buf, &HardState { term: 5, vote: 2, commit: 9 });
         for i in 0..buf.len() {
             for bit in 0..8 {
                 let mut b = buf.clone();
                 b[i] ^= 1 << bit;
-                assert!(
-                    decode_frame(&b, 1024).is_err(),
-                    "flip of bit {bit} in byte {i} went unnoticed"
-                );
+                assert!(decode_frame(&b, 1024).is_err(), "flip of bit {bit} in byte {i} went unnoticed");
             }
         }
     }
@@ -450,21 +376,9 @@ mod tests {
     fn limits_and_short_buffers() {
         let mut buf = Vec::new();
         encode_truncate(&mut buf, 4);
-        assert_eq!(
-            decode_frame(&buf[..10], 1024),
-            Err(FrameError::IncompleteHeader { available: 10 })
-        );
-        assert_eq!(
-            decode_frame(&buf[..20], 1024),
-            Err(FrameError::IncompletePayload {
-                len: 8,
-                available: 4
-            })
-        );
-        assert_eq!(
-            decode_frame(&buf, 4),
-            Err(FrameError::TooLarge { len: 8, max: 4 })
-        );
+        assert_eq!(decode_frame(&buf[..10], 1024), Err(FrameError::IncompleteHeader { available: 10 }));
+        assert_eq!(decode_frame(&buf[..20], 1024), Err(FrameError::IncompletePayload { len: 8, available: 4 }));
+        assert_eq!(decode_frame(&buf, 4), Err(FrameError::TooLarge { len: 8, max: 4 }));
     }
 
     #[test]
@@ -476,12 +390,8 @@ mod tests {
             b.put_u8(200);
         });
         let (ty, payload, _) = decode_frame(&buf, 1024).unwrap();
-        assert!(decode_payload(ty, payload)
-            .unwrap_err()
-            .contains("unknown entry kind"));
-        assert!(decode_payload(99, payload)
-            .unwrap_err()
-            .contains("unknown record type"));
+        assert!(decode_payload(ty, payload).unwrap_err().contains("unknown entry kind"));
+        assert!(decode_payload(99, payload).unwrap_err().contains("unknown record type"));
     }
 
     #[test]
@@ -492,18 +402,11 @@ mod tests {
             base_term: 2,
             compacted_index: 4,
             compacted_term: 1,
-            hard_state: HardState {
-                term: 2,
-                vote: 1,
-                commit: 9,
-            },
+            hard_state: HardState { term: 2, vote: 1, commit: 9 },
         };
         let mut buf = Vec::new();
         encode_segment_header(&mut buf, &h);
         let (ty, payload, _) = decode_frame(&buf, 1024).unwrap();
-        assert_eq!(
-            decode_payload(ty, payload).unwrap(),
-            Record::SegmentHeader(h)
-        );
+        assert_eq!(decode_payload(ty, payload).unwrap(), Record::SegmentHeader(h));
     }
 }

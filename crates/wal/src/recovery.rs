@@ -80,15 +80,7 @@ pub fn recover(dir: &Path, max_record_bytes: u32) -> Result<Option<Recovered>> {
         let is_last = i + 1 == seqs.len();
         let path = dir.join(segment::file_name(seq));
         let (file, data) = read_segment(&path, is_last)?;
-        let scan = scan_segment(
-            &mut replay,
-            &path,
-            seq,
-            &data,
-            is_last,
-            i == 0,
-            max_record_bytes,
-        )?;
+        let scan = scan_segment(&mut replay, &path, seq, &data, is_last, i == 0, max_record_bytes)?;
         if scan.valid_len < data.len() as u64 {
             torn_tail = Some(TornTail {
                 path: path.clone(),
@@ -96,13 +88,7 @@ pub fn recover(dir: &Path, max_record_bytes: u32) -> Result<Option<Recovered>> {
                 dropped_bytes: data.len() as u64 - scan.valid_len,
             });
         }
-        segments.push(Segment {
-            seq,
-            path,
-            file,
-            len: scan.valid_len,
-            base_index: scan.base_index,
-        });
+        segments.push(Segment { seq, path, file, len: scan.valid_len, base_index: scan.base_index });
     }
 
     let first = &segments[0];
@@ -134,23 +120,13 @@ pub fn recover(dir: &Path, max_record_bytes: u32) -> Result<Option<Recovered>> {
             ),
         ));
     }
-    Ok(Some(Recovered {
-        segments,
-        index: replay.index,
-        hard_state: replay.hard_state,
-        torn_tail,
-    }))
+    Ok(Some(Recovered { segments, index: replay.index, hard_state: replay.hard_state, torn_tail }))
 }
 
 fn read_segment(path: &Path, writable: bool) -> Result<(File, Vec<u8>)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .map_err(|e| WalError::io(path, e))?;
+    let mut file = OpenOptions::new().read(true).write(writable).open(path).map_err(|e| WalError::io(path, e))?;
     let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(|e| WalError::io(path, e))?;
+    file.read_to_end(&mut data).map_err(|e| WalError::io(path, e))?;
     Ok((file, data))
 }
 
@@ -169,18 +145,13 @@ fn scan_segment(
     is_first: bool,
     max_record_bytes: u32,
 ) -> Result<Scan> {
-    let corrupt =
-        |offset: usize, kind, detail: String| WalError::corrupt(path, offset as u64, kind, detail);
+    let corrupt = |offset: usize, kind, detail: String| WalError::corrupt(path, offset as u64, kind, detail);
 
     let header = match decode_frame(data, max_record_bytes) {
         Ok((ty, payload, total)) => match decode_payload(ty, payload) {
             Ok(Record::SegmentHeader(h)) => (h, total),
             Ok(other) => {
-                return Err(corrupt(
-                    0,
-                    CorruptionKind::BadSegmentHeader,
-                    format!("first record is {other:?}"),
-                ))
+                return Err(corrupt(0, CorruptionKind::BadSegmentHeader, format!("first record is {other:?}")))
             }
             Err(detail) => return Err(corrupt(0, CorruptionKind::BadSegmentHeader, detail)),
         },
@@ -191,21 +162,15 @@ fn scan_segment(
         return Err(corrupt(
             0,
             CorruptionKind::BadSegmentHeader,
-            format!(
-                "the header says this is segment {} (a file renamed by hand?)",
-                header.seq
-            ),
+            format!("the header says this is segment {} (a file renamed by hand?)", header.seq),
         ));
     }
-    replay
-        .header(&header, is_first)
-        .map_err(|(kind, detail)| corrupt(0, kind, detail))?;
+    replay.header(&header, is_first).map_err(|(kind, detail)| corrupt(0, kind, detail))?;
 
     while pos < data.len() {
         match decode_frame(&data[pos..], max_record_bytes) {
             Ok((ty, payload, total)) => {
-                let record = decode_payload(ty, payload)
-                    .map_err(|d| corrupt(pos, CorruptionKind::BadRecord, d))?;
+                let record = decode_payload(ty, payload).map_err(|d| corrupt(pos, CorruptionKind::BadRecord, d))?;
                 replay
                     .record(record, seq, pos as u64, payload.len() as u32)
                     .map_err(|(kind, detail)| corrupt(pos, kind, detail))?;
@@ -213,19 +178,13 @@ fn scan_segment(
             }
             Err(e) if is_last && is_torn_tail(data, pos, &e) => break,
             Err(e) => {
-                let hint = if is_last {
-                    ""
-                } else {
-                    " (in a segment that is not the last, where no torn write can be)"
-                };
+                let hint =
+                    if is_last { "" } else { " (in a segment that is not the last, where no torn write can be)" };
                 return Err(corrupt(pos, e.kind(), format!("{}{hint}", e.describe())));
             }
         }
     }
-    Ok(Scan {
-        valid_len: pos as u64,
-        base_index: header.base_index,
-    })
+    Ok(Scan { valid_len: pos as u64, base_index: header.base_index })
 }
 
 /// Whether the bad record at `pos` (the frame error `e`) and everything after it is what a
@@ -270,10 +229,7 @@ impl Replay {
             if h.compacted_index > h.base_index {
                 return Err((
                     CorruptionKind::BadSegmentHeader,
-                    format!(
-                        "compacted index {} is past the base index {}",
-                        h.compacted_index, h.base_index
-                    ),
+                    format!("compacted index {} is past the base index {}", h.compacted_index, h.base_index),
                 ));
             }
             self.index = LogIndex::empty_at(h.base_index, h.base_term);
@@ -314,27 +270,15 @@ impl Replay {
         Ok(())
     }
 
-    fn record(
-        &mut self,
-        record: Record<'_>,
-        seq: u64,
-        offset: u64,
-        len: u32,
-    ) -> Result<(), Problem> {
+    fn record(&mut self, record: Record<'_>, seq: u64, offset: u64, len: u32) -> Result<(), Problem> {
         let gap = |detail: String| Err((CorruptionKind::IndexGap, detail));
         match record {
             Record::SegmentHeader(_) => {
-                return Err((
-                    CorruptionKind::BadRecord,
-                    "a segment header in the middle of a segment".into(),
-                ))
+                return Err((CorruptionKind::BadRecord, "a segment header in the middle of a segment".into()))
             }
             Record::Entry { index, term, .. } => {
                 if index != self.index.last_index() + 1 {
-                    return gap(format!(
-                        "expected entry {}, found entry {index}",
-                        self.index.last_index() + 1
-                    ));
+                    return gap(format!("expected entry {}, found entry {index}", self.index.last_index() + 1));
                 }
                 if term < self.index.last_term() {
                     return gap(format!(
@@ -342,15 +286,7 @@ impl Replay {
                         self.index.last_term()
                     ));
                 }
-                self.index.push(
-                    index,
-                    Loc {
-                        term,
-                        seq,
-                        offset,
-                        len,
-                    },
-                );
+                self.index.push(index, Loc { term, seq, offset, len });
             }
             Record::HardState(hs) => self.hard_state = hs,
             Record::Truncate { from } => {
@@ -398,14 +334,8 @@ mod tests {
         assert!(!zero_from_sector_to_end(&data, 100));
         data[1024..].fill(0);
         assert!(zero_from_sector_to_end(&data, 100));
-        assert!(
-            !zero_from_sector_to_end(&data, 1500),
-            "the zeros start before the payload"
-        );
+        assert!(!zero_from_sector_to_end(&data, 1500), "the zeros start before the payload");
         data[1990] = 7;
-        assert!(
-            !zero_from_sector_to_end(&data, 100),
-            "zeros must run from a sector boundary to the end"
-        );
+        assert!(!zero_from_sector_to_end(&data, 100), "zeros must run from a sector boundary to the end");
     }
 }

@@ -72,10 +72,7 @@ fn parse_file_name(name: &str) -> Option<SnapshotMeta> {
             None
         }
     };
-    Some(SnapshotMeta {
-        index: hex(index)?,
-        term: hex(term)?,
-    })
+    Some(SnapshotMeta { index: hex(index)?, term: hex(term)? })
 }
 
 fn encode_header(meta: SnapshotMeta, data: &[u8]) -> [u8; HEADER_LEN] {
@@ -102,20 +99,11 @@ fn decode_header(h: &[u8; HEADER_LEN], named: SnapshotMeta) -> Result<(u64, u32)
         return Err("not a concord snapshot (bad magic)".into());
     }
     if u32_at(8) != VERSION {
-        return Err(format!(
-            "snapshot format version {}, this build reads {VERSION}",
-            u32_at(8)
-        ));
+        return Err(format!("snapshot format version {}, this build reads {VERSION}", u32_at(8)));
     }
-    let meta = SnapshotMeta {
-        index: u64_at(16),
-        term: u64_at(24),
-    };
+    let meta = SnapshotMeta { index: u64_at(16), term: u64_at(24) };
     if meta != named {
-        return Err(format!(
-            "header says index {} term {}, the file name disagrees",
-            meta.index, meta.term
-        ));
+        return Err(format!("header says index {} term {}, the file name disagrees", meta.index, meta.term));
     }
     Ok((u64_at(32), u32_at(40)))
 }
@@ -137,12 +125,7 @@ impl SnapshotStore {
             }
         }
         found.sort_unstable_by(|a, b| b.cmp(a));
-        let mut store = SnapshotStore {
-            dir,
-            newest: None,
-            skipped: Vec::new(),
-            faults,
-        };
+        let mut store = SnapshotStore { dir, newest: None, skipped: Vec::new(), faults };
         for meta in found {
             let path = store.path(meta);
             match verify(&path, meta) {
@@ -222,22 +205,15 @@ impl SnapshotStore {
             path: path.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, detail),
         };
-        let header: &[u8; HEADER_LEN] = bytes
-            .get(..HEADER_LEN)
-            .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| bad("file too short".into()))?;
+        let header: &[u8; HEADER_LEN] =
+            bytes.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or_else(|| bad("file too short".into()))?;
         let (len, crc) = decode_header(header, meta).map_err(bad)?;
         let data = &bytes[HEADER_LEN..];
         if data.len() as u64 != len || crc32c::crc32c(data) != crc {
-            return Err(bad(
-                "snapshot data does not match its checksum (damaged since open)".into(),
-            ));
+            return Err(bad("snapshot data does not match its checksum (damaged since open)".into()));
         }
         let bytes = Bytes::from(bytes);
-        Ok(Some(Snapshot {
-            meta,
-            data: bytes.slice(HEADER_LEN..),
-        }))
+        Ok(Some(Snapshot { meta, data: bytes.slice(HEADER_LEN..) }))
     }
 }
 
@@ -247,15 +223,10 @@ fn verify(path: &Path, named: SnapshotMeta) -> Result<(), String> {
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; HEADER_LEN];
-    reader
-        .read_exact(&mut header)
-        .map_err(|_| "file shorter than a snapshot header".to_string())?;
+    reader.read_exact(&mut header).map_err(|_| "file shorter than a snapshot header".to_string())?;
     let (len, want_crc) = decode_header(&header, named)?;
     if file_len != HEADER_LEN as u64 + len {
-        return Err(format!(
-            "file holds {} data bytes, header says {len}",
-            file_len - HEADER_LEN as u64
-        ));
+        return Err(format!("file holds {} data bytes, header says {len}", file_len - HEADER_LEN as u64));
     }
     let mut crc = 0;
     let mut buf = vec![0u8; 1 << 20];
@@ -278,10 +249,7 @@ mod tests {
 
     #[test]
     fn names_roundtrip() {
-        let meta = SnapshotMeta {
-            index: 300,
-            term: 7,
-        };
+        let meta = SnapshotMeta { index: 300, term: 7 };
         assert_eq!(parse_file_name(&file_name(meta)), Some(meta));
         assert_eq!(parse_file_name("x.snap"), None);
     }
@@ -295,14 +263,8 @@ mod tests {
         let new = SnapshotMeta { index: 20, term: 3 };
         store.save(old, b"old state").unwrap();
         store.save(new, b"new state").unwrap();
-        assert!(
-            store.save(old, b"again").is_err(),
-            "snapshots only move forward"
-        );
-        assert_eq!(
-            store.load().unwrap().unwrap().data,
-            Bytes::from_static(b"new state")
-        );
+        assert!(store.save(old, b"again").is_err(), "snapshots only move forward");
+        assert_eq!(store.load().unwrap().unwrap().data, Bytes::from_static(b"new state"));
 
         // Damage the newest: reopening falls back to the older one, which is still there.
         let path = dir.path().join(file_name(new));
@@ -313,28 +275,17 @@ mod tests {
         let mut store = SnapshotStore::open(dir.path(), None).unwrap();
         assert_eq!(store.newest(), Some(old));
         assert_eq!(store.skipped().len(), 1);
-        assert_eq!(
-            store.load().unwrap().unwrap().data,
-            Bytes::from_static(b"old state")
-        );
+        assert_eq!(store.load().unwrap().unwrap().data, Bytes::from_static(b"old state"));
 
         store.remove_older().unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(file_name(old))]);
     }
 
     #[test]
     fn leftover_tmp_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path()
-                .join("0000000000000001-0000000000000001.snap.tmp"),
-            b"half",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("0000000000000001-0000000000000001.snap.tmp"), b"half").unwrap();
         let store = SnapshotStore::open(dir.path(), None).unwrap();
         assert_eq!(store.newest(), None);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -2,9 +2,9 @@
 //!
 //! A [`Wal`] owns a data directory with two subdirectories: `wal/` holds the segments (see
 //! [`crate::segment`] and [`crate::record`]) and `snap/` the snapshot files (see
-//! [`crate::snapshot`]). Writes are appended to the last segment with one `write` per call
-//! and made durable together by [`Wal::sync`] (group commit: one `fdatasync` for everything
-//! since the last one). Reads go through the [`LogStore`] trait of the consensus core, from
+//! [`crate::snapshot`]). Records are buffered and written to the last segment by
+//! [`Wal::sync`] with one `write` and one `fdatasync` for everything since the last sync
+//! (group commit). Reads go through the [`LogStore`] trait of the consensus core, from
 //! an in-memory cache of the tail or from the segments by a positioned read.
 //!
 //! Invariants kept here, on which recovery relies:
@@ -29,8 +29,8 @@ use crate::fsutil::{ensure_dir, remove_tmp_files, sync_dir, sync_file, write_at,
 use crate::index::{Loc, LogIndex};
 use crate::options::WalOptions;
 use crate::record::{
-    decode_frame, decode_payload, encode_compact, encode_entry, encode_hard_state, encode_truncate,
-    entry_from_parts, Record, SegmentHeader, ENTRY_FIXED_LEN, HEADER_LEN,
+    decode_frame, decode_payload, encode_compact, encode_entry, encode_hard_state, encode_truncate, entry_from_parts,
+    Record, SegmentHeader, ENTRY_FIXED_LEN, HEADER_LEN,
 };
 use crate::recovery::{recover, TornTail};
 use crate::segment::Segment;
@@ -38,6 +38,8 @@ use crate::snapshot::{Snapshot, SnapshotMeta, SnapshotStore};
 
 /// Bytes of a segment holding only its header record.
 const EMPTY_SEGMENT_LEN: u64 = (HEADER_LEN + 76) as u64;
+/// Buffered records are written to the file once they reach this size, even before a sync.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Bytes of a truncate record.
 const TRUNCATE_RECORD_LEN: u64 = (HEADER_LEN + 8) as u64;
 
@@ -72,6 +74,9 @@ pub struct Wal {
     durable_index: Index,
     /// Bytes were written to the last segment since its last fdatasync.
     dirty: bool,
+    /// Records of the last segment not yet written to the file (they end at its `len`).
+    /// Writing them at `sync` makes one `write` per group commit instead of one per call.
+    pending: Vec<u8>,
     /// Set by the first failed fsync (or failed undo of a write); then every call fails.
     poisoned: Option<String>,
     report: RecoveryReport,
@@ -95,10 +100,7 @@ impl Wal {
             sync_dir(&wal_dir, &faults)?;
         }
         let snapshots = SnapshotStore::open(root.join("snap"), faults.clone())?;
-        let mut report = RecoveryReport {
-            skipped_snapshots: snapshots.skipped().to_vec(),
-            ..Default::default()
-        };
+        let mut report = RecoveryReport { skipped_snapshots: snapshots.skipped().to_vec(), ..Default::default() };
 
         let (segments, index, hard_state) = match recover(&wal_dir, opts.max_record_bytes)? {
             None => {
@@ -120,11 +122,7 @@ impl Wal {
                     hard_state: HardState::default(),
                 };
                 let segment = Segment::create(&wal_dir, &header, &faults)?;
-                (
-                    VecDeque::from([segment]),
-                    LogIndex::empty_at(0, 0),
-                    HardState::default(),
-                )
+                (VecDeque::from([segment]), LogIndex::empty_at(0, 0), HardState::default())
             }
             Some(rec) => {
                 let compacted = rec.index.offset();
@@ -140,14 +138,9 @@ impl Wal {
                         ),
                     ));
                 }
-                let last = rec
-                    .segments
-                    .last()
-                    .expect("recovery returns at least one segment");
+                let last = rec.segments.last().expect("recovery returns at least one segment");
                 if let Some(torn) = &rec.torn_tail {
-                    last.file
-                        .set_len(torn.offset)
-                        .map_err(|e| WalError::io(&last.path, e))?;
+                    last.file.set_len(torn.offset).map_err(|e| WalError::io(&last.path, e))?;
                 }
                 // Make what recovery read durable: a process that crashed (rather than the
                 // machine) leaves unsynced writes in the page cache, readable but not safe.
@@ -168,6 +161,7 @@ impl Wal {
             initial_hard_state: hard_state,
             snapshots,
             dirty: false,
+            pending: Vec::new(),
             poisoned: None,
             report,
             opts,
@@ -272,10 +266,7 @@ impl Wal {
         }
         let truncating = first.index <= last;
         // Entries a snapshot covers are committed too, even if the hard state lags.
-        let committed = self
-            .hard_state
-            .commit
-            .max(self.snapshots.newest().map_or(0, |m| m.index));
+        let committed = self.hard_state.commit.max(self.snapshots.newest().map_or(0, |m| m.index));
         if truncating && first.index <= committed {
             return Err(WalError::Invalid(format!(
                 "replacing entries from {} would remove committed entries (committed up to {committed})",
@@ -296,8 +287,7 @@ impl Wal {
         }
 
         let deep_truncation = truncating && prev < self.active().base_index;
-        let rolled = deep_truncation
-            || self.would_overflow(size + if truncating { TRUNCATE_RECORD_LEN } else { 0 });
+        let rolled = deep_truncation || self.would_overflow(size + if truncating { TRUNCATE_RECORD_LEN } else { 0 });
         if rolled {
             // The new segment's header states the base, which also replaces any suffix.
             self.roll(if truncating { prev } else { last })?;
@@ -311,28 +301,19 @@ impl Wal {
             let at = buf.len() as u64;
             placed.push((at, encode_entry(&mut buf, e)));
         }
+        let (seq, start) = {
+            let active = self.active();
+            (active.seq, active.len)
+        };
         self.write(&buf)?;
 
         if truncating && !rolled {
             self.truncate_state(first.index);
         }
-        let (seq, start) = {
-            let active = self.active();
-            (active.seq, active.len)
-        };
         for (e, (at, len)) in entries.iter().zip(placed) {
-            self.index.push(
-                e.index,
-                Loc {
-                    term: e.term,
-                    seq,
-                    offset: start + at,
-                    len,
-                },
-            );
+            self.index.push(e.index, Loc { term: e.term, seq, offset: start + at, len });
             self.cache.push(e.clone());
         }
-        self.active_mut().len += buf.len() as u64;
         Ok(())
     }
 
@@ -346,10 +327,7 @@ impl Wal {
             return Ok(());
         }
         if hs.term < cur.term {
-            return Err(WalError::Invalid(format!(
-                "term {} is below the current term {}",
-                hs.term, cur.term
-            )));
+            return Err(WalError::Invalid(format!("term {} is below the current term {}", hs.term, cur.term)));
         }
         if hs.term == cur.term && cur.vote != 0 && hs.vote != cur.vote {
             return Err(WalError::Invalid(format!(
@@ -370,7 +348,6 @@ impl Wal {
             self.roll(self.index.last_index())?;
         }
         self.write(&buf)?;
-        self.active_mut().len += buf.len() as u64;
         self.hard_state = hs;
         Ok(())
     }
@@ -379,6 +356,7 @@ impl Wal {
     /// durable index. A failure poisons the log: the process must restart.
     pub fn sync(&mut self) -> Result<Index> {
         self.check_poisoned()?;
+        self.flush()?;
         if self.dirty {
             let active = self.segments.back().expect("never empty");
             let res = sync_file(&active.file, &active.path, false, &self.faults);
@@ -417,15 +395,10 @@ impl Wal {
             self.roll(self.index.last_index())?;
         }
         self.write(&buf)?;
-        self.active_mut().len += buf.len() as u64;
         self.index.compact_to(index);
         self.cache.compact_to(index);
         self.sync()?;
-        let keep_from = self
-            .segments
-            .iter()
-            .rposition(|s| s.base_index <= index)
-            .unwrap_or(0);
+        let keep_from = self.segments.iter().rposition(|s| s.base_index <= index).unwrap_or(0);
         self.remove_segments(keep_from)
     }
 
@@ -480,8 +453,10 @@ impl Wal {
         self.remove_segments(self.segments.len() - 1)
     }
 
-    /// Removes the oldest `count` segments, oldest first (so a failure leaves a contiguous
-    /// run), then fsyncs the directory.
+    /// Removes the oldest `count` segments, oldest first, fsyncing the directory after each
+    /// removal: a file system may otherwise persist the removals out of order, and a crash
+    /// could then leave a gap in the segment numbers, which recovery must refuse. Removed in
+    /// order, what a crash or a failure leaves is always a contiguous run.
     fn remove_segments(&mut self, count: usize) -> Result<()> {
         for _ in 0..count {
             let segment = self.segments.pop_front().expect("count < len");
@@ -490,8 +465,6 @@ impl Wal {
                 self.segments.push_front(segment);
                 return Err(err);
             }
-        }
-        if count > 0 {
             let res = sync_dir(&self.wal_dir, &self.faults);
             self.guard(res)?;
         }
@@ -508,10 +481,7 @@ impl Wal {
     /// Starts a new segment whose base is `base` (the last index, or lower to replace a
     /// suffix). The current segment is fdatasynced first.
     fn roll(&mut self, base: Index) -> Result<()> {
-        assert!(
-            base >= self.index.offset() && base <= self.index.last_index(),
-            "segment base out of the log"
-        );
+        assert!(base >= self.index.offset() && base <= self.index.last_index(), "segment base out of the log");
         self.sync()?;
         let header = SegmentHeader {
             seq: self.active().seq + 1,
@@ -537,11 +507,39 @@ impl Wal {
         self.durable_index = self.durable_index.min(from - 1);
     }
 
-    /// Appends `buf` to the last segment (the caller then advances its length).
+    /// Appends `buf` to the last segment: buffered, and written to the file once the buffer
+    /// holds [`WRITE_BUFFER_BYTES`] (or at the next sync). On failure nothing of `buf` stays.
     fn write(&mut self, buf: &[u8]) -> Result<()> {
+        let before = self.pending.len();
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= WRITE_BUFFER_BYTES {
+            // The buffer starts where the file's written part ends.
+            let start = self.active().len - before as u64;
+            if let Err(e) = self.flush_pending(start) {
+                self.pending.truncate(before);
+                return Err(e);
+            }
+        }
+        self.active_mut().len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the buffered records to the file (no fsync).
+    fn flush(&mut self) -> Result<()> {
+        let start = self.active().len - self.pending.len() as u64;
+        self.flush_pending(start)
+    }
+
+    /// Writes `pending` at `start`; a partial write is cut back off the file, and the
+    /// buffer is kept for a retry.
+    fn flush_pending(&mut self, start: u64) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         let active = self.segments.back().expect("never empty");
-        let res = write_at(&active.file, &active.path, buf, active.len, &self.faults);
+        let res = write_at(&active.file, &active.path, &self.pending, start, &self.faults);
         self.guard(res)?;
+        self.pending.clear();
         self.dirty = true;
         Ok(())
     }
@@ -556,9 +554,7 @@ impl Wal {
 
     fn check_poisoned(&self) -> Result<()> {
         match &self.poisoned {
-            Some(cause) => Err(WalError::Poisoned {
-                cause: cause.clone(),
-            }),
+            Some(cause) => Err(WalError::Poisoned { cause: cause.clone() }),
             None => Ok(()),
         }
     }
@@ -588,24 +584,31 @@ impl Wal {
                 i += 1;
                 continue;
             }
-            // One positioned read for the run of entries in the same segment.
+            // One positioned read (or one copy from the write buffer) for the run of entries
+            // in the same segment and on the same side of the buffer's start.
+            let active = self.active();
+            let buffered_from = active.len - self.pending.len() as u64;
+            let buffered = |loc: &Loc| loc.seq == active.seq && loc.offset >= buffered_from;
             let first = *self.index.loc(i).expect("held");
             let mut j = i + 1;
-            while j < high
-                && self.cache.get(j).is_none()
-                && self.index.loc(j).expect("held").seq == first.seq
-            {
+            while j < high && self.cache.get(j).is_none() {
+                let loc = self.index.loc(j).expect("held");
+                if loc.seq != first.seq || buffered(loc) != buffered(&first) {
+                    break;
+                }
                 j += 1;
             }
             let last = *self.index.loc(j - 1).expect("held");
             let segment = self.segment(first.seq);
             let end = last.offset + HEADER_LEN as u64 + u64::from(last.len);
-            let mut buf = vec![0u8; (end - first.offset) as usize];
-            segment
-                .file
-                .read_exact_at(&mut buf, first.offset)
-                .map_err(|e| WalError::io(&segment.path, e))?;
-            let buf = Bytes::from(buf);
+            let buf = if buffered(&first) {
+                let from = (first.offset - buffered_from) as usize;
+                Bytes::copy_from_slice(&self.pending[from..(end - buffered_from) as usize])
+            } else {
+                let mut buf = vec![0u8; (end - first.offset) as usize];
+                segment.file.read_exact_at(&mut buf, first.offset).map_err(|e| WalError::io(&segment.path, e))?;
+                Bytes::from(buf)
+            };
             for k in i..j {
                 let loc = self.index.loc(k).expect("held");
                 let at = (loc.offset - first.offset) as usize;
@@ -625,23 +628,13 @@ impl Wal {
         want: Index,
         want_term: Term,
     ) -> Result<Entry> {
-        let bad = |detail: String| {
-            WalError::corrupt(&segment.path, offset, CorruptionKind::BadChecksum, detail)
-        };
-        let (ty, payload, _) =
-            decode_frame(&buf[at..], self.opts.max_record_bytes).map_err(|e| bad(e.describe()))?;
+        let bad = |detail: String| WalError::corrupt(&segment.path, offset, CorruptionKind::BadChecksum, detail);
+        let (ty, payload, _) = decode_frame(&buf[at..], self.opts.max_record_bytes).map_err(|e| bad(e.describe()))?;
         match decode_payload(ty, payload) {
-            Ok(Record::Entry {
-                index,
-                term,
-                kind,
-                data,
-            }) if index == want && term == want_term => {
+            Ok(Record::Entry { index, term, kind, data }) if index == want && term == want_term => {
                 Ok(entry_from_parts(index, term, kind, buf, data))
             }
-            other => Err(bad(format!(
-                "expected entry {want} (term {want_term}), read {other:?}"
-            ))),
+            other => Err(bad(format!("expected entry {want} (term {want_term}), read {other:?}"))),
         }
     }
 }
@@ -664,9 +657,7 @@ impl LogStore for Wal {
         if index < self.index.offset() {
             return Err(StorageError::Compacted(index));
         }
-        self.index
-            .term(index)
-            .ok_or(StorageError::Unavailable(index))
+        self.index.term(index).ok_or(StorageError::Unavailable(index))
     }
 
     fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
@@ -689,6 +680,16 @@ impl LogStore for Wal {
             end += 1;
         }
         Ok(self.read(low, end)?)
+    }
+}
+
+impl Drop for Wal {
+    /// Writes buffered records to the file (no fsync), as a clean shutdown would; what is
+    /// durable is only ever what `sync` reported.
+    fn drop(&mut self) {
+        if self.poisoned.is_none() {
+            let _ = self.flush();
+        }
     }
 }
 
@@ -717,14 +718,16 @@ mod tests {
     }
 
     #[test]
+    fn wal_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Wal>();
+    }
+
+    #[test]
     fn poisoned_error_is_sticky() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let res: Result<()> = Err(crate::fsutil::poisoned(
-            Path::new("x"),
-            "fsync",
-            std::io::Error::other("boom"),
-        ));
+        let res: Result<()> = Err(crate::fsutil::poisoned(Path::new("x"), "fsync", std::io::Error::other("boom")));
         assert!(wal.guard(res).is_err());
         assert!(matches!(wal.sync(), Err(WalError::Poisoned { .. })));
     }

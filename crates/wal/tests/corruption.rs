@@ -17,19 +17,10 @@ fn build(dir: &Path) -> Vec<PathBuf> {
     for chunk in entries(1, 60, 1, 50).chunks(4) {
         wal.append(chunk).unwrap();
     }
-    wal.set_hard_state(HardState {
-        term: 1,
-        vote: 1,
-        commit: 30,
-    })
-    .unwrap();
+    wal.set_hard_state(HardState { term: 1, vote: 1, commit: 30 }).unwrap();
     wal.sync().unwrap();
     let files = segment_files(dir);
-    assert!(
-        files.len() >= 4,
-        "need middle segments, got {}",
-        files.len()
-    );
+    assert!(files.len() >= 4, "need middle segments, got {}", files.len());
     files
 }
 
@@ -38,28 +29,14 @@ fn expect_corrupt(dir: &Path, kind: CorruptionKind, path: &Path, offset: u64) ->
     let err = Wal::open(dir, small()).unwrap_err();
     let msg = err.to_string();
     match &err {
-        WalError::Corrupt {
-            path: p,
-            offset: o,
-            kind: k,
-            ..
-        } => {
+        WalError::Corrupt { path: p, offset: o, kind: k, .. } => {
             assert_eq!((k, p.as_path(), *o), (&kind, path, offset), "{msg}");
         }
         other => panic!("expected corruption, got {other:?}"),
     }
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "message names the file: {msg}"
-    );
-    assert!(
-        msg.contains(&format!("offset {offset}")),
-        "message names the offset: {msg}"
-    );
-    assert!(
-        msg.contains("re-add the member") || msg.contains("backup"),
-        "message says what to do: {msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "message names the file: {msg}");
+    assert!(msg.contains(&format!("offset {offset}")), "message names the offset: {msg}");
+    assert!(msg.contains("re-add the member") || msg.contains("backup"), "message says what to do: {msg}");
     msg
 }
 
@@ -77,12 +54,7 @@ fn flipped_byte_in_a_middle_record_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let files = build(dir.path());
     flip(&files[1], SECOND_RECORD + 40); // in the payload
-    expect_corrupt(
-        dir.path(),
-        CorruptionKind::BadChecksum,
-        &files[1],
-        SECOND_RECORD,
-    );
+    expect_corrupt(dir.path(), CorruptionKind::BadChecksum, &files[1], SECOND_RECORD);
 }
 
 #[test]
@@ -90,12 +62,7 @@ fn flipped_length_in_a_middle_record_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let files = build(dir.path());
     flip(&files[2], SECOND_RECORD + 1); // in the length field
-    expect_corrupt(
-        dir.path(),
-        CorruptionKind::BadChecksum,
-        &files[2],
-        SECOND_RECORD,
-    );
+    expect_corrupt(dir.path(), CorruptionKind::BadChecksum, &files[2], SECOND_RECORD);
 }
 
 #[test]
@@ -114,18 +81,8 @@ fn cut_middle_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     let files = build(dir.path());
     let cut = SECOND_RECORD + 50;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&files[1])
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
-    expect_corrupt(
-        dir.path(),
-        CorruptionKind::Truncated,
-        &files[1],
-        SECOND_RECORD,
-    );
+    std::fs::OpenOptions::new().write(true).open(&files[1]).unwrap().set_len(cut).unwrap();
+    expect_corrupt(dir.path(), CorruptionKind::Truncated, &files[1], SECOND_RECORD);
 }
 
 #[test]
@@ -135,10 +92,7 @@ fn deleted_middle_segment_refuses_to_open() {
     std::fs::remove_file(&files[2]).unwrap();
     let msg = expect_corrupt(dir.path(), CorruptionKind::MissingSegment, &files[3], 0);
     let missing = files[2].file_name().unwrap().to_str().unwrap();
-    assert!(
-        msg.contains(missing),
-        "message names the missing file: {msg}"
-    );
+    assert!(msg.contains(missing), "message names the missing file: {msg}");
 }
 
 #[test]
@@ -170,14 +124,7 @@ fn unknown_entry_kind_refuses_to_open() {
         b.put_u64_le(1);
         b.put_u8(77);
     });
-    encode_hard_state(
-        &mut buf,
-        &HardState {
-            term: 1,
-            vote: 1,
-            commit: 30,
-        },
-    );
+    encode_hard_state(&mut buf, &HardState { term: 1, vote: 1, commit: 30 });
     append_raw(last, &buf);
     let msg = expect_corrupt(dir.path(), CorruptionKind::BadRecord, last, len);
     assert!(msg.contains("unknown entry kind"), "{msg}");
@@ -190,14 +137,7 @@ fn hard_state_past_the_end_of_the_log_refuses_to_open() {
     let files = build(dir.path());
     let last = files.last().unwrap();
     let mut buf = Vec::new();
-    encode_hard_state(
-        &mut buf,
-        &HardState {
-            term: 1,
-            vote: 1,
-            commit: 70,
-        },
-    );
+    encode_hard_state(&mut buf, &HardState { term: 1, vote: 1, commit: 70 });
     append_raw(last, &buf);
     let len = std::fs::metadata(last).unwrap().len();
     expect_corrupt(dir.path(), CorruptionKind::LostTail, last, len);
@@ -218,10 +158,5 @@ fn entry_index_gap_refuses_to_open() {
 
 fn append_raw(path: &Path, buf: &[u8]) {
     use std::io::Write;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(buf)
-        .unwrap();
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(buf).unwrap();
 }

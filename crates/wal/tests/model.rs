@@ -30,14 +30,11 @@ impl Model {
         if i == self.offset {
             return Some(self.offset_term);
         }
-        (i > self.offset)
-            .then(|| self.log.get((i - self.offset - 1) as usize).map(|e| e.term))
-            .flatten()
+        (i > self.offset).then(|| self.log.get((i - self.offset - 1) as usize).map(|e| e.term)).flatten()
     }
 
     fn append(&mut self, entries: &[Entry]) {
-        self.log
-            .truncate((entries[0].index - self.offset - 1) as usize);
+        self.log.truncate((entries[0].index - self.offset - 1) as usize);
         self.log.extend_from_slice(entries);
     }
 
@@ -147,16 +144,9 @@ impl Harness {
     fn run(&mut self, op: &Op) {
         let m = self.model.clone();
         match *op {
-            Op::Append {
-                back,
-                count,
-                bump,
-                len,
-            } => {
+            Op::Append { back, count, bump, len } => {
                 let committed = m.hs.commit.max(m.snapshot.map_or(0, |s| s.index));
-                let first = (m.offset + 1)
-                    .max(committed + 1)
-                    .max((m.last() + 1).saturating_sub(back as u64));
+                let first = (m.offset + 1).max(committed + 1).max((m.last() + 1).saturating_sub(back as u64));
                 let term = m.term(first - 1).unwrap() + bump as u64;
                 let es: Vec<Entry> = (first..first + count as u64)
                     .map(|i| entry(i, term, (len as usize + i as usize * 7) % 300))
@@ -166,11 +156,7 @@ impl Harness {
             }
             Op::HardState { bump, vote, commit } => {
                 let term = m.hs.term + bump as u64;
-                let vote = if bump || m.hs.vote == 0 {
-                    vote as u64
-                } else {
-                    m.hs.vote
-                };
+                let vote = if bump || m.hs.vote == 0 { vote as u64 } else { m.hs.vote };
                 let commit = m.hs.commit + commit as u64 % (m.last() - m.hs.commit + 1);
                 let hs = HardState { term, vote, commit };
                 self.wal().set_hard_state(hs).unwrap();
@@ -180,32 +166,20 @@ impl Harness {
                 assert_eq!(self.wal().sync().unwrap(), m.last());
                 self.mark_synced();
             }
-            Op::Snapshot {
-                pick,
-                beyond,
-                conflict,
-            } => {
+            Op::Snapshot { pick, beyond, conflict } => {
                 let floor = m.offset.max(m.snapshot.map_or(0, |s| s.index));
                 let meta = if beyond > 0 {
                     let term = m.term(m.last()).unwrap().max(m.hs.term) + 1;
-                    SnapshotMeta {
-                        index: m.last() + beyond as u64,
-                        term,
-                    }
+                    SnapshotMeta { index: m.last() + beyond as u64, term }
                 } else if m.last() > floor {
                     let index = floor + 1 + pick as u64 % (m.last() - floor);
                     let term = m.term(index).unwrap();
                     let conflict = conflict && index >= m.hs.commit;
-                    SnapshotMeta {
-                        index,
-                        term: term + conflict as u64,
-                    }
+                    SnapshotMeta { index, term: term + conflict as u64 }
                 } else {
                     return;
                 };
-                self.wal()
-                    .save_snapshot(meta, format!("state {}", meta.index).as_bytes())
-                    .unwrap();
+                self.wal().save_snapshot(meta, format!("state {}", meta.index).as_bytes()).unwrap();
                 if self.model.term(meta.index) != Some(meta.term) {
                     self.model.log.clear();
                     self.model.offset = meta.index;
@@ -223,7 +197,9 @@ impl Harness {
                 let index = m.offset + pick as u64 % (top - m.offset + 1);
                 self.wal().compact(index).unwrap();
                 self.model.compact(index);
-                self.mark_synced();
+                if index > m.offset {
+                    self.mark_synced(); // compaction syncs, unless there was nothing to do
+                }
             }
             Op::Read { low, span, budget } => {
                 if m.last() <= m.offset {
@@ -240,12 +216,7 @@ impl Harness {
                 let last = segment_files(&self.dir).pop().unwrap();
                 if last == self.synced.0 {
                     // Lose everything after the last sync.
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&last)
-                        .unwrap()
-                        .set_len(self.synced.1)
-                        .unwrap();
+                    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(self.synced.1).unwrap();
                     self.model = self.durable.clone();
                 }
                 // Otherwise a segment rolled over since the sync (which synced the old one);
@@ -258,31 +229,19 @@ impl Harness {
     fn check(&self) {
         let wal = self.wal.as_ref().unwrap();
         let m = &self.model;
-        assert_eq!(
-            (wal.first_index(), wal.last_index()),
-            (m.offset + 1, m.last())
-        );
+        assert_eq!((wal.first_index(), wal.last_index()), (m.offset + 1, m.last()));
         assert_eq!(wal.hard_state(), m.hs);
         assert_eq!(wal.snapshot_meta(), m.snapshot);
         assert_eq!(wal.term(m.offset), Ok(m.offset_term));
         if m.offset > 0 {
-            assert_eq!(
-                wal.term(m.offset - 1),
-                Err(StorageError::Compacted(m.offset - 1))
-            );
+            assert_eq!(wal.term(m.offset - 1), Err(StorageError::Compacted(m.offset - 1)));
         }
-        assert_eq!(
-            wal.term(m.last() + 1),
-            Err(StorageError::Unavailable(m.last() + 1))
-        );
+        assert_eq!(wal.term(m.last() + 1), Err(StorageError::Unavailable(m.last() + 1)));
         for i in m.offset + 1..=m.last() {
             assert_eq!(wal.term(i), Ok(m.term(i).unwrap()), "term of {i}");
         }
         if m.last() > m.offset {
-            assert_eq!(
-                wal.entries(m.offset + 1, m.last() + 1, u64::MAX).unwrap(),
-                m.log
-            );
+            assert_eq!(wal.entries(m.offset + 1, m.last() + 1, u64::MAX).unwrap(), m.log);
         }
         assert!(wal.durable_index() <= m.last());
     }
@@ -290,11 +249,7 @@ impl Harness {
 
 fn run_case(segment_bytes: u64, cache_bytes: u64, ops: &[Op]) {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = common::no_fsync(WalOptions {
-        segment_bytes,
-        cache_bytes,
-        ..WalOptions::default()
-    });
+    let opts = common::no_fsync(WalOptions { segment_bytes, cache_bytes, ..WalOptions::default() });
     let mut h = Harness {
         dir: tmp.path().to_path_buf(),
         opts,

@@ -9,15 +9,8 @@ use concord_wal::{Wal, WalOptions};
 
 /// An entry whose data is derived from its index and term, `len` bytes long.
 pub fn entry(index: Index, term: Term, len: usize) -> Entry {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (index as usize * 31 + term as usize * 7 + i) as u8)
-        .collect();
-    Entry {
-        index,
-        term,
-        kind: EntryKind::Normal,
-        data: Bytes::from(data),
-    }
+    let data: Vec<u8> = (0..len).map(|i| (index as usize * 31 + term as usize * 7 + i) as u8).collect();
+    Entry { index, term, kind: EntryKind::Normal, data: Bytes::from(data) }
 }
 
 /// Entries `from..=to` of one term.
@@ -27,10 +20,7 @@ pub fn entries(from: Index, to: Index, term: Term, len: usize) -> Vec<Entry> {
 
 /// Tiny segments, so that a few entries span several files.
 pub fn small() -> WalOptions {
-    WalOptions {
-        segment_bytes: 1024,
-        ..WalOptions::default()
-    }
+    WalOptions { segment_bytes: 1024, ..WalOptions::default() }
 }
 
 /// `opts` with fsyncs skipped: for tests that simulate crashes by cutting files themselves
@@ -38,10 +28,7 @@ pub fn small() -> WalOptions {
 pub fn no_fsync(opts: WalOptions) -> WalOptions {
     let faults = std::sync::Arc::new(concord_wal::FaultInjector::new());
     faults.skip_syncs(true);
-    WalOptions {
-        faults: Some(faults),
-        ..opts
-    }
+    WalOptions { faults: Some(faults), ..opts }
 }
 
 /// Every entry the log holds, read through `LogStore`.
@@ -49,8 +36,7 @@ pub fn all(wal: &Wal) -> Vec<Entry> {
     if wal.last_index() < wal.first_index() {
         return Vec::new();
     }
-    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
-        .unwrap()
+    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX).unwrap()
 }
 
 /// Copies a directory tree.
