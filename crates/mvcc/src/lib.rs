@@ -18,7 +18,8 @@
 //! - `validate`: etcd's gRPC-layer request checks, for the server to call.
 //! - `schema`: the redb tables and encodings. `read`: version lookups and key walks.
 //! - `range`, `ops`, `txn`, `compact`, `lease`: the operations. `write`: one apply's writes.
-//! - `hash`, `events`: HashKV and watch catch-up. `store`: the [`Store`] itself.
+//! - `hash`, `events`: HashKV and watch catch-up. `snapshot`: Raft snapshots of the state.
+//! - `store`: the [`Store`] itself.
 
 mod command;
 mod compact;
@@ -31,6 +32,7 @@ mod ops;
 mod range;
 mod read;
 mod schema;
+mod snapshot;
 mod store;
 mod txn;
 pub mod types;
@@ -41,6 +43,7 @@ pub use command::{Applied, Command, Response, COMMAND_FORMAT_VERSION};
 pub use error::MvccError;
 pub use keyrange::prefix_end;
 pub use lease::MAX_LEASE_TTL;
+pub use snapshot::SnapshotMeta;
 pub use store::{Options, Store};
 pub use types::*;
 pub use validate::{validate_delete_range, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS};

@@ -11,6 +11,7 @@
 //! apply. The database sits behind an `RwLock` only so that [`Store::defragment`] can have
 //! it alone, as redb's compaction requires.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -25,6 +26,7 @@ use crate::schema::{
     CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA,
     NEVER_COMPACTED, REVS, SCHEMA_VERSION,
 };
+use crate::snapshot::{self, SnapshotMeta};
 use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats};
 use crate::validate::validate_range;
 use crate::write::Writer;
@@ -85,6 +87,43 @@ impl Store {
     pub fn in_memory() -> Result<Store, MvccError> {
         let db = redb::Builder::new().create_with_backend(InMemoryBackend::new())?;
         Store::init(db, None, false)
+    }
+
+    /// Builds a new store at `path` (which must not exist) from a snapshot written by
+    /// [`write_snapshot`](Store::write_snapshot). On any error the partial file is removed.
+    /// To replace a live store: restore into a new path, close the old store, rename the
+    /// new file over the old one, open it.
+    pub fn restore_snapshot(
+        path: impl AsRef<Path>,
+        input: impl Read,
+        options: Options,
+    ) -> Result<(Store, SnapshotMeta), MvccError> {
+        let path = path.as_ref();
+        snapshot::check_target(path)?;
+        let result = (|| {
+            let db = redb::Builder::new().set_cache_size(options.cache_size).create(path)?;
+            let meta = Store::fill_from_snapshot(&db, input, options.sync)?;
+            Ok((Store::init(db, Some(path.to_path_buf()), options.sync)?, meta))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    /// [`restore_snapshot`](Store::restore_snapshot) into an in-memory store.
+    pub fn restore_snapshot_in_memory(input: impl Read) -> Result<(Store, SnapshotMeta), MvccError> {
+        let db = redb::Builder::new().create_with_backend(InMemoryBackend::new())?;
+        let meta = Store::fill_from_snapshot(&db, input, false)?;
+        Ok((Store::init(db, None, false)?, meta))
+    }
+
+    fn fill_from_snapshot(db: &Database, input: impl Read, sync: bool) -> Result<SnapshotMeta, MvccError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if sync { Durability::Immediate } else { Durability::None })?;
+        let meta = snapshot::read_into(&txn, input)?;
+        txn.commit()?;
+        Ok(meta)
     }
 
     fn init(db: Database, path: Option<PathBuf>, sync: bool) -> Result<Store, MvccError> {
@@ -234,6 +273,13 @@ impl Store {
         lease::get(&leases, &lease_keys, id)
     }
 
+    /// Writes a snapshot of the whole state (a consistent cut at one applied index) to
+    /// `out`; applies may run meanwhile. See [`restore_snapshot`](Store::restore_snapshot).
+    pub fn write_snapshot(&self, out: impl Write) -> Result<SnapshotMeta, MvccError> {
+        let db = self.db();
+        snapshot::write(&db, out)
+    }
+
     /// How many keys, versions and leases the store holds.
     pub fn stats(&self) -> Result<StoreStats, MvccError> {
         let db = self.db();
@@ -278,7 +324,7 @@ impl Store {
 }
 
 /// `(applied index, revision, compacted revision)` from the meta table.
-fn read_meta<T: ReadableTable<&'static str, i64>>(meta: &T) -> Result<(u64, i64, i64), MvccError> {
+pub(crate) fn read_meta<T: ReadableTable<&'static str, i64>>(meta: &T) -> Result<(u64, i64, i64), MvccError> {
     let get = |name: &str| -> Result<i64, MvccError> {
         meta.get(name)?.map(|g| g.value()).ok_or_else(|| MvccError::Corrupt(format!("meta entry {name:?} is missing")))
     };

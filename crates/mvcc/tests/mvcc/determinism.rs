@@ -6,10 +6,10 @@ use crate::common::*;
 use concord_mvcc::*;
 
 /// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -82,7 +82,7 @@ fn random_txn(rng: &mut Rng, depth: u32) -> TxnRequest {
     TxnRequest { compare, success, failure }
 }
 
-fn random_command(rng: &mut Rng, store: &Store) -> Command {
+pub fn random_command(rng: &mut Rng, store: &Store) -> Command {
     match rng.below(20) {
         0..=6 => Command::Put(random_put(rng)),
         7..=9 => {
@@ -104,7 +104,7 @@ fn random_command(rng: &mut Rng, store: &Store) -> Command {
     }
 }
 
-fn assert_same(a: &Store, b: &Store) {
+pub fn assert_same(a: &Store, b: &Store) {
     assert_eq!(a.applied_index(), b.applied_index());
     assert_eq!(a.current_revision(), b.current_revision());
     assert_eq!(a.compacted_revision(), b.compacted_revision());

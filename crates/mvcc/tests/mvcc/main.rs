@@ -9,5 +9,6 @@ mod kv;
 mod lease;
 mod model;
 mod range;
+mod snapshot;
 mod txn;
 mod validate;

@@ -1,0 +1,264 @@
+//! Raft snapshots of the state machine: a logical dump and its restore.
+//!
+//! A follower too far behind the leader's log gets the whole state instead. The dump is
+//! written from one read transaction, so it is a consistent cut at its applied index while
+//! applies go on. Only the primary data is written — meta, every kept version, the leases;
+//! the derived tables (`revs`, `current`, `lease_keys`) are rebuilt on restore, so the
+//! format does not depend on how indexes are laid out.
+//!
+//! Format (all integers big-endian): the magic `CONCORD-MVCC-SNAP` and a format byte, then
+//! records, each a tag byte and a payload:
+//!
+//! - `1` meta: applied index `u64`, revision `i64`, compacted revision `i64` (first, once);
+//! - `2` version: key length `u32`, key, main `u64`, sub `u64`, record length `u32`, record;
+//! - `3` lease: id `i64`, ttl `i64`;
+//! - `4` end: CRC-32C `u32` of every byte before it, this tag included.
+//!
+//! Restore checks the CRC before it commits, so a truncated or damaged stream never becomes
+//! a store.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use crate::error::MvccError;
+use crate::schema::{
+    rev_i64, Record, CURRENT, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA,
+    REVS, SCHEMA_VERSION,
+};
+
+const MAGIC: &[u8] = b"CONCORD-MVCC-SNAP";
+const FORMAT: u8 = 1;
+const TAG_META: u8 = 1;
+const TAG_VERSION: u8 = 2;
+const TAG_LEASE: u8 = 3;
+const TAG_END: u8 = 4;
+
+/// What a snapshot holds, as written or restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The Raft index the snapshot is at.
+    pub applied_index: u64,
+    pub revision: i64,
+    pub compacted_revision: i64,
+    /// Bytes of the stream.
+    pub bytes: u64,
+}
+
+/// A writer that keeps the CRC and the length of what went through it.
+struct Crc<W> {
+    inner: W,
+    crc: u32,
+    len: u64,
+}
+
+impl<W: Write> Crc<W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), MvccError> {
+        self.inner.write_all(bytes)?;
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn len_u32(n: usize) -> Result<[u8; 4], MvccError> {
+    u32::try_from(n)
+        .map(u32::to_be_bytes)
+        .map_err(|_| MvccError::Internal(format!("{n} bytes do not fit a snapshot record")))
+}
+
+pub(crate) fn write(db: &redb::Database, out: impl Write) -> Result<SnapshotMeta, MvccError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let (applied, revision, compacted) = crate::store::read_meta(&meta)?;
+    let mut w = Crc { inner: out, crc: 0, len: 0 };
+    w.put(MAGIC)?;
+    w.put(&[FORMAT, TAG_META])?;
+    w.put(&applied.to_be_bytes())?;
+    w.put(&revision.to_be_bytes())?;
+    w.put(&compacted.to_be_bytes())?;
+    let kv = txn.open_table(KV)?;
+    for entry in kv.iter()? {
+        let (k, v) = entry?;
+        let (key, main, sub) = k.value();
+        let record = v.value();
+        w.put(&[TAG_VERSION])?;
+        w.put(&len_u32(key.len())?)?;
+        w.put(key)?;
+        w.put(&main.to_be_bytes())?;
+        w.put(&sub.to_be_bytes())?;
+        w.put(&len_u32(record.len())?)?;
+        w.put(record)?;
+    }
+    let leases = txn.open_table(LEASES)?;
+    for entry in leases.iter()? {
+        let (id, ttl) = entry?;
+        w.put(&[TAG_LEASE])?;
+        w.put(&id.value().to_be_bytes())?;
+        w.put(&ttl.value().to_be_bytes())?;
+    }
+    w.put(&[TAG_END])?;
+    let crc = w.crc;
+    w.put(&crc.to_be_bytes())?;
+    w.inner.flush()?;
+    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: w.len })
+}
+
+/// A reader that keeps the CRC of what it read.
+struct CrcReader<R> {
+    inner: R,
+    crc: u32,
+    len: u64,
+}
+
+impl<R: Read> CrcReader<R> {
+    fn take(&mut self, buf: &mut [u8]) -> Result<(), MvccError> {
+        self.inner
+            .read_exact(buf)
+            .map_err(|e| MvccError::Corrupt(format!("snapshot ends early at byte {}: {e}", self.len)))?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+    fn u8(&mut self) -> Result<u8, MvccError> {
+        let mut b = [0u8; 1];
+        self.take(&mut b)?;
+        Ok(b[0])
+    }
+    fn u32(&mut self) -> Result<u32, MvccError> {
+        let mut b = [0u8; 4];
+        self.take(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, MvccError> {
+        let mut b = [0u8; 8];
+        self.take(&mut b)?;
+        Ok(u64::from_be_bytes(b))
+    }
+    fn i64(&mut self) -> Result<i64, MvccError> {
+        let mut b = [0u8; 8];
+        self.take(&mut b)?;
+        Ok(i64::from_be_bytes(b))
+    }
+    fn bytes(&mut self, max: usize) -> Result<Vec<u8>, MvccError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(MvccError::Corrupt(format!("snapshot record of {n} bytes at byte {}", self.len)));
+        }
+        // Read through `take` rather than into a buffer of the announced size, so that a
+        // damaged length cannot make us allocate a gigabyte before failing.
+        let mut b = Vec::new();
+        (&mut self.inner).take(n as u64).read_to_end(&mut b)?;
+        if b.len() != n {
+            return Err(MvccError::Corrupt(format!("snapshot ends early at byte {}", self.len + b.len() as u64)));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &b);
+        self.len += n as u64;
+        Ok(b)
+    }
+}
+
+/// Largest key or record a snapshot may carry (a guard against reading garbage lengths).
+const MAX_FIELD: usize = 1 << 30;
+
+/// Fills the empty tables of `txn` from the stream; returns the snapshot's meta.
+pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, MvccError> {
+    let mut r = CrcReader { inner: input, crc: 0, len: 0 };
+    let mut magic = vec![0u8; MAGIC.len()];
+    r.take(&mut magic)?;
+    if magic != MAGIC {
+        return Err(MvccError::Corrupt("not a concord-mvcc snapshot".into()));
+    }
+    let format = r.u8()?;
+    if format != FORMAT {
+        return Err(MvccError::Corrupt(format!("snapshot format {format}, this build reads format {FORMAT}")));
+    }
+    if r.u8()? != TAG_META {
+        return Err(MvccError::Corrupt("snapshot does not start with its meta".into()));
+    }
+    let applied = r.u64()?;
+    let revision = r.i64()?;
+    let compacted = r.i64()?;
+
+    let mut kv = txn.open_table(KV)?;
+    let mut revs = txn.open_table(REVS)?;
+    let mut current = txn.open_table(CURRENT)?;
+    let mut leases = txn.open_table(LEASES)?;
+    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    // Versions come in (key, revision) order: the last one of each key decides `current`.
+    let mut last: Option<(Vec<u8>, u64, u64, Record)> = None;
+    let mut finish_key = |last: Option<(Vec<u8>, u64, u64, Record)>| -> Result<(), MvccError> {
+        if let Some((key, main, sub, Record::Put { lease, .. })) = last {
+            current.insert(key.as_slice(), (main, sub))?;
+            if lease != 0 {
+                lease_keys.insert((lease, key.as_slice()), ())?;
+            }
+        }
+        Ok(())
+    };
+    loop {
+        let tag = r.u8()?;
+        match tag {
+            TAG_VERSION => {
+                let key = r.bytes(MAX_FIELD)?;
+                let main = r.u64()?;
+                let sub = r.u64()?;
+                let bytes = r.bytes(MAX_FIELD)?;
+                let record = Record::decode(&bytes)?;
+                if rev_i64(main) > revision {
+                    return Err(MvccError::Corrupt(format!(
+                        "snapshot version at {main} above its revision {revision}"
+                    )));
+                }
+                kv.insert((key.as_slice(), main, sub), bytes.as_slice())?;
+                revs.insert((main, sub), key.as_slice())?;
+                let next_key = last.as_ref().is_some_and(|(k, ..)| *k != key);
+                if next_key {
+                    finish_key(last.take())?;
+                }
+                last = Some((key, main, sub, record));
+            }
+            TAG_LEASE => {
+                let id = r.i64()?;
+                let ttl = r.i64()?;
+                leases.insert(id, ttl)?;
+            }
+            TAG_END => {
+                let want = r.crc;
+                let got = r.u32()?;
+                if want != got {
+                    return Err(MvccError::Corrupt(format!(
+                        "snapshot checksum mismatch (stored {got:#010x}, computed {want:#010x})"
+                    )));
+                }
+                break;
+            }
+            other => {
+                return Err(MvccError::Corrupt(format!("unknown snapshot record tag {other} at byte {}", r.len - 1)))
+            }
+        }
+    }
+    finish_key(last.take())?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+    meta.insert(
+        META_APPLIED,
+        i64::try_from(applied).map_err(|_| MvccError::Corrupt("applied index overflow".into()))?,
+    )?;
+    meta.insert(META_REVISION, revision)?;
+    meta.insert(META_COMPACTED, compacted)?;
+    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: r.len })
+}
+
+/// Refuses to restore over an existing file.
+pub(crate) fn check_target(path: &Path) -> Result<(), MvccError> {
+    if path.exists() {
+        return Err(MvccError::Storage(format!(
+            "cannot restore a snapshot into {}: the file exists (restore into a new path, \
+             then swap it in while the store is closed)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
