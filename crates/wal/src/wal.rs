@@ -218,7 +218,8 @@ impl Wal {
         self.poisoned.is_some()
     }
 
-    /// Writes `entries` after the log (not yet durable: see [`Wal::sync`]).
+    /// Writes `entries` after the log (buffered, not yet durable: see [`Wal::sync`]). They
+    /// are readable through [`LogStore`] at once.
     ///
     /// `entries` must have consecutive indexes and non-decreasing terms. If the first index
     /// is at or below the last index, the log's suffix from there is replaced (the Raft
@@ -226,9 +227,11 @@ impl Wal {
     /// Replacing a committed entry (at or below the hard state's commit, or covered by the
     /// snapshot) is refused.
     ///
-    /// On [`WalError::NoSpace`] the partial write is undone. If the call replaced a suffix
-    /// that began before the current segment, the removal of the suffix may already have
-    /// taken effect ([`LogStore::last_index`] tells); the files are consistent either way.
+    /// [`WalError::NoSpace`] comes only when the write buffer had to be written (or a new
+    /// segment created): the partial write is undone and the entries are not appended. If
+    /// the call replaced a suffix that began before the current segment, the removal of the
+    /// suffix may already have taken effect ([`LogStore::last_index`] tells); the files are
+    /// consistent either way.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         let Some(first) = entries.first() else {
@@ -352,8 +355,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes everything written so far durable with one `fdatasync`, and returns the highest
-    /// durable index. A failure poisons the log: the process must restart.
+    /// Writes the buffered records and makes everything so far durable with one
+    /// `fdatasync`; returns the highest durable index. A failed fsync poisons the log (the
+    /// process must restart). A full disk returns [`WalError::NoSpace`] with the files as
+    /// they were and the records still buffered: `sync` can be retried.
     pub fn sync(&mut self) -> Result<Index> {
         self.check_poisoned()?;
         self.flush()?;
