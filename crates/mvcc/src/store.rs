@@ -35,9 +35,10 @@ use crate::{compact, events, hash, lease, ops, range, txn};
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// fsync every commit (redb `Durability::Immediate`). Turn off only for tests and
-    /// simulations: a crash may then lose applied entries, which the WAL would replay, but
-    /// nothing guarantees redb's file is then consistent with it.
+    /// fsync every commit (redb `Durability::Immediate`). With `false` (redb
+    /// `Durability::None`) commits stay atomic but a crash may take the latest ones back:
+    /// the store reopens at an older applied index and the server must still have the log
+    /// entries after it. Meant for tests and simulations.
     pub sync: bool,
     /// redb's page cache, in bytes.
     pub cache_size: usize,

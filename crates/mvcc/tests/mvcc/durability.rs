@@ -172,3 +172,30 @@ fn a_store_of_another_schema_version_is_refused() {
     assert!(err.is_storage());
     assert!(err.to_string().contains("schema version 99"), "{err}");
 }
+
+#[test]
+fn store_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+    // Reads run while another thread applies.
+    let s = std::sync::Arc::new(Store::in_memory().unwrap());
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 1..=200u64 {
+                s.apply(i, &Command::Put(put("k", &i.to_string()))).unwrap();
+            }
+        })
+    };
+    let mut last = 0;
+    while last < 201 {
+        let r = s.range(&range("k", "")).unwrap();
+        // A read is a consistent snapshot: header revision and data agree.
+        if let Some(kv) = r.kvs.first() {
+            assert_eq!(kv.mod_revision, r.revision);
+        }
+        assert!(r.revision >= last);
+        last = r.revision;
+    }
+    writer.join().unwrap();
+}
