@@ -1,4 +1,8 @@
 //! Tunables of the write-ahead log, with their limits.
+//!
+//! Every size the log works with is bounded and checked here once, on open, so that the rest
+//! of the code can assert instead of handle: segments have a floor (a header must fit) and
+//! records a ceiling (a record is read into memory whole).
 
 use std::sync::Arc;
 

@@ -210,7 +210,7 @@ pub fn encode_compact(buf: &mut Vec<u8>, index: Index, term: Term) {
     });
 }
 
-/// Segment header payload: magic [8], version u32, seq, base index, base term, compacted
+/// Segment header payload: magic (8 bytes), version u32, seq, base index, base term, compacted
 /// index, compacted term, hard state term, vote, commit (u64 each).
 pub fn encode_segment_header(buf: &mut Vec<u8>, h: &SegmentHeader) {
     encode_with(buf, RecordType::SegmentHeader, |b| {
