@@ -12,7 +12,7 @@
 //! [`Store::hash_kv`].
 //!
 //! Module map, one idea each:
-//! - [`types`](crate::types): plain mirrors of etcd's messages (no protobuf here).
+//! - [`types`]: plain mirrors of etcd's messages (no protobuf here).
 //! - `command`: the log payload and its versioned encoding, and what applying answers.
 //! - `error`: etcd's error texts, and storage failures apart from them.
 //! - `validate`: etcd's gRPC-layer request checks, for the server to call.
