@@ -1,0 +1,136 @@
+//! The apply task: committed entries go into the state machine in log order, and whoever
+//! waits for one of them (a client of this member) gets its outcome.
+//!
+//! It runs beside the Raft task so a slow state machine does not stall replication; the
+//! bounded channel between them is the back-pressure. A batch of entries is applied in
+//! one redb transaction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use concord_mvcc::{Command, Event, MvccError, Response, Store};
+use concord_raft::{Entry, NodeId};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{error, warn};
+
+use crate::envelope::{self, Envelope};
+use crate::node::CommittedBatch;
+
+/// The outcome a waiting client receives: the state machine's answer and the revision
+/// the store was at after the entry.
+pub type Outcome = Result<Response, MvccError>;
+
+/// Clients waiting for their proposals to be applied, by request id.
+#[derive(Clone, Default)]
+pub struct Waiters {
+    inner: Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>,
+}
+
+impl Waiters {
+    pub fn register(&self, request_id: u64) -> oneshot::Receiver<Outcome> {
+        let (sender, receiver) = oneshot::channel();
+        self.inner.lock().expect("waiters lock").insert(request_id, sender);
+        receiver
+    }
+
+    /// Forgets a waiter whose client gave up.
+    pub fn cancel(&self, request_id: u64) {
+        self.inner.lock().expect("waiters lock").remove(&request_id);
+    }
+
+    fn complete(&self, request_id: u64, outcome: Outcome) {
+        if let Some(sender) = self.inner.lock().expect("waiters lock").remove(&request_id) {
+            let _ = sender.send(outcome);
+        }
+    }
+}
+
+pub struct ApplyLoop {
+    pub member_id: NodeId,
+    pub store: Arc<Store>,
+    pub batches: mpsc::Receiver<CommittedBatch>,
+    pub waiters: Waiters,
+    /// The highest index applied, for reads waiting on a ReadIndex.
+    pub applied: watch::Sender<u64>,
+    /// Every event, in revision order, for watchers.
+    pub events: broadcast::Sender<Arc<Vec<Event>>>,
+}
+
+impl ApplyLoop {
+    pub async fn run(mut self) {
+        while let Some(batch) = self.batches.recv().await {
+            // Take whatever else is queued: one transaction for all of it.
+            let mut entries = batch;
+            while let Ok(more) = self.batches.try_recv() {
+                entries.extend(more);
+                if entries.len() >= 4096 {
+                    break;
+                }
+            }
+            let last_index = entries.last().map(|e| e.index).unwrap_or(0);
+            let (commands, origins) = self.decode(&entries);
+            let store = self.store.clone();
+            let applied = tokio::task::spawn_blocking(move || store.apply_batch(&commands)).await;
+            let results = match applied {
+                Ok(Ok(results)) => results,
+                Ok(Err(error)) => {
+                    error!("state machine failure, stopping: {error}");
+                    std::process::exit(1);
+                }
+                Err(panic) => {
+                    error!("state machine panicked, stopping: {panic}");
+                    std::process::exit(1);
+                }
+            };
+            let mut events = Vec::new();
+            for applied in results {
+                events.extend(applied.events.iter().cloned());
+                if let Some(Some(request_id)) = origins.get(&applied.index) {
+                    self.waiters.complete(*request_id, applied.result);
+                }
+            }
+            if !events.is_empty() {
+                let _ = self.events.send(Arc::new(events));
+            }
+            self.applied.send_if_modified(|current| {
+                let advanced = last_index > *current;
+                if advanced {
+                    *current = last_index;
+                }
+                advanced
+            });
+        }
+    }
+
+    /// Turns entries into commands. Returns, per index, the request id if this member is
+    /// the one waiting for it.
+    fn decode(&self, entries: &[Entry]) -> (Vec<(u64, Command)>, HashMap<u64, Option<u64>>) {
+        let mut commands = Vec::with_capacity(entries.len());
+        let mut origins = HashMap::with_capacity(entries.len());
+        for entry in entries {
+            let command = match envelope::decode(&entry.data) {
+                Ok(Envelope::Empty) => Command::Noop,
+                Ok(Envelope::Command { origin, request_id, command }) => {
+                    if origin == self.member_id {
+                        origins.insert(entry.index, Some(request_id));
+                    }
+                    match Command::decode(command) {
+                        Ok(command) => command,
+                        Err(error) => {
+                            // Every member decodes the same bytes the same way, so
+                            // skipping is deterministic; the proposer gets the error.
+                            warn!(index = entry.index, "undecodable command: {error}");
+                            Command::Noop
+                        }
+                    }
+                }
+                Err(error) => {
+                    warn!(index = entry.index, "undecodable entry: {error}");
+                    Command::Noop
+                }
+            };
+            commands.push((entry.index, command));
+        }
+        (commands, origins)
+    }
+}

@@ -1,0 +1,219 @@
+//! A member's configuration, with etcd's flag names and meanings, and the cluster identity
+//! derived from it.
+//!
+//! Member and cluster ids are derived the way etcd derives them (a hash of the peer URLs
+//! and the cluster token; the cluster id from the member ids), so every member computes
+//! the same ids from the same `--initial-cluster` without talking to the others.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use concord_raft::NodeId;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `name=url,name=url`: every member of the initial cluster.
+    pub initial_cluster: String,
+    /// `new` or `existing`.
+    pub initial_cluster_state: String,
+    pub initial_cluster_token: String,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            name: "default".into(),
+            data_dir: PathBuf::from("default.concord"),
+            listen_client_urls: vec!["http://127.0.0.1:2379".into()],
+            advertise_client_urls: vec!["http://127.0.0.1:2379".into()],
+            listen_peer_urls: vec!["http://127.0.0.1:2380".into()],
+            initial_advertise_peer_urls: vec!["http://127.0.0.1:2380".into()],
+            initial_cluster: "default=http://127.0.0.1:2380".into(),
+            initial_cluster_state: "new".into(),
+            initial_cluster_token: "concord-cluster".into(),
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_count: 10_000,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--initial-cluster has a malformed item {0:?} (expected name=url)")]
+    BadClusterItem(String),
+    #[error("--initial-cluster does not name this member ({0:?})")]
+    NotInCluster(String),
+    #[error(
+        "--initial-advertise-peer-urls {advertised:?} do not match --initial-cluster's URLs for {name:?} ({listed:?})"
+    )]
+    PeerUrlMismatch { name: String, advertised: Vec<String>, listed: Vec<String> },
+    #[error("--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)")]
+    BadTimeouts { heartbeat: u64, election: u64 },
+    #[error("--initial-cluster-state must be 'new' or 'existing', not {0:?}")]
+    BadClusterState(String),
+    #[error("{flag} has an invalid URL {url:?}: {reason}")]
+    BadUrl { flag: &'static str, url: String, reason: &'static str },
+}
+
+/// One member as the initial cluster describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The members of `--initial-cluster`, keyed by member id.
+    pub fn initial_members(&self) -> Result<BTreeMap<NodeId, MemberInfo>, ConfigError> {
+        let mut urls_by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for item in self.initial_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, url) = item.split_once('=').ok_or_else(|| ConfigError::BadClusterItem(item.into()))?;
+            check_url("--initial-cluster", url)?;
+            urls_by_name.entry(name.to_string()).or_default().push(url.to_string());
+        }
+        let mut members = BTreeMap::new();
+        for (name, mut urls) in urls_by_name {
+            urls.sort();
+            let id = member_id(&urls, &self.initial_cluster_token);
+            members.insert(id, MemberInfo { id, name, peer_urls: urls });
+        }
+        Ok(members)
+    }
+
+    /// Checks the flags against each other; returns this member's id.
+    pub fn validate(&self) -> Result<NodeId, ConfigError> {
+        if self.election_timeout_ms < 5 * self.heartbeat_interval_ms || self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::BadTimeouts {
+                heartbeat: self.heartbeat_interval_ms,
+                election: self.election_timeout_ms,
+            });
+        }
+        if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
+            return Err(ConfigError::BadClusterState(self.initial_cluster_state.clone()));
+        }
+        for url in &self.listen_client_urls {
+            check_url("--listen-client-urls", url)?;
+        }
+        for url in &self.listen_peer_urls {
+            check_url("--listen-peer-urls", url)?;
+        }
+        let members = self.initial_members()?;
+        let me = members
+            .values()
+            .find(|m| m.name == self.name)
+            .ok_or_else(|| ConfigError::NotInCluster(self.name.clone()))?;
+        let mut advertised = self.initial_advertise_peer_urls.clone();
+        advertised.sort();
+        if advertised != me.peer_urls {
+            return Err(ConfigError::PeerUrlMismatch {
+                name: self.name.clone(),
+                advertised,
+                listed: me.peer_urls.clone(),
+            });
+        }
+        Ok(me.id)
+    }
+
+    /// Ticks per election timeout (the core counts time in heartbeat ticks).
+    pub fn election_ticks(&self) -> u32 {
+        (self.election_timeout_ms / self.heartbeat_interval_ms).max(2) as u32
+    }
+}
+
+fn check_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
+    let rest = url.strip_prefix("http://").ok_or(ConfigError::BadUrl {
+        flag,
+        url: url.into(),
+        reason: "only http:// is supported",
+    })?;
+    match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(ConfigError::BadUrl { flag, url: url.into(), reason: "expected http://host:port" }),
+    }
+}
+
+/// The host:port part of an http URL (validated by `check_url`).
+pub fn socket_address(url: &str) -> String {
+    url.trim_start_matches("http://").trim_end_matches('/').to_string()
+}
+
+/// FNV-1a, 64 bits: small, stable across versions and platforms.
+fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
+    for byte in bytes {
+        hash ^= *byte as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A member's id: a hash of its sorted peer URLs and the cluster token (never 0).
+pub fn member_id(sorted_peer_urls: &[String], token: &str) -> NodeId {
+    let mut hash = FNV_OFFSET;
+    for url in sorted_peer_urls {
+        hash = fnv1a(url.as_bytes(), hash);
+        hash = fnv1a(b"\n", hash);
+    }
+    hash = fnv1a(token.as_bytes(), hash);
+    hash.max(1)
+}
+
+/// The cluster's id: a hash of its initial member ids.
+pub fn cluster_id(member_ids: impl Iterator<Item = NodeId>) -> u64 {
+    let mut ids: Vec<NodeId> = member_ids.collect();
+    ids.sort_unstable();
+    let mut hash = FNV_OFFSET;
+    for id in ids {
+        hash = fnv1a(&id.to_be_bytes(), hash);
+    }
+    hash.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_a_valid_single_member_cluster() {
+        let config = ServerConfig::default();
+        let id = config.validate().unwrap();
+        assert_eq!(config.initial_members().unwrap().len(), 1);
+        assert_ne!(id, 0);
+    }
+
+    #[test]
+    fn ids_depend_on_urls_and_token_only() {
+        let a = member_id(&["http://a:1".into()], "t");
+        assert_eq!(a, member_id(&["http://a:1".into()], "t"));
+        assert_ne!(a, member_id(&["http://a:1".into()], "u"));
+        assert_ne!(a, member_id(&["http://a:2".into()], "t"));
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_clear_errors() {
+        let config = ServerConfig { initial_cluster: "x".into(), ..Default::default() };
+        assert_eq!(config.validate(), Err(ConfigError::BadClusterItem("x".into())));
+        let config = ServerConfig { name: "other".into(), ..Default::default() };
+        assert_eq!(config.validate(), Err(ConfigError::NotInCluster("other".into())));
+        let config = ServerConfig { election_timeout_ms: 200, ..Default::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::BadTimeouts { .. })));
+        let config = ServerConfig { listen_client_urls: vec!["https://x:1".into()], ..Default::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::BadUrl { .. })));
+    }
+}

@@ -1,0 +1,29 @@
+//! concord-server: one member of a concord cluster.
+//!
+//! Ties the consensus core (concord-raft), the log (concord-wal) and the state machine
+//! (concord-mvcc) together, talks to the other members over gRPC, and serves etcd's v3
+//! API to clients.
+//!
+//! - `node`: the task that owns the Raft core and handles every `Ready`.
+//! - `apply`: the task that applies committed entries and answers waiting clients.
+//! - `transport`, `peer_service`, `convert`: the peer protocol.
+//! - `shared`, `kv`, `maintenance`: the client-facing services.
+//! - `envelope`: what an entry carries. `errors`: etcd's error codes and texts.
+//! - `config`: flags and identities. `server`: start and stop.
+
+pub mod apply;
+pub mod config;
+pub mod convert;
+pub mod envelope;
+pub mod errors;
+pub mod kv;
+pub mod kv_convert;
+pub mod maintenance;
+pub mod node;
+pub mod peer_service;
+pub mod server;
+pub mod shared;
+pub mod transport;
+
+pub use config::ServerConfig;
+pub use server::{run, ServerError};

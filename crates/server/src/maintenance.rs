@@ -1,0 +1,196 @@
+//! The etcd Maintenance and Cluster services: status, hashes, alarms, defragmentation,
+//! leadership moves, and the member list.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_api::etcdserverpb::{self as pb, cluster_server::Cluster, maintenance_server::Maintenance};
+use tonic::{Request, Status};
+
+use crate::errors::EtcdError;
+use crate::kv_convert::mvcc_error;
+use crate::node;
+use crate::shared::Shared;
+
+/// The etcd API version concord implements; clients use it to decide what they may ask.
+pub const API_VERSION: &str = "3.4.0";
+
+pub struct MaintenanceService {
+    pub shared: Arc<Shared>,
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    EtcdError::Internal(error.to_string()).into()
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, _request: Request<pb::AlarmRequest>) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
+        // concord raises no alarms (no space quota, no corruption check yet).
+        let header = self.shared.header(self.shared.store.current_revision());
+        Ok(tonic::Response::new(pb::AlarmResponse { header: Some(header), alarms: Vec::new() }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
+        let store = &self.shared.store;
+        let status = *self.shared.status.borrow();
+        let applied = *self.shared.applied.borrow();
+        Ok(tonic::Response::new(pb::StatusResponse {
+            header: Some(self.shared.header(store.current_revision())),
+            version: API_VERSION.to_string(),
+            db_size: store.db_size_bytes().map_err(internal)? as i64,
+            leader: status.leader,
+            raft_index: status.last_index,
+            raft_term: status.term,
+            raft_applied_index: applied,
+            errors: Vec::new(),
+            db_size_in_use: store.db_size_in_use_bytes().map_err(internal)? as i64,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.defragment()).await.map_err(internal)?.map_err(mvcc_error)?;
+        let header = self.shared.header(self.shared.store.current_revision());
+        Ok(tonic::Response::new(pb::DefragmentResponse { header: Some(header) }))
+    }
+
+    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<tonic::Response<pb::HashResponse>, Status> {
+        let hash = self.shared.store.hash_kv(0).map_err(mvcc_error)?;
+        let header = self.shared.header(self.shared.store.current_revision());
+        Ok(tonic::Response::new(pb::HashResponse { header: Some(header), hash: hash.hash }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let hash = self.shared.store.hash_kv(revision).map_err(mvcc_error)?;
+        let header = self.shared.header(self.shared.store.current_revision());
+        Ok(tonic::Response::new(pb::HashKvResponse {
+            header: Some(header),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
+        }))
+    }
+
+    type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("concord: snapshot save is not supported yet"))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        if !self.shared.members.iter().any(|m| m.info.id == target) {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.shared
+            .requests
+            .send(node::Request::TransferLeader { to: target, reply })
+            .await
+            .map_err(|_| EtcdError::Stopped)?;
+        answer.await.map_err(|_| EtcdError::Stopped)??;
+        // Like etcd, answer once the target leads (or give up after a bound).
+        let mut status = self.shared.status.clone();
+        let wait = async { status.wait_for(|s| s.leader == target).await.map(|_| ()) };
+        let result = tokio::time::timeout(self.shared.leader_wait + Duration::from_secs(1), wait).await;
+        match result {
+            Ok(Ok(())) => {
+                let header = self.shared.header(self.shared.store.current_revision());
+                Ok(tonic::Response::new(pb::MoveLeaderResponse { header: Some(header) }))
+            }
+            _ => Err(EtcdError::Timeout.into()),
+        }
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<tonic::Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("concord: downgrade is not supported"))
+    }
+}
+
+pub struct ClusterService {
+    pub shared: Arc<Shared>,
+}
+
+impl ClusterService {
+    fn members(&self) -> Vec<pb::Member> {
+        self.shared
+            .members
+            .iter()
+            .map(|m| pb::Member {
+                id: m.info.id,
+                name: m.info.name.clone(),
+                peer_ur_ls: m.info.peer_urls.clone(),
+                client_ur_ls: m.client_urls.clone(),
+                is_learner: false,
+            })
+            .collect()
+    }
+}
+
+const MEMBERSHIP_CHANGES: &str = "concord: membership changes are not supported yet";
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        _request: Request<pb::MemberAddRequest>,
+    ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
+        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
+        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
+        if request.into_inner().linearizable {
+            self.shared.read_barrier().await?;
+        }
+        let header = self.shared.header(self.shared.store.current_revision());
+        Ok(tonic::Response::new(pb::MemberListResponse { header: Some(header), members: self.members() }))
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
+        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
+    }
+}

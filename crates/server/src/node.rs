@@ -1,0 +1,300 @@
+//! The task that owns the Raft core: it turns time, peer messages and client requests into
+//! core inputs, and handles every `Ready` in order: send the leader's messages, write and
+//! fsync the WAL, send the messages that had to wait for the disk, hand committed entries
+//! to the apply task, and release linearizable reads.
+//!
+//! Group commit falls out of the loop's shape: everything that arrives while one fsync is
+//! running is handled in the next iteration and shares the next fsync.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use concord_raft::{Entry, Index, Message, NodeId, ProposeError, Raft, Role, SoftState, Term, NO_NODE};
+use concord_wal::Wal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::errors::EtcdError;
+use crate::transport::Transport;
+
+/// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
+const MAX_INPUTS_PER_ITERATION: usize = 4096;
+/// Most proposals waiting for a leader to be known.
+const MAX_WAITING_PROPOSALS: usize = 16_384;
+/// Most linearizable reads waiting at once.
+const MAX_WAITING_READS: usize = 16_384;
+/// Most Readies handled before going back to inputs.
+const MAX_READIES_PER_ITERATION: usize = 64;
+
+/// What clients (through the gRPC services) ask of the Raft task.
+pub enum Request {
+    /// Replicate this entry. The outcome arrives through the apply task's waiter for the
+    /// request id inside `data`; the reply here only says whether it was accepted.
+    Propose { data: Bytes, deadline: Instant },
+    /// A linearizable read: answers with the index the state machine must reach first.
+    ReadIndex { reply: oneshot::Sender<Result<Index, EtcdError>>, deadline: Instant },
+    /// Hand leadership to another member.
+    TransferLeader { to: NodeId, reply: oneshot::Sender<Result<(), EtcdError>> },
+}
+
+/// Messages from peers.
+pub enum Inbound {
+    Raft(Message),
+    /// Proposals a follower forwarded to us (we may no longer be the leader).
+    Proposals(Vec<Bytes>),
+}
+
+/// What the rest of the server may observe about the Raft state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub leader: NodeId,
+    pub term: Term,
+    pub is_leader: bool,
+    pub commit_index: Index,
+    pub last_index: Index,
+}
+
+/// Committed entries for the apply task, in log order.
+pub type CommittedBatch = Vec<Entry>;
+
+pub struct NodeLoop {
+    pub raft: Raft<Wal>,
+    pub requests: mpsc::Receiver<Request>,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub transport: Transport,
+    pub apply: mpsc::Sender<CommittedBatch>,
+    pub status: watch::Sender<NodeStatus>,
+    pub tick_interval: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct WaitingRead {
+    reply: oneshot::Sender<Result<Index, EtcdError>>,
+    deadline: Instant,
+}
+
+impl NodeLoop {
+    /// Runs until shutdown. A storage failure ends the process: after a failed fsync the
+    /// WAL cannot be trusted and continuing could acknowledge writes that are not durable.
+    pub async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting_proposals: VecDeque<(Bytes, Instant)> = VecDeque::new();
+        let mut waiting_reads: Vec<WaitingRead> = Vec::new();
+        let mut reads_in_flight: HashMap<u64, Vec<WaitingRead>> = HashMap::new();
+        let mut next_read_id: u64 = 1;
+        let mut last_soft =
+            SoftState { leader: NO_NODE, role: Role::Follower, term: self.raft.term().saturating_sub(1) };
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.raft.tick(),
+                request = self.requests.recv() => {
+                    let Some(request) = request else { break };
+                    self.take_request(request, &mut waiting_proposals, &mut waiting_reads);
+                    for _ in 0..MAX_INPUTS_PER_ITERATION {
+                        match self.requests.try_recv() {
+                            Ok(request) => self.take_request(request, &mut waiting_proposals, &mut waiting_reads),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                inbound = self.inbound.recv() => {
+                    let Some(inbound) = inbound else { break };
+                    self.take_inbound(inbound);
+                    for _ in 0..MAX_INPUTS_PER_ITERATION {
+                        match self.inbound.try_recv() {
+                            Ok(inbound) => self.take_inbound(inbound),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = self.shutdown.changed() => break,
+            }
+
+            self.flush_proposals(&mut waiting_proposals);
+            self.flush_reads(&mut waiting_reads, &mut reads_in_flight, &mut next_read_id);
+
+            for _ in 0..MAX_READIES_PER_ITERATION {
+                if !self.raft.has_ready() {
+                    break;
+                }
+                if let Err(error) = self.handle_ready(&mut reads_in_flight).await {
+                    error!("storage failure, stopping: {error}");
+                    std::process::exit(1);
+                }
+            }
+
+            let soft = self.raft.soft_state();
+            if soft != last_soft {
+                log_soft_state_change(self.raft.id(), &last_soft, &soft);
+                if soft.leader != last_soft.leader {
+                    // Reads confirmed by no one now: ask again under the new leader.
+                    for (_, reads) in reads_in_flight.drain() {
+                        waiting_reads.extend(reads);
+                    }
+                }
+                last_soft = soft;
+            }
+            let status = NodeStatus {
+                leader: soft.leader,
+                term: soft.term,
+                is_leader: soft.role == Role::Leader,
+                commit_index: self.raft.commit_index(),
+                last_index: self.raft.last_index(),
+            };
+            self.status.send_if_modified(|current| {
+                let changed = *current != status;
+                *current = status;
+                changed
+            });
+        }
+        // Make sure what was acknowledged is on disk before going.
+        if let Err(error) = self.raft.store_mut().sync() {
+            error!("final sync failed: {error}");
+        }
+    }
+
+    fn take_request(
+        &mut self,
+        request: Request,
+        proposals: &mut VecDeque<(Bytes, Instant)>,
+        reads: &mut Vec<WaitingRead>,
+    ) {
+        match request {
+            Request::Propose { data, deadline } => {
+                if proposals.len() < MAX_WAITING_PROPOSALS {
+                    proposals.push_back((data, deadline));
+                }
+                // Beyond the bound the proposal is dropped; its client times out.
+            }
+            Request::ReadIndex { reply, deadline } => {
+                if reads.len() < MAX_WAITING_READS {
+                    reads.push(WaitingRead { reply, deadline });
+                } else {
+                    let _ = reply.send(Err(EtcdError::TooManyRequests));
+                }
+            }
+            Request::TransferLeader { to, reply } => {
+                let result = self.raft.transfer_leader(to).map_err(|error| match error {
+                    ProposeError::NotLeader { .. } | ProposeError::NoLeader => EtcdError::NotLeader,
+                    _ => EtcdError::BadLeaderTransferee,
+                });
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn take_inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Raft(message) => self.raft.step(message),
+            Inbound::Proposals(data) => {
+                if self.raft.role() == Role::Leader {
+                    // Refusals (leadership lost meanwhile) leave the follower's client to
+                    // time out, as with a lost message.
+                    let _ = self.raft.propose_batch(data);
+                }
+            }
+        }
+    }
+
+    /// Proposes what waits, or forwards it to the leader, or keeps it until one is known.
+    fn flush_proposals(&mut self, proposals: &mut VecDeque<(Bytes, Instant)>) {
+        let now = Instant::now();
+        proposals.retain(|(_, deadline)| *deadline > now);
+        if proposals.is_empty() {
+            return;
+        }
+        let leader = self.raft.leader();
+        if self.raft.role() == Role::Leader {
+            let batch: Vec<Bytes> = proposals.drain(..).map(|(data, _)| data).collect();
+            if let Err(error) = self.raft.propose_batch(batch) {
+                warn!("proposal refused: {error}");
+            }
+        } else if leader != NO_NODE {
+            let batch: Vec<Bytes> = proposals.drain(..).map(|(data, _)| data).collect();
+            if !self.transport.forward(leader, batch) {
+                warn!("could not forward proposals to the leader");
+            }
+        }
+    }
+
+    /// Starts one ReadIndex round for every read waiting, once a leader is known.
+    fn flush_reads(
+        &mut self,
+        reads: &mut Vec<WaitingRead>,
+        in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
+        next_read_id: &mut u64,
+    ) {
+        let now = Instant::now();
+        let (expired, waiting): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
+        *reads = waiting;
+        for read in expired {
+            let _ = read.reply.send(Err(EtcdError::NoLeader));
+        }
+        for reads in in_flight.values_mut() {
+            reads.retain(|r| r.deadline > now);
+        }
+        in_flight.retain(|_, reads| !reads.is_empty());
+        if reads.is_empty() || self.raft.leader() == NO_NODE {
+            return;
+        }
+        let id = *next_read_id;
+        *next_read_id += 1;
+        match self.raft.read_index(id) {
+            Ok(()) => {
+                in_flight.insert(id, std::mem::take(reads));
+            }
+            Err(error) => warn!("read index refused: {error}"),
+        }
+    }
+
+    async fn handle_ready(
+        &mut self,
+        reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
+    ) -> Result<(), concord_wal::WalError> {
+        let ready = self.raft.ready();
+        for message in ready.messages {
+            self.transport.send(message);
+        }
+        let wal = self.raft.store_mut();
+        if !ready.entries.is_empty() {
+            wal.append(&ready.entries)?;
+        }
+        if let Some(hard_state) = ready.hard_state {
+            wal.set_hard_state(hard_state)?;
+        }
+        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+            wal.sync()?;
+        }
+        if let Some(last) = ready.entries.last() {
+            self.raft.on_persisted(last.index, last.term);
+        }
+        for message in ready.messages_after_persist {
+            self.transport.send(message);
+        }
+        if !ready.committed_entries.is_empty() && self.apply.send(ready.committed_entries).await.is_err() {
+            warn!("apply task is gone");
+        }
+        for read in ready.read_states {
+            if let Some(waiting) = reads_in_flight.remove(&read.request_id) {
+                for reader in waiting {
+                    let _ = reader.reply.send(Ok(read.index));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
+    if after.role == Role::Leader && before.role != Role::Leader {
+        info!(member = %format!("{id:x}"), term = after.term, "elected leader");
+    } else if before.role == Role::Leader && after.role != Role::Leader {
+        info!(member = %format!("{id:x}"), term = after.term, "stepped down");
+    } else if after.leader != before.leader && after.leader != NO_NODE {
+        info!(member = %format!("{id:x}"), term = after.term, leader = %format!("{:x}", after.leader), "following leader");
+    } else if after.leader == NO_NODE && before.leader != NO_NODE {
+        info!(member = %format!("{id:x}"), term = after.term, "lost leader");
+    }
+}

@@ -1,0 +1,280 @@
+//! Starting and stopping a member: open the data directory, wire the Raft task, the apply
+//! task and the transport together, and serve the client and peer gRPC endpoints until
+//! asked to stop.
+//!
+//! Data directory layout: `raft/` (the WAL and snapshot files), `kv.redb` (the state
+//! machine), `cluster` (the membership this member was created with; once it exists the
+//! `--initial-cluster*` flags are ignored, as with etcd).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_api::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use concord_api::peerpb::peer_server::PeerServer;
+use concord_mvcc::Store;
+use concord_raft::{Config, NodeId, Raft};
+use concord_wal::{Wal, WalOptions};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::info;
+
+use crate::apply::{ApplyLoop, Waiters};
+use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
+use crate::kv::KvService;
+use crate::maintenance::{ClusterService, MaintenanceService};
+use crate::node::{NodeLoop, NodeStatus};
+use crate::peer_service::PeerService;
+use crate::shared::{MemberView, Shared};
+use crate::transport::{Transport, FRAME_LIMIT_BYTES};
+
+/// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the data directory {path}: {error}")]
+    DataDir { path: String, error: std::io::Error },
+    #[error("the data directory {path} belongs to cluster member {found:x}, not {expected:x}; use the same flags as when it was created, or another --data-dir")]
+    WrongMember { path: String, found: u64, expected: u64 },
+    #[error(transparent)]
+    Wal(#[from] concord_wal::WalError),
+    #[error(transparent)]
+    Store(#[from] concord_mvcc::MvccError),
+    #[error(transparent)]
+    Raft(#[from] concord_raft::RaftError),
+    #[error("cannot listen on {url}: {error}")]
+    Listen { url: String, error: std::io::Error },
+    #[error("this build can plant consensus bugs (feature planted-bugs); it must not serve")]
+    PlantedBugs,
+}
+
+/// The membership recorded in the data directory on first start.
+struct ClusterFile {
+    cluster_id: u64,
+    member_id: NodeId,
+    members: BTreeMap<NodeId, MemberInfo>,
+}
+
+impl ClusterFile {
+    fn encode(&self) -> String {
+        let mut out = format!("cluster {:x}\nmember {:x}\n", self.cluster_id, self.member_id);
+        for member in self.members.values() {
+            out.push_str(&format!("peer {:x} {} {}\n", member.id, member.name, member.peer_urls.join(",")));
+        }
+        out
+    }
+
+    fn decode(text: &str) -> Option<ClusterFile> {
+        let mut cluster = None;
+        let mut me = None;
+        let mut members = BTreeMap::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next()? {
+                "cluster" => cluster = u64::from_str_radix(words.next()?, 16).ok(),
+                "member" => me = u64::from_str_radix(words.next()?, 16).ok(),
+                "peer" => {
+                    let id = u64::from_str_radix(words.next()?, 16).ok()?;
+                    let name = words.next()?.to_string();
+                    let peer_urls = words.next()?.split(',').map(str::to_string).collect();
+                    members.insert(id, MemberInfo { id, name, peer_urls });
+                }
+                _ => return None,
+            }
+        }
+        Some(ClusterFile { cluster_id: cluster?, member_id: me?, members })
+    }
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> ServerError {
+    ServerError::DataDir { path: path.display().to_string(), error }
+}
+
+/// Loads the membership from the data directory, or records the initial one.
+fn load_or_create_cluster(config: &ServerConfig, member_id: NodeId) -> Result<ClusterFile, ServerError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let path = dir.join("cluster");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+        let file = ClusterFile::decode(&text).ok_or_else(|| {
+            io_error(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, "unreadable cluster file"))
+        })?;
+        if file.member_id != member_id {
+            return Err(ServerError::WrongMember {
+                path: dir.display().to_string(),
+                found: file.member_id,
+                expected: member_id,
+            });
+        }
+        return Ok(file);
+    }
+    let members = config.initial_members()?;
+    let file = ClusterFile { cluster_id: cluster_id(members.keys().copied()), member_id, members };
+    let temporary = dir.join("cluster.tmp");
+    std::fs::write(&temporary, file.encode()).map_err(|e| io_error(&temporary, e))?;
+    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(|e| io_error(&temporary, e))?;
+    std::fs::rename(&temporary, &path).map_err(|e| io_error(&path, e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))?;
+    Ok(file)
+}
+
+/// Runs a member until `shutdown` resolves; then stops accepting requests, lets the Raft
+/// task sync its log, and returns.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    if concord_raft::PLANTED_BUGS_COMPILED {
+        return Err(ServerError::PlantedBugs);
+    }
+    let member_id = config.validate()?;
+    let cluster = load_or_create_cluster(&config, member_id)?;
+    let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
+    let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
+    let applied_index = store.applied_index();
+
+    let voters: Vec<NodeId> = cluster.members.keys().copied().collect();
+    let mut raft_config = Config::new(member_id, voters.clone());
+    raft_config.election_tick = config.election_ticks();
+    raft_config.heartbeat_tick = 1;
+    raft_config.max_proposal_bytes = (config.max_request_bytes + 1024) as u64;
+    raft_config.seed = member_id ^ std::process::id() as u64;
+    let mut raft = Raft::new(raft_config, wal, applied_index)?;
+    if voters.len() == 1 {
+        raft.campaign();
+    }
+    info!(
+        member = %format!("{member_id:x}"),
+        cluster = %format!("{:x}", cluster.cluster_id),
+        name = %config.name,
+        data_dir = %config.data_dir.display(),
+        applied_index,
+        last_index = raft.last_index(),
+        "starting member"
+    );
+
+    let (requests_tx, requests_rx) = mpsc::channel(4096);
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let (apply_tx, apply_rx) = mpsc::channel(256);
+    let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    let (applied_tx, applied_rx) = watch::channel(applied_index);
+    let (events_tx, _) = broadcast::channel(1024);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let waiters = Waiters::default();
+
+    let peer_urls: BTreeMap<NodeId, String> =
+        cluster.members.values().map(|m| (m.id, m.peer_urls[0].clone())).collect();
+    let transport = Transport::start(member_id, cluster.cluster_id, peer_urls);
+
+    let tick_interval = Duration::from_millis(config.heartbeat_interval_ms);
+    let node = NodeLoop {
+        raft,
+        requests: requests_rx,
+        inbound: inbound_rx,
+        transport,
+        apply: apply_tx,
+        status: status_tx,
+        tick_interval,
+        shutdown: shutdown_rx,
+    };
+    let node_task = tokio::spawn(node.run());
+    let apply = ApplyLoop {
+        member_id,
+        store: store.clone(),
+        batches: apply_rx,
+        waiters: waiters.clone(),
+        applied: applied_tx,
+        events: events_tx,
+    };
+    tokio::spawn(apply.run());
+
+    let members = cluster
+        .members
+        .values()
+        .map(|info| MemberView {
+            info: info.clone(),
+            client_urls: if info.id == member_id { config.advertise_client_urls.clone() } else { Vec::new() },
+        })
+        .collect();
+    let shared = Arc::new(Shared::new(
+        member_id,
+        cluster.cluster_id,
+        store,
+        requests_tx,
+        waiters,
+        applied_rx,
+        status_rx,
+        members,
+        config.max_request_bytes,
+        config.max_txn_ops,
+        Duration::from_millis(config.election_timeout_ms),
+    ));
+
+    // Bind every listener before serving, so a port in use fails the start cleanly.
+    let mut client_listeners = Vec::new();
+    for url in &config.listen_client_urls {
+        let listener = tokio::net::TcpListener::bind(socket_address(url))
+            .await
+            .map_err(|error| ServerError::Listen { url: url.clone(), error })?;
+        client_listeners.push(listener);
+    }
+    let mut peer_listeners = Vec::new();
+    for url in &config.listen_peer_urls {
+        let listener = tokio::net::TcpListener::bind(socket_address(url))
+            .await
+            .map_err(|error| ServerError::Listen { url: url.clone(), error })?;
+        peer_listeners.push(listener);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut servers = Vec::new();
+    for listener in client_listeners {
+        let kv = KvServer::new(KvService { shared: shared.clone() })
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(usize::MAX);
+        let maintenance = MaintenanceServer::new(MaintenanceService { shared: shared.clone() });
+        let cluster_service = ClusterServer::new(ClusterService { shared: shared.clone() });
+        let mut stop = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(kv)
+                .add_service(maintenance)
+                .add_service(cluster_service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }),
+        ));
+    }
+    for listener in peer_listeners {
+        let peer =
+            PeerServer::new(PeerService { cluster_id: cluster.cluster_id, member_id, inbound: inbound_tx.clone() })
+                .max_decoding_message_size(FRAME_LIMIT_BYTES);
+        let mut stop = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        servers.push(tokio::spawn(tonic::transport::Server::builder().add_service(peer).serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
+
+    shutdown.await;
+    info!("stopping: no new requests; syncing the log");
+    let _ = stop_tx.send(true);
+    // In-flight requests get a moment to finish before the Raft task stops.
+    for server in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = node_task.await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! What every gRPC service of a member shares: the way into the Raft task (propose, read
+//! barrier), the state machine for local reads, and the facts for response headers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord_api::etcdserverpb::ResponseHeader;
+use concord_mvcc::{Command, Response, Store};
+use concord_raft::{NodeId, NO_NODE};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::apply::Waiters;
+use crate::config::MemberInfo;
+use crate::envelope;
+use crate::errors::EtcdError;
+use crate::kv_convert::mvcc_error;
+use crate::node::{NodeStatus, Request};
+
+/// A member as clients see it in MemberList.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    pub info: MemberInfo,
+    pub client_urls: Vec<String>,
+}
+
+pub struct Shared {
+    pub member_id: NodeId,
+    pub cluster_id: u64,
+    pub store: Arc<Store>,
+    pub requests: mpsc::Sender<Request>,
+    pub waiters: Waiters,
+    pub applied: watch::Receiver<u64>,
+    pub status: watch::Receiver<NodeStatus>,
+    pub members: Vec<MemberView>,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    /// How long a request may wait for replication and apply.
+    pub request_timeout: Duration,
+    /// How long a request waits for a leader to appear before giving up.
+    pub leader_wait: Duration,
+    next_request_id: AtomicU64,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        member_id: NodeId,
+        cluster_id: u64,
+        store: Arc<Store>,
+        requests: mpsc::Sender<Request>,
+        waiters: Waiters,
+        applied: watch::Receiver<u64>,
+        status: watch::Receiver<NodeStatus>,
+        members: Vec<MemberView>,
+        max_request_bytes: usize,
+        max_txn_ops: usize,
+        election_timeout: Duration,
+    ) -> Shared {
+        // Request ids start from the boot time in nanoseconds, so ids from before a
+        // restart (whose entries may still commit) are never reused.
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Shared {
+            member_id,
+            cluster_id,
+            store,
+            requests,
+            waiters,
+            applied,
+            status,
+            members,
+            max_request_bytes,
+            max_txn_ops,
+            request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+            leader_wait: 3 * election_timeout,
+            next_request_id: AtomicU64::new(boot),
+        }
+    }
+
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.status.borrow().term,
+        }
+    }
+
+    /// Waits (bounded) until some member is known to lead.
+    async fn wait_for_leader(&self) -> Result<(), EtcdError> {
+        let mut status = self.status.clone();
+        let deadline = tokio::time::Instant::now() + self.leader_wait;
+        loop {
+            if status.borrow_and_update().leader != NO_NODE {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(EtcdError::Stopped),
+                Err(_) => return Err(EtcdError::NoLeader),
+            }
+        }
+    }
+
+    /// Replicates `command` through Raft and returns the state machine's answer.
+    pub async fn propose(&self, command: Command) -> Result<Response, EtcdError> {
+        let encoded = command.encode();
+        if encoded.len() > self.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        self.wait_for_leader().await?;
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let data = envelope::encode_command(self.member_id, request_id, &encoded);
+        let outcome = self.waiters.register(request_id);
+        let deadline = Instant::now() + self.request_timeout;
+        if self.requests.send(Request::Propose { data, deadline }).await.is_err() {
+            self.waiters.cancel(request_id);
+            return Err(EtcdError::Stopped);
+        }
+        match tokio::time::timeout(self.request_timeout, outcome).await {
+            Ok(Ok(result)) => result.map_err(mvcc_error),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => {
+                self.waiters.cancel(request_id);
+                if self.status.borrow().leader == NO_NODE {
+                    Err(EtcdError::NoLeader)
+                } else {
+                    Err(EtcdError::Timeout)
+                }
+            }
+        }
+    }
+
+    /// Returns once this member's state machine reflects every write acknowledged before
+    /// the call (ReadIndex, then wait for apply).
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        self.wait_for_leader().await?;
+        let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + self.request_timeout;
+        if self.requests.send(Request::ReadIndex { reply, deadline }).await.is_err() {
+            return Err(EtcdError::Stopped);
+        }
+        let index = match tokio::time::timeout(self.request_timeout, answer).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(EtcdError::Stopped),
+            Err(_) => return Err(EtcdError::Timeout),
+        };
+        let mut applied = self.applied.clone();
+        let wait = async { applied.wait_for(|applied| *applied >= index).await.map(|_| ()) };
+        let result = tokio::time::timeout(self.request_timeout, wait).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The peer transport: one long-lived gRPC stream from this member to each other member,
+//! carrying batches of Raft messages and forwarded proposals.
+//!
+//! Each direction of a pair has its own stream, dialed by the sender, so either side can
+//! reconnect on its own schedule. Queues are bounded: when a peer is slow or gone, Raft
+//! messages are dropped (the protocol tolerates loss and retries by itself) rather than
+//! buffered without limit.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_api::peerpb::{self, peer_client::PeerClient};
+use concord_raft::{Message, NodeId};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use crate::convert::message_to_wire;
+
+/// Most messages waiting for one peer before new ones are dropped.
+pub const PEER_QUEUE_MESSAGES: usize = 4096;
+/// Most messages or proposals packed into one frame.
+const FRAME_MAX_ITEMS: usize = 512;
+/// Frames stop growing past this many bytes (a single large message still goes alone).
+const FRAME_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Largest frame a member accepts.
+pub const FRAME_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+const RECONNECT_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub enum Outbound {
+    Raft(Message),
+    Proposal(Vec<Bytes>),
+}
+
+impl Outbound {
+    fn size_bytes(&self) -> usize {
+        match self {
+            Outbound::Raft(message) => message.size_bytes() as usize,
+            Outbound::Proposal(data) => data.iter().map(|d| d.len() + 8).sum(),
+        }
+    }
+}
+
+/// Handle for sending to peers; cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    queues: BTreeMap<NodeId, mpsc::Sender<Outbound>>,
+}
+
+impl Transport {
+    /// Starts one sender task per peer (`peers` maps member id to peer URL).
+    pub fn start(self_id: NodeId, cluster_id: u64, peers: BTreeMap<NodeId, String>) -> Transport {
+        let mut queues = BTreeMap::new();
+        for (peer, url) in peers {
+            if peer == self_id {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            tokio::spawn(run_peer(self_id, cluster_id, peer, url, receiver));
+            queues.insert(peer, sender);
+        }
+        Transport { queues }
+    }
+
+    /// Queues a Raft message; drops it if the peer's queue is full or unknown.
+    pub fn send(&self, message: Message) {
+        if let Some(queue) = self.queues.get(&message.to) {
+            if queue.try_send(Outbound::Raft(message)).is_err() {
+                debug!("peer queue full; dropping a raft message");
+            }
+        }
+    }
+
+    /// Forwards client proposals to the leader. Returns false if they could not be queued.
+    pub fn forward(&self, to: NodeId, data: Vec<Bytes>) -> bool {
+        match self.queues.get(&to) {
+            Some(queue) => queue.try_send(Outbound::Proposal(data)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+async fn run_peer(self_id: NodeId, cluster_id: u64, peer: NodeId, url: String, mut queue: mpsc::Receiver<Outbound>) {
+    let mut backoff = RECONNECT_MIN;
+    let mut was_connected = false;
+    loop {
+        let channel = match tonic::transport::Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => endpoint.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect().await,
+            Err(error) => {
+                warn!(peer = %format!("{peer:x}"), %url, "invalid peer URL: {error}");
+                return;
+            }
+        };
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(_) => {
+                // Drop what queued up meanwhile: stale Raft messages are worthless.
+                while queue.try_recv().is_ok() {}
+                if was_connected {
+                    info!(peer = %format!("{peer:x}"), "lost connection to peer");
+                    was_connected = false;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        backoff = RECONNECT_MIN;
+        let mut client = PeerClient::new(channel)
+            .max_encoding_message_size(FRAME_LIMIT_BYTES)
+            .max_decoding_message_size(FRAME_LIMIT_BYTES);
+        let (frames, frames_out) = mpsc::channel::<peerpb::PeerFrame>(64);
+        let call = tokio::spawn(async move { client.stream(ReceiverStream::new(frames_out)).await });
+        if !was_connected {
+            info!(peer = %format!("{peer:x}"), "connected to peer");
+            was_connected = true;
+        }
+        // Pump frames until the stream breaks or the node shuts down.
+        loop {
+            let Some(first) = queue.recv().await else {
+                call.abort();
+                return;
+            };
+            let mut frame =
+                peerpb::PeerFrame { from: self_id, cluster_id, messages: Vec::new(), proposals: Vec::new() };
+            let mut bytes = 0;
+            let mut items = 0;
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                bytes += item.size_bytes();
+                items += 1;
+                match item {
+                    Outbound::Raft(message) => frame.messages.push(message_to_wire(&message)),
+                    Outbound::Proposal(data) => frame
+                        .proposals
+                        .push(peerpb::ForwardedProposal { data: data.into_iter().map(|d| d.to_vec()).collect() }),
+                }
+                if items < FRAME_MAX_ITEMS && bytes < FRAME_MAX_BYTES {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if frames.send(frame).await.is_err() || call.is_finished() {
+                break;
+            }
+        }
+        call.abort();
+        tokio::time::sleep(RECONNECT_MIN).await;
+    }
+}
