@@ -5,7 +5,8 @@
 //! bounded channel between them is the back-pressure. A batch of entries is applied in
 //! one redb transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use concord_mvcc::{Command, Event, MvccError, Response, Store};
@@ -45,8 +46,51 @@ impl Waiters {
     }
 }
 
+/// Client URLs each member published, shared with the Cluster service and kept in the
+/// data directory so a restarted member knows them before the others publish again.
+#[derive(Clone)]
+pub struct MemberDirectory {
+    inner: Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>,
+    path: PathBuf,
+}
+
+impl MemberDirectory {
+    pub fn load(path: PathBuf) -> MemberDirectory {
+        let mut known = BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                if let Some((id, urls)) = line.split_once(' ') {
+                    if let Ok(id) = u64::from_str_radix(id, 16) {
+                        known.insert(id, urls.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect());
+                    }
+                }
+            }
+        }
+        MemberDirectory { inner: Arc::new(Mutex::new(known)), path }
+    }
+
+    pub fn client_urls(&self, member: NodeId) -> Vec<String> {
+        self.inner.lock().expect("directory lock").get(&member).cloned().unwrap_or_default()
+    }
+
+    fn publish(&self, member: NodeId, client_urls: Vec<String>) {
+        let mut known = self.inner.lock().expect("directory lock");
+        if known.get(&member) == Some(&client_urls) {
+            return;
+        }
+        known.insert(member, client_urls);
+        let text: String = known.iter().map(|(id, urls)| format!("{id:x} {}\n", urls.join(","))).collect();
+        let temporary = self.path.with_extension("tmp");
+        // Best effort: members publish again on every start, so a lost write heals.
+        if std::fs::write(&temporary, text).is_ok() {
+            let _ = std::fs::rename(&temporary, &self.path);
+        }
+    }
+}
+
 pub struct ApplyLoop {
     pub member_id: NodeId,
+    pub directory: MemberDirectory,
     pub store: Arc<Store>,
     pub batches: mpsc::Receiver<CommittedBatch>,
     pub waiters: Waiters,
@@ -110,6 +154,13 @@ impl ApplyLoop {
         for entry in entries {
             let command = match envelope::decode(&entry.data) {
                 Ok(Envelope::Empty) => Command::Noop,
+                Ok(Envelope::MemberAttributes { member, request_id, name: _, client_urls }) => {
+                    self.directory.publish(member, client_urls);
+                    if member == self.member_id {
+                        origins.insert(entry.index, Some(request_id));
+                    }
+                    Command::Noop
+                }
                 Ok(Envelope::Command { origin, request_id, command }) => {
                     if origin == self.member_id {
                         origins.insert(entry.index, Some(request_id));

@@ -10,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use concord_raft::NodeId;
 
 const KIND_COMMAND: u8 = 1;
+const KIND_MEMBER_ATTRIBUTES: u8 = 2;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Envelope<'a> {
@@ -19,6 +20,13 @@ pub enum Envelope<'a> {
         origin: NodeId,
         request_id: u64,
         command: &'a [u8],
+    },
+    /// A member announces its name and client URLs to the cluster (as etcd's publish).
+    MemberAttributes {
+        member: NodeId,
+        request_id: u64,
+        name: String,
+        client_urls: Vec<String>,
     },
 }
 
@@ -35,6 +43,16 @@ pub fn encode_command(origin: NodeId, request_id: u64, command: &[u8]) -> Bytes 
     out.freeze()
 }
 
+pub fn encode_member_attributes(member: NodeId, request_id: u64, name: &str, client_urls: &[String]) -> Bytes {
+    let text = format!("{name}\n{}", client_urls.join(","));
+    let mut out = BytesMut::with_capacity(17 + text.len());
+    out.put_u8(KIND_MEMBER_ATTRIBUTES);
+    out.put_u64(member);
+    out.put_u64(request_id);
+    out.put_slice(text.as_bytes());
+    out.freeze()
+}
+
 pub fn decode(data: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let Some((&kind, rest)) = data.split_first() else {
         return Ok(Envelope::Empty);
@@ -47,6 +65,18 @@ pub fn decode(data: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
             let origin = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
             let request_id = u64::from_be_bytes(rest[8..16].try_into().expect("8 bytes"));
             Ok(Envelope::Command { origin, request_id, command: &rest[16..] })
+        }
+        KIND_MEMBER_ATTRIBUTES => {
+            if rest.len() < 16 {
+                return Err(EnvelopeError("member attributes header is truncated"));
+            }
+            let member = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let request_id = u64::from_be_bytes(rest[8..16].try_into().expect("8 bytes"));
+            let text =
+                std::str::from_utf8(&rest[16..]).map_err(|_| EnvelopeError("member attributes are not UTF-8"))?;
+            let (name, urls) = text.split_once('\n').ok_or(EnvelopeError("member attributes lack a separator"))?;
+            let client_urls = urls.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect();
+            Ok(Envelope::MemberAttributes { member, request_id, name: name.to_string(), client_urls })
         }
         _ => Err(EnvelopeError("unknown kind")),
     }
@@ -63,5 +93,15 @@ mod tests {
         assert_eq!(decode(b""), Ok(Envelope::Empty));
         assert!(decode(&[1, 2, 3]).is_err());
         assert!(decode(&[9]).is_err());
+        let data = encode_member_attributes(3, 4, "m1", &["http://a:1".into(), "http://b:2".into()]);
+        assert_eq!(
+            decode(&data),
+            Ok(Envelope::MemberAttributes {
+                member: 3,
+                request_id: 4,
+                name: "m1".into(),
+                client_urls: vec!["http://a:1".into(), "http://b:2".into()]
+            })
+        );
     }
 }

@@ -133,6 +133,7 @@ impl Maintenance for MaintenanceService {
 
 pub struct ClusterService {
     pub shared: Arc<Shared>,
+    pub directory: crate::apply::MemberDirectory,
 }
 
 impl ClusterService {
@@ -144,7 +145,7 @@ impl ClusterService {
                 id: m.info.id,
                 name: m.info.name.clone(),
                 peer_ur_ls: m.info.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
+                client_ur_ls: self.directory.client_urls(m.info.id),
                 is_learner: false,
             })
             .collect()

@@ -22,8 +22,9 @@ use concord_wal::{Wal, WalOptions};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::info;
 
-use crate::apply::{ApplyLoop, Waiters};
+use crate::apply::{ApplyLoop, MemberDirectory, Waiters};
 use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
+use crate::errors::EtcdError;
 use crate::kv::KvService;
 use crate::maintenance::{ClusterService, MaintenanceService};
 use crate::node::{NodeLoop, NodeStatus};
@@ -150,7 +151,6 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     info!(
         member = %format!("{member_id:x}"),
         cluster = %format!("{:x}", cluster.cluster_id),
-        name = %config.name,
         data_dir = %config.data_dir.display(),
         applied_index,
         last_index = raft.last_index(),
@@ -165,6 +165,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (events_tx, _) = broadcast::channel(1024);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let waiters = Waiters::default();
+    let directory = MemberDirectory::load(config.data_dir.join("member_attributes"));
 
     let peer_urls: BTreeMap<NodeId, String> =
         cluster.members.values().map(|m| (m.id, m.peer_urls[0].clone())).collect();
@@ -184,6 +185,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let node_task = tokio::spawn(node.run());
     let apply = ApplyLoop {
         member_id,
+        directory: directory.clone(),
         store: store.clone(),
         batches: apply_rx,
         waiters: waiters.clone(),
@@ -192,14 +194,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     tokio::spawn(apply.run());
 
-    let members = cluster
-        .members
-        .values()
-        .map(|info| MemberView {
-            info: info.clone(),
-            client_urls: if info.id == member_id { config.advertise_client_urls.clone() } else { Vec::new() },
-        })
-        .collect();
+    let members = cluster.members.values().map(|info| MemberView { info: info.clone() }).collect();
     let shared = Arc::new(Shared::new(
         member_id,
         cluster.cluster_id,
@@ -238,7 +233,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(usize::MAX);
         let maintenance = MaintenanceServer::new(MaintenanceService { shared: shared.clone() });
-        let cluster_service = ClusterServer::new(ClusterService { shared: shared.clone() });
+        let cluster_service =
+            ClusterServer::new(ClusterService { shared: shared.clone(), directory: directory.clone() });
         let mut stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         servers.push(tokio::spawn(
@@ -266,7 +262,24 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     }
     info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
 
+    // Tell the cluster our client URLs (etcd's "publish"), retrying until it commits.
+    let publisher = {
+        let shared = shared.clone();
+        let name = config.name.clone();
+        let urls = config.advertise_client_urls.clone();
+        tokio::spawn(async move {
+            for attempt in 0u32..1000 {
+                match shared.publish_attributes(&name, &urls).await {
+                    Ok(()) => return,
+                    Err(EtcdError::Stopped) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20)))).await,
+                }
+            }
+        })
+    };
+
     shutdown.await;
+    publisher.abort();
     info!("stopping: no new requests; syncing the log");
     let _ = stop_tx.send(true);
     // In-flight requests get a moment to finish before the Raft task stops.

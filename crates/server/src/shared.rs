@@ -21,7 +21,6 @@ use crate::node::{NodeStatus, Request};
 #[derive(Clone, Debug)]
 pub struct MemberView {
     pub info: MemberInfo,
-    pub client_urls: Vec<String>,
 }
 
 pub struct Shared {
@@ -111,9 +110,22 @@ impl Shared {
         if encoded.len() > self.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
+        self.propose_entry(|request_id| envelope::encode_command(self.member_id, request_id, &encoded)).await
+    }
+
+    /// Announces this member's client URLs to the cluster (retried by the caller).
+    pub async fn publish_attributes(&self, name: &str, client_urls: &[String]) -> Result<(), EtcdError> {
+        self.propose_entry(|request_id| {
+            envelope::encode_member_attributes(self.member_id, request_id, name, client_urls)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn propose_entry(&self, build: impl FnOnce(u64) -> bytes::Bytes) -> Result<Response, EtcdError> {
         self.wait_for_leader().await?;
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let data = envelope::encode_command(self.member_id, request_id, &encoded);
+        let data = build(request_id);
         let outcome = self.waiters.register(request_id);
         let deadline = Instant::now() + self.request_timeout;
         if self.requests.send(Request::Propose { data, deadline }).await.is_err() {
