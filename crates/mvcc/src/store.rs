@@ -56,6 +56,8 @@ pub struct Store {
     path: Option<PathBuf>,
     sync: bool,
     applied: AtomicU64,
+    /// The applied index as of the last durable commit.
+    durable_applied: AtomicU64,
     revision: AtomicI64,
     compacted: AtomicI64,
 }
@@ -160,6 +162,7 @@ impl Store {
             path,
             sync,
             applied: AtomicU64::new(applied),
+            durable_applied: AtomicU64::new(applied),
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
         })
@@ -199,10 +202,42 @@ impl Store {
         self.apply_entries(entries.iter().map(|(i, c)| (*i, c)))
     }
 
-    fn apply_entries<'c>(&self, entries: impl Iterator<Item = (u64, &'c Command)>) -> Result<Vec<Applied>, MvccError> {
+    /// Like [`Store::apply_batch`], but with `durable == false` the commit is not fsynced:
+    /// a crash may roll the store back to its last durable commit (consistently, with
+    /// the applied index that goes with it). The caller must then still hold the Raft log
+    /// after [`Store::durable_applied_index`] to replay, and should call [`Store::sync`]
+    /// regularly (redb frees pages only at durable commits).
+    pub fn apply_batch_deferred(&self, entries: &[(u64, Command)], durable: bool) -> Result<Vec<Applied>, MvccError> {
+        self.apply_entries_with(entries.iter().map(|(i, c)| (*i, c)), durable && self.sync)
+    }
+
+    /// Makes every earlier commit durable (one fsync).
+    pub fn sync(&self) -> Result<(), MvccError> {
         let db = self.db();
         let mut txn = db.begin_write()?;
-        txn.set_durability(if self.sync { Durability::Immediate } else { Durability::None })?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        self.durable_applied.store(self.applied.load(Ordering::Acquire), Ordering::Release);
+        Ok(())
+    }
+
+    /// The applied index a crash cannot take back.
+    pub fn durable_applied_index(&self) -> u64 {
+        self.durable_applied.load(Ordering::Acquire)
+    }
+
+    fn apply_entries<'c>(&self, entries: impl Iterator<Item = (u64, &'c Command)>) -> Result<Vec<Applied>, MvccError> {
+        self.apply_entries_with(entries, self.sync)
+    }
+
+    fn apply_entries_with<'c>(
+        &self,
+        entries: impl Iterator<Item = (u64, &'c Command)>,
+        durable: bool,
+    ) -> Result<Vec<Applied>, MvccError> {
+        let db = self.db();
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         let mut out = Vec::new();
         let (applied, revision, compacted) = apply_in(&txn, entries, &mut out)?;
         if out.is_empty() {
@@ -213,6 +248,9 @@ impl Store {
         self.applied.store(applied, Ordering::Release);
         self.revision.store(revision, Ordering::Release);
         self.compacted.store(compacted, Ordering::Release);
+        if durable {
+            self.durable_applied.store(applied, Ordering::Release);
+        }
         Ok(out)
     }
 

@@ -192,7 +192,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         applied: applied_tx,
         events: events_tx,
     };
-    tokio::spawn(apply.run());
+    let apply_task = tokio::spawn(apply.run());
 
     let members = cluster.members.values().map(|info| MemberView { info: info.clone() }).collect();
     let shared = Arc::new(Shared::new(
@@ -288,6 +288,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     }
     let _ = shutdown_tx.send(true);
     let _ = node_task.await;
+    // The Raft task is gone, so the apply channel closes: the apply task drains it and
+    // makes the state machine durable.
+    let _ = apply_task.await;
     info!("stopped");
     Ok(())
 }
