@@ -1,0 +1,136 @@
+//! What one simulator run is asked to do: cluster size, run length, which planted bug (if
+//! any) to switch on, and how much to print.
+//!
+//! Kept apart from the command line so tests can build options directly and call
+//! [`crate::run_seed`] without going through `clap`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use concord_raft::PlantedBugs;
+
+/// A known bug the core can be built to contain (the `planted-bugs` feature), so the
+/// simulator can show that its checks catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// A leader commits entries of earlier terms by counting replicas (Raft Figure 8).
+    Figure8,
+    /// A node does not persist its vote, so after a restart it may vote twice in a term.
+    ForgetVote,
+    /// A follower advances its commit index past the prefix it verified.
+    CommitPastMatch,
+    /// A leader answers ReadIndex without confirming it still leads.
+    StaleRead,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 4] =
+        [PlantedBug::Figure8, PlantedBug::ForgetVote, PlantedBug::CommitPastMatch, PlantedBug::StaleRead];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::Figure8 => "figure8",
+            PlantedBug::ForgetVote => "forget-vote",
+            PlantedBug::CommitPastMatch => "commit-past-match",
+            PlantedBug::StaleRead => "stale-read",
+        }
+    }
+
+    /// The core's switches with only this bug on.
+    pub fn switches(self) -> PlantedBugs {
+        let mut bugs = PlantedBugs::default();
+        match self {
+            PlantedBug::Figure8 => bugs.figure8 = true,
+            PlantedBug::ForgetVote => bugs.forget_vote = true,
+            PlantedBug::CommitPastMatch => bugs.commit_past_match = true,
+            PlantedBug::StaleRead => bugs.stale_read = true,
+        }
+        bugs
+    }
+}
+
+impl fmt::Display for PlantedBug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PlantedBug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == s).ok_or_else(|| {
+            let names: Vec<_> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown bug {s:?}; expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// Options of one run of one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Cluster size: 3, 5 or 7.
+    pub nodes: usize,
+    /// Steps of the faulty phase (the liveness phase after it is bounded separately).
+    pub steps: u64,
+    /// The planted bug to switch on in every node, if any.
+    pub bug: Option<PlantedBug>,
+    /// Print every event as it happens (to stderr).
+    pub verbose: bool,
+}
+
+impl SimOptions {
+    pub const DEFAULT_STEPS: u64 = 10_000;
+    pub const ALLOWED_NODE_COUNTS: [usize; 3] = [3, 5, 7];
+
+    pub fn new(nodes: usize) -> Self {
+        SimOptions { nodes, steps: Self::DEFAULT_STEPS, bug: None, verbose: false }
+    }
+
+    pub fn with_bug(mut self, bug: PlantedBug) -> Self {
+        self.bug = Some(bug);
+        self
+    }
+
+    /// The command that replays `seed` alone with these options.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut command =
+            format!("cargo run --release -p concord-sim -- --seeds {seed}..{} --nodes {}", seed + 1, self.nodes);
+        if let Some(bug) = self.bug {
+            command.push_str(&format!(" --bug {bug}"));
+        }
+        if self.steps != Self::DEFAULT_STEPS {
+            command.push_str(&format!(" --steps {}", self.steps));
+        }
+        command
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bug_names_round_trip() {
+        for bug in PlantedBug::ALL {
+            assert_eq!(bug.name().parse::<PlantedBug>(), Ok(bug));
+        }
+        assert!("figure-9".parse::<PlantedBug>().is_err());
+    }
+
+    #[test]
+    fn the_replay_command_names_everything_that_differs_from_the_defaults() {
+        let options = SimOptions::new(5).with_bug(PlantedBug::Figure8);
+        assert_eq!(
+            options.replay_command(1234),
+            "cargo run --release -p concord-sim -- --seeds 1234..1235 --nodes 5 --bug figure8"
+        );
+        let mut longer = SimOptions::new(3);
+        longer.steps = 100;
+        assert_eq!(
+            longer.replay_command(7),
+            "cargo run --release -p concord-sim -- --seeds 7..8 --nodes 3 --steps 100"
+        );
+    }
+}
