@@ -43,6 +43,8 @@ pub enum ServerError {
     DataDir { path: String, error: std::io::Error },
     #[error("the data directory {path} belongs to cluster member {found:x}, not {expected:x}; use the same flags as when it was created, or another --data-dir")]
     WrongMember { path: String, found: u64, expected: u64 },
+    #[error("the data directory {path} is in use by another process")]
+    Locked { path: String },
     #[error(transparent)]
     Wal(#[from] concord_wal::WalError),
     #[error(transparent)]
@@ -98,9 +100,26 @@ fn io_error(path: &Path, error: std::io::Error) -> ServerError {
 }
 
 /// Loads the membership from the data directory, or records the initial one.
+/// Takes the data directory's lock for the life of the process: two members writing one
+/// WAL would corrupt it.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Locked { path: dir.display().to_string() }),
+        Err(std::fs::TryLockError::Error(error)) => Err(io_error(&path, error)),
+    }
+}
+
 fn load_or_create_cluster(config: &ServerConfig, member_id: NodeId) -> Result<ClusterFile, ServerError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let path = dir.join("cluster");
     if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
@@ -133,6 +152,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         return Err(ServerError::PlantedBugs);
     }
     let member_id = config.validate()?;
+    let _lock = lock_data_dir(&config.data_dir)?;
     let cluster = load_or_create_cluster(&config, member_id)?;
     let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
