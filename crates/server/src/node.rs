@@ -229,8 +229,9 @@ impl NodeLoop {
         let now = Instant::now();
         let (expired, waiting): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
         *reads = waiting;
+        let timeout = if self.raft.leader() == NO_NODE { EtcdError::NoLeader } else { EtcdError::Timeout };
         for read in expired {
-            let _ = read.reply.send(Err(EtcdError::NoLeader));
+            let _ = read.reply.send(Err(timeout.clone()));
         }
         for reads in in_flight.values_mut() {
             reads.retain(|r| r.deadline > now);
@@ -296,5 +297,7 @@ fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
         info!(member = %format!("{id:x}"), term = after.term, leader = %format!("{:x}", after.leader), "following leader");
     } else if after.leader == NO_NODE && before.leader != NO_NODE {
         info!(member = %format!("{id:x}"), term = after.term, "lost leader");
+    } else if after.term != before.term {
+        info!(member = %format!("{id:x}"), term = after.term, role = ?after.role, "term changed");
     }
 }
