@@ -5,7 +5,8 @@
 //! (prefix, range, from-key, limit with more/count, historical revision, sort order and
 //! target, keys_only, count_only, min/max mod and create revision), delete (single and
 //! range, prev_kv), txn (compares on version, create_revision, mod_revision and value, on
-//! missing keys and on ranges; success and failure branches; nested txns), compaction, and
+//! missing keys and on ranges; success and failure branches; nested txns; an op that fails
+//! at apply time leaves no trace of the ops before it), compaction, and
 //! every error a client can provoke with its exact etcd gRPC code and message. The limits
 //! (`--max-request-bytes`, `--max-txn-ops`) are checked on a member started with small ones.
 
@@ -57,6 +58,7 @@ on_both_cluster_sizes!(
     delete_single_and_range,
     txn_compares_and_branches,
     txn_nested_and_on_missing_keys,
+    txn_is_all_or_nothing,
     compaction,
     invalid_requests,
 );
@@ -535,6 +537,86 @@ async fn txn_nested_and_on_missing_keys(client: &mut Client) {
     }
     assert_eq!(values(&client.get("m/inner-failed", None).await.unwrap()), ["yes"]);
     assert!(client.get("m/never", None).await.unwrap().kvs().is_empty());
+}
+
+async fn txn_is_all_or_nothing(client: &mut Client) {
+    let r1 = put(client, "z", "1").await;
+    put(client, "z", "2").await;
+    let r3 = put(client, "z", "3").await;
+    client.compact(r3 - 1, None).await.expect("compact");
+    let missing_lease = || Some(PutOptions::new().with_lease(999));
+    // Each txn writes a key, then runs an op that fails in the branch taken: the error
+    // comes back and the first write is not there (etcd checks the branch before applying).
+    let cases: Vec<(&str, Txn, Code, &str)> = vec![
+        (
+            "a put with a missing lease",
+            Txn::new().and_then([TxnOp::put("a1", "1", None), TxnOp::put("b1", "2", missing_lease())]),
+            Code::NotFound,
+            "etcdserver: requested lease not found",
+        ),
+        (
+            "ignore_value on a missing key",
+            Txn::new().and_then([
+                TxnOp::put("a2", "1", None),
+                TxnOp::put("b2", "", Some(PutOptions::new().with_ignore_value())),
+            ]),
+            Code::InvalidArgument,
+            "etcdserver: key not found",
+        ),
+        (
+            "a read at a compacted revision",
+            Txn::new()
+                .and_then([TxnOp::put("a3", "1", None), TxnOp::get("z", Some(GetOptions::new().with_revision(r1)))]),
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ),
+        (
+            "a read at a future revision",
+            Txn::new().and_then([
+                TxnOp::put("a4", "1", None),
+                TxnOp::get("z", Some(GetOptions::new().with_revision(r3 + 100))),
+            ]),
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        (
+            "a missing lease in a nested txn",
+            Txn::new().and_then([
+                TxnOp::put("a5", "1", None),
+                TxnOp::txn(Txn::new().and_then([TxnOp::put("b5", "2", missing_lease())])),
+            ]),
+            Code::NotFound,
+            "etcdserver: requested lease not found",
+        ),
+        (
+            "a missing lease in the failure branch taken",
+            Txn::new()
+                .when([Compare::version("z", CompareOp::Equal, 100)])
+                .and_then([TxnOp::put("a6", "1", None)])
+                .or_else([TxnOp::put("a6", "1", None), TxnOp::put("b6", "2", missing_lease())]),
+            Code::NotFound,
+            "etcdserver: requested lease not found",
+        ),
+    ];
+    let before = current_revision(client).await;
+    for (name, txn, code, message) in cases {
+        let result = client.txn(txn).await;
+        match &result {
+            Err(error) => assert_eq!(grpc_status(error), Some((code, message.to_string())), "{name}"),
+            Ok(response) => panic!("{name}: the txn succeeded: {response:?}"),
+        }
+    }
+    let all = client.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+    assert_eq!(keys(&all), ["z"], "failed txns left writes behind");
+    assert_eq!(revision(all.header()), before, "failed txns raised the revision");
+
+    // A failing op in the branch not taken does not matter.
+    let response = client
+        .txn(Txn::new().and_then([TxnOp::put("a7", "1", None)]).or_else([TxnOp::put("b7", "2", missing_lease())]))
+        .await
+        .expect("the failing op is in the branch not taken");
+    assert!(response.succeeded());
+    assert_eq!(keys(&client.get("a7", None).await.unwrap()), ["a7"]);
 }
 
 async fn compaction(client: &mut Client) {

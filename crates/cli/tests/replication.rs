@@ -6,10 +6,14 @@
 //!   (local) read on the same member that must return the same data.
 //! - A linearizable read through a follower sees a write that another member (the leader,
 //!   or the other follower) has just acknowledged.
+//! - A leader frozen (SIGSTOP) while the others elect a new one and take a write serves no
+//!   stale linearizable read once it thaws (SIGCONT), even for a read sent while frozen.
 
 mod common;
 
 use common::*;
+use std::time::Duration;
+
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,4 +92,41 @@ async fn linearizable_reads_through_a_follower_see_acknowledged_writes() {
         assert_eq!(values(&read), [format!("{i}")], "iteration {i}: the other follower missed an acknowledged write");
         assert_eq!(read.kvs()[0].mod_revision(), written);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thawed_old_leader_serves_no_stale_linearizable_read() {
+    let mut cluster = Cluster::start(3).await;
+    let old_leader = cluster.wait_for_leader().await;
+    let mut on_old = cluster.client(old_leader).await;
+    on_old.put("x", "old", None).await.expect("put");
+
+    cluster.pause(old_leader);
+    let others = cluster.followers(old_leader);
+    let new_leader = cluster.wait_for_leader_among(&others).await;
+    let mut on_new = cluster.client(new_leader).await;
+    let written = revision(on_new.put("x", "new", None).await.expect("put on the new leader").header());
+
+    // Sent while the old leader is frozen: it is handled the moment it thaws, when the
+    // old leader may still believe it leads.
+    let mut reader = on_old.clone();
+    let read = tokio::spawn(async move { reader.get("x", None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.resume(old_leader);
+    let read = within(Duration::from_secs(20), "the read on the thawed leader", read).await.expect("reader task");
+    match read {
+        Ok(response) => {
+            assert_eq!(values(&response), ["new"], "a stale linearizable read after the write at {written}");
+            assert!(revision(response.header()) >= written);
+        }
+        Err(error) => {
+            let (code, message) = grpc_status(&error).unwrap_or_else(|| panic!("a non-gRPC error: {error}"));
+            eprintln!("observed: the read on the thawed leader failed with {code:?} {message:?}");
+            assert_eq!(code, Code::Unavailable, "{message}");
+        }
+    }
+    // Once it has rejoined, it serves the new value.
+    cluster.wait_for_leader().await;
+    let response = on_old.get("x", None).await.expect("a linearizable read on the old leader");
+    assert_eq!(values(&response), ["new"]);
 }

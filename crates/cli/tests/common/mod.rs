@@ -4,7 +4,8 @@
 //! - `Cluster::start(n)` (or `Cluster::builder(n).arg(..).start()` for extra flags) spawns
 //!   `n` members and waits until every running member reports the same leader.
 //! - `kill` sends SIGKILL, `terminate` sends SIGTERM and returns the exit status, `restart`
-//!   starts a stopped member again with the same flags and data directory.
+//!   starts a stopped member again with the same flags and data directory; `pause` and
+//!   `resume` freeze and thaw a process (SIGSTOP, SIGCONT).
 //! - Every wait has a deadline and fails saying what it waited for, with the tail of each
 //!   member's log.
 //! - Dropping the cluster kills and reaps every process it started; when the test is
@@ -320,9 +321,8 @@ impl Cluster {
     /// SIGTERM, then wait (at most `limit`) for the process to exit; returns its status.
     pub fn terminate(&mut self, i: usize, limit: Duration) -> ExitStatus {
         let name = self.members[i].name.clone();
+        self.signal(i, "-TERM");
         let mut child = self.members[i].child.take().unwrap_or_else(|| panic!("{name} is not running"));
-        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
-        assert!(sent.success(), "kill -TERM {name} failed: {sent}");
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("poll a child process") {
@@ -335,6 +335,23 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGSTOP: the process stays, frozen (its sockets stay open, nothing is answered).
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// SIGCONT: a paused member goes on where it stopped.
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&mut self, i: usize, signal: &str) {
+        let name = &self.members[i].name;
+        let child = self.members[i].child.as_ref().unwrap_or_else(|| panic!("{name} is not running"));
+        let sent = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill {signal} {name} failed: {sent}");
     }
 
     /// Starts a stopped member again with the same flags and data directory.
