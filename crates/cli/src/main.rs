@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run one member. With no flags: a single-member cluster named `default`, data in
     /// ./default.concord, clients on 127.0.0.1:2379, peers on 127.0.0.1:2380.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster (3 members unless --nodes) on free loopback ports.
     Dev(dev::DevArgs),
 }
@@ -131,7 +131,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {
-            let config = args.into_config();
+            let config = (*args).into_config();
             let span = tracing::info_span!("member", name = %config.name);
             concord_server::run(config, stop_signal()).instrument(span).await.map_err(|e| e.to_string())
         }

@@ -159,11 +159,8 @@ async fn hash_kv_agrees_across_members() {
 
 /// etcd's Status.raft_index is the member's committed index (`RaftIndex:
 /// ms.rg.CommittedIndex()` in etcd's maintenance server), so with nothing left to apply it
-/// equals raft_applied_index. concord reports its last log index instead
-/// (crates/server/src/maintenance.rs: `raft_index: status.last_index`), which runs ahead
-/// while entries wait for a quorum that never comes.
+/// equals raft_applied_index, even while entries wait for a quorum that never comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server deviation: Status.raft_index is the last log index, etcd reports the committed index"]
 async fn status_raft_index_is_the_committed_index() {
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.wait_for_leader().await;

@@ -17,6 +17,9 @@ use tracing::{error, warn};
 use crate::envelope::{self, Envelope};
 use crate::node::CommittedBatch;
 
+/// For each applied index, the request id this member waits for there (if any).
+type RequestsByIndex = HashMap<u64, Option<u64>>;
+
 /// How often the state machine makes its commits durable.
 const DURABLE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most entries applied in one redb transaction.
@@ -194,7 +197,7 @@ impl ApplyLoop {
 
     /// Turns entries into commands. Returns, per index, the request id if this member is
     /// the one waiting for it.
-    fn decode(&self, entries: &[Entry]) -> (Vec<(u64, Command)>, HashMap<u64, Option<u64>>) {
+    fn decode(&self, entries: &[Entry]) -> (Vec<(u64, Command)>, RequestsByIndex) {
         let mut commands = Vec::with_capacity(entries.len());
         let mut origins = HashMap::with_capacity(entries.len());
         for entry in entries {

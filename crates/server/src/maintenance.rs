@@ -43,7 +43,7 @@ impl Maintenance for MaintenanceService {
             version: API_VERSION.to_string(),
             db_size: store.db_size_bytes().map_err(internal)? as i64,
             leader: status.leader,
-            raft_index: status.last_index,
+            raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: applied,
             errors: Vec::new(),

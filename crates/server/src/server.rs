@@ -247,7 +247,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let mut servers = Vec::new();
+    let mut client_servers = Vec::new();
     for listener in client_listeners {
         let kv = KvServer::new(KvService { shared: shared.clone() })
             .max_decoding_message_size(max_message)
@@ -257,7 +257,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             ClusterServer::new(ClusterService { shared: shared.clone(), directory: directory.clone() });
         let mut stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        servers.push(tokio::spawn(
+        client_servers.push(tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(kv)
                 .add_service(maintenance)
@@ -267,18 +267,16 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 }),
         ));
     }
+    // Peer streams never end on their own, so peer servers are not shut down gracefully:
+    // they keep running while in-flight client requests finish, then are stopped.
+    let mut peer_servers = Vec::new();
     for listener in peer_listeners {
         let peer =
             PeerServer::new(PeerService { cluster_id: cluster.cluster_id, member_id, inbound: inbound_tx.clone() })
                 .max_decoding_message_size(FRAME_LIMIT_BYTES);
-        let mut stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        servers.push(tokio::spawn(tonic::transport::Server::builder().add_service(peer).serve_with_incoming_shutdown(
-            incoming,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
+        peer_servers
+            .push(tokio::spawn(tonic::transport::Server::builder().add_service(peer).serve_with_incoming(incoming)));
     }
     info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
 
@@ -303,8 +301,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     info!("stopping: no new requests; syncing the log");
     let _ = stop_tx.send(true);
     // In-flight requests get a moment to finish before the Raft task stops.
-    for server in servers {
-        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let grace = tokio::time::Instant::now() + Duration::from_secs(2);
+    for server in client_servers {
+        let _ = tokio::time::timeout_at(grace, server).await;
+    }
+    for server in &peer_servers {
+        server.abort();
     }
     let _ = shutdown_tx.send(true);
     let _ = node_task.await;
