@@ -29,6 +29,6 @@ pub use config::{Config, ConfigError, PlantedBugs};
 pub use raft::{ProposeError, Raft, RaftError};
 pub use ready::{ReadState, Ready};
 
-/// True when this build can plant bugs (the `planted-bugs` feature). A server binary
-/// checks this at start and refuses to run if it is set.
+/// True when this build contains the planted-bug switches (the `planted-bugs` feature).
+/// They are still off unless a `Config::bugs` field is set, which only the simulator does.
 pub const PLANTED_BUGS_COMPILED: bool = cfg!(feature = "planted-bugs");
