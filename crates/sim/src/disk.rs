@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use concord_raft::{Entry, HardState, Index, LogStore, MemoryLog, Message, Term};
+use concord_raft::{Entry, HardState, Index, MemoryLog, Message, Term};
 
 use crate::rng::SimRng;
 
@@ -72,10 +72,6 @@ impl Disk {
         self.pending.len() >= Self::MAX_PENDING_JOBS
     }
 
-    pub fn pending_jobs(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Queues the writes of one Ready at step `now`. Jobs complete in submission order.
     pub fn submit(
         &mut self,
@@ -117,16 +113,12 @@ impl Disk {
     pub fn recover(&self) -> MemoryLog {
         self.durable.clone()
     }
-
-    pub fn durable_last_index(&self) -> Index {
-        self.durable.last_index()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_raft::EntryKind;
+    use concord_raft::{EntryKind, LogStore};
 
     fn entry(index: Index, term: Term) -> Entry {
         Entry { index, term, kind: EntryKind::Normal, data: Default::default() }

@@ -49,6 +49,8 @@ pub struct FaultProfile {
     /// Chance (percent) of a quick bounce (down for a few steps only) instead.
     pub bounce_percent: u64,
     pub partition_per_million: u32,
+    /// Chance per step that the leader is asked to hand leadership to another node.
+    pub transfer_per_million: u32,
     pub partition_min: u64,
     pub partition_max: u64,
     /// Chance (percent) that a partition cuts links in one direction only.
@@ -57,11 +59,15 @@ pub struct FaultProfile {
     pub isolate_leader_percent: u64,
 }
 
-/// The limits the cores run with: small ones force many small AppendEntries.
+/// The settings the cores run with. Small limits force many small AppendEntries; the
+/// switches cover the configurations an operator may choose, not only the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RaftLimits {
+pub struct RaftSettings {
     pub max_message_bytes: u64,
     pub max_inflight_messages: usize,
+    pub heartbeat_tick: u32,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
 }
 
 /// Everything random about a run that is fixed for the whole seed.
@@ -71,7 +77,7 @@ pub struct RunProfile {
     pub disk: DiskProfile,
     pub faults: FaultProfile,
     pub workload: WorkloadProfile,
-    pub limits: RaftLimits,
+    pub settings: RaftSettings,
 }
 
 impl RunProfile {
@@ -106,14 +112,18 @@ impl RunProfile {
             downtime_max: rng.pick(&[election_steps, 3 * election_steps]),
             bounce_percent: rng.pick(&[10, 40, 70]),
             partition_per_million: rng.pick(&[0, 1_000, 2_000, 4_000]),
+            transfer_per_million: rng.pick(&[0, 0, 500, 2_000]),
             partition_min: election_steps / 5,
             partition_max: rng.pick(&[election_steps, 3 * election_steps, 6 * election_steps]),
             asymmetric_percent: rng.pick(&[0, 20, 50]),
             isolate_leader_percent: rng.pick(&[50, 90]),
         };
-        let limits = RaftLimits {
+        let settings = RaftSettings {
             max_message_bytes: rng.pick(&[1 << 20, 256, 64, 64]),
             max_inflight_messages: rng.pick(&[256, 256, 8, 2]),
+            heartbeat_tick: rng.pick(&[1, 1, 2, 3]),
+            pre_vote: rng.below(4) != 0,
+            check_quorum: rng.below(4) != 0,
         };
         let workload = WorkloadProfile {
             clients: rng.between(3, 5) as usize,
@@ -123,7 +133,7 @@ impl RunProfile {
             stickiness_percent: rng.pick(&[50, 90]),
             ..WorkloadProfile::DEFAULT
         };
-        RunProfile { network, disk, faults, workload, limits }
+        RunProfile { network, disk, faults, workload, settings }
     }
 }
 
@@ -140,6 +150,11 @@ pub enum FaultAction {
         to: Vec<NodeId>,
     },
     Heal,
+    /// Ask the leader `from` to hand leadership to `to`.
+    Transfer {
+        from: NodeId,
+        to: NodeId,
+    },
 }
 
 /// Turns a [`FaultProfile`] into timed actions.
@@ -253,6 +268,14 @@ impl FaultScheduler {
                 }
             }
         }
+        if let Some(leader) = leader {
+            if rng.chance(self.profile.transfer_per_million) {
+                let to = rng.between(1, self.node_count as u64);
+                if to != leader {
+                    actions.push(FaultAction::Transfer { from: leader, to });
+                }
+            }
+        }
         if self.heal_at.is_none() && rng.chance(self.profile.partition_per_million) {
             actions.push(self.partition(leader, rng));
             self.heal_at = Some(now + self.partition_duration(rng));
@@ -314,6 +337,7 @@ impl FaultScheduler {
         self.heal_at = None;
         self.profile.crash_per_million = 0;
         self.profile.partition_per_million = 0;
+        self.profile.transfer_per_million = 0;
         self.profile.new_leader_crash_percent = 0;
         self.profile.new_leader_isolate_percent = 0;
         self.profile.commit_crash_percent = 0;

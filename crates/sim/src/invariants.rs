@@ -6,6 +6,11 @@
 //! - Leader Completeness: a leader's log holds every entry committed before its term.
 //! - State Machine Safety: no two nodes apply (or commit) different entries at an index.
 //!
+//! One rule of the protocol is also checked directly, message by message, because its
+//! breach can stay invisible in the four properties above (the rest of the core may mask
+//! it): a follower never moves its commit index past what the message it handles has
+//! verified (Follower Commit).
+//!
 //! The checker keeps a global record of committed entries, filled the first time any
 //! node commits or applies an index, and compares every later commit and apply with it.
 //! The record is dense (commit indexes are prefixes), so it is a vector.
@@ -14,7 +19,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use concord_raft::{Entry, Index, LogStore, MemoryLog, NodeId, Raft, Term};
+use concord_raft::{Entry, Index, MemoryLog, Message, MessageBody, NodeId, Raft, Term};
+
+use crate::trace::MessageSummary;
 
 /// The property a run broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +30,7 @@ pub enum Property {
     LogMatching,
     LeaderCompleteness,
     StateMachineSafety,
+    FollowerCommit,
     Liveness,
     Linearizability,
 }
@@ -34,6 +42,7 @@ impl Property {
             Property::LogMatching => "log-matching",
             Property::LeaderCompleteness => "leader-completeness",
             Property::StateMachineSafety => "state-machine-safety",
+            Property::FollowerCommit => "follower-commit",
             Property::Liveness => "liveness",
             Property::Linearizability => "linearizability",
         }
@@ -200,6 +209,45 @@ impl SafetyChecker {
     }
 }
 
+/// What a message allows a follower's commit index to reach (Follower Commit): an
+/// AppendEntries verifies the log only through its last entry, a heartbeat carries a
+/// commit index the leader already capped, and nothing else may move it. Taken before
+/// the message is handled; checked after with [`CommitLimit::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitLimit {
+    limit: Option<Index>,
+    summary: MessageSummary,
+}
+
+impl CommitLimit {
+    pub fn of(message: &Message) -> Self {
+        let limit = match &message.body {
+            MessageBody::AppendEntries { prev_log_index, entries, leader_commit, .. } => {
+                Some((*leader_commit).min(prev_log_index + entries.len() as Index))
+            }
+            MessageBody::Heartbeat { commit, .. } => Some(*commit),
+            _ => None,
+        };
+        CommitLimit { limit, summary: MessageSummary::of(message) }
+    }
+
+    /// `node`, a follower after handling the message, moved its commit index from
+    /// `before` to `after`.
+    pub fn check(&self, node: NodeId, before: Index, after: Index) -> Result<(), Violation> {
+        if after <= before.max(self.limit.unwrap_or(0)) {
+            return Ok(());
+        }
+        let allowed = match self.limit {
+            Some(limit) => format!("which allows at most {limit}"),
+            None => "which carries no commit index".to_string(),
+        };
+        Err(Violation::new(
+            Property::FollowerCommit,
+            format!("node {node} moved its commit index from {before} to {after} on [{}], {allowed}", self.summary),
+        ))
+    }
+}
+
 /// Log Matching for two logs that both start at index 1: wherever both hold an entry of
 /// the same term, everything up to and including it must be identical.
 pub fn logs_match(a: NodeId, log_a: &[Entry], b: NodeId, log_b: &[Entry]) -> Result<(), Violation> {
@@ -234,12 +282,6 @@ fn describe(log: &[Entry], index: Index) -> String {
     log.get(index as usize - 1).map_or("nothing".to_string(), |e| format!("t{}", e.term))
 }
 
-/// The durable log's entries, as Log Matching wants them (from index 1).
-pub fn entries_of(log: &MemoryLog) -> &[Entry] {
-    debug_assert_eq!(log.first_index(), 1, "the simulator never compacts");
-    log.all_entries()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +302,33 @@ mod tests {
         assert!(logs_match(1, &a[..2], 2, &b[..2]).is_ok());
         let c = [entry(1, 1, "x"), entry(2, 1, "other")];
         assert!(logs_match(1, &a, 3, &c).is_err());
+    }
+
+    #[test]
+    fn a_follower_may_commit_only_what_the_message_verified() {
+        let append = |entries: Vec<Entry>, leader_commit| Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: MessageBody::AppendEntries { prev_log_index: 4, prev_log_term: 3, entries, leader_commit },
+        };
+        let one_entry = CommitLimit::of(&append(vec![entry(5, 3, "x")], 9));
+        assert!(one_entry.check(2, 2, 5).is_ok());
+        let violation = one_entry.check(2, 2, 7).unwrap_err();
+        assert_eq!(violation.property, Property::FollowerCommit);
+        assert!(CommitLimit::of(&append(vec![], 3)).check(2, 2, 3).is_ok());
+        assert!(CommitLimit::of(&append(vec![], 9)).check(2, 2, 5).is_err());
+        let heartbeat = CommitLimit::of(&Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: MessageBody::Heartbeat { commit: 6, read_round: 0 },
+        });
+        assert!(heartbeat.check(2, 2, 6).is_ok());
+        assert!(heartbeat.check(2, 2, 7).is_err());
+        let other = CommitLimit::of(&Message { from: 1, to: 2, term: 3, body: MessageBody::TimeoutNow });
+        assert!(other.check(2, 2, 3).is_err());
+        assert!(other.check(2, 2, 2).is_ok());
     }
 
     #[test]

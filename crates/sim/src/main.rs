@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! cargo run --release -p concord-sim -- --seeds 0..500 [--nodes 3|5|7] [--bug NAME]
-//!     [--steps S] [--keep-going] [--summary-json] [--verbose]
+//!     [--steps S] [--keep-going] [--summary-json] [--verbose] [--no-follower-commit-check]
 //! ```
 //!
 //! A failing seed prints a `violation:` line (property, seed, replay command), the
 //! details, and the last events of that seed; the run stops there unless `--keep-going`.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -40,6 +41,9 @@ struct Args {
     /// Print every event of every seed to stderr.
     #[arg(long)]
     verbose: bool,
+    /// Do not check the Follower Commit rule (to see what the Raft properties alone catch).
+    #[arg(long)]
+    no_follower_commit_check: bool,
 }
 
 fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
@@ -69,6 +73,8 @@ struct Summary {
     clean_seeds: u64,
     violations: u64,
     first_violation_seed: Option<u64>,
+    /// Violating seeds per property broken.
+    violations_by_property: BTreeMap<String, u64>,
     elapsed_ms: u128,
     #[serde(flatten)]
     totals: SeedStats,
@@ -90,12 +96,19 @@ fn report(outcome: &SeedOutcome) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let options = SimOptions { nodes: args.nodes, steps: args.steps, bug: args.bug, verbose: args.verbose };
+    let options = SimOptions {
+        nodes: args.nodes,
+        steps: args.steps,
+        bug: args.bug,
+        verbose: args.verbose,
+        follower_commit_check: !args.no_follower_commit_check,
+    };
     let started = Instant::now();
     let mut totals = SeedStats::default();
     let mut seeds_run = 0;
     let mut violations = 0;
     let mut first_violation_seed = None;
+    let mut violations_by_property = BTreeMap::new();
     for seed in args.seeds.clone() {
         let outcome = run_seed(&options, seed);
         seeds_run += 1;
@@ -103,6 +116,9 @@ fn main() -> ExitCode {
         if !outcome.is_clean() {
             violations += 1;
             first_violation_seed.get_or_insert(seed);
+            if let Some(violation) = &outcome.violation {
+                *violations_by_property.entry(violation.property.to_string()).or_default() += 1;
+            }
             report(&outcome);
             if !args.keep_going {
                 break;
@@ -127,6 +143,7 @@ fn main() -> ExitCode {
             clean_seeds: seeds_run - violations,
             violations,
             first_violation_seed,
+            violations_by_property,
             elapsed_ms: elapsed.as_millis(),
             totals,
         };

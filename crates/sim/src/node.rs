@@ -42,8 +42,6 @@ pub struct SimNode {
     pub kv: KvStore,
     /// Highest index applied to `kv` in this incarnation.
     pub applied: Index,
-    /// Reads whose ReadIndex is known, waiting for `applied` to reach it.
-    pub confirmed_reads: Vec<ReadState>,
     /// What the simulator last saw of this node (see [`Observed`]).
     pub observed: Observed,
     /// Highest commit index whose entries the safety checker has compared.
@@ -67,7 +65,6 @@ impl SimNode {
             disk: Disk::default(),
             kv: KvStore::default(),
             applied: 0,
-            confirmed_reads: Vec::new(),
             observed: Observed::DOWN,
             commit_checked: 0,
             log_version: 0,
@@ -96,7 +93,6 @@ impl SimNode {
         self.raft = Some(raft);
         self.kv = KvStore::default();
         self.applied = 0;
-        self.confirmed_reads.clear();
         self.observed = Observed::DOWN;
         self.commit_checked = 0;
         self.log_version += 1;
@@ -108,7 +104,6 @@ impl SimNode {
         self.raft = None;
         self.kv = KvStore::default();
         self.applied = 0;
-        self.confirmed_reads.clear();
         self.observed = Observed::DOWN;
         self.log_version += 1;
         self.disk.crash()
@@ -182,9 +177,5 @@ impl SimNode {
     /// Proposes `data` if this node is up.
     pub fn propose(&mut self, data: Bytes) -> Option<Result<Index, concord_raft::ProposeError>> {
         self.raft.as_mut().map(|raft| raft.propose(data))
-    }
-
-    pub fn durable_log(&self) -> &MemoryLog {
-        self.disk.durable()
     }
 }

@@ -78,6 +78,9 @@ pub struct SimOptions {
     pub bug: Option<PlantedBug>,
     /// Print every event as it happens (to stderr).
     pub verbose: bool,
+    /// Check the Follower Commit rule on every message (on by default; turning it off
+    /// shows what the four Raft properties alone would catch).
+    pub follower_commit_check: bool,
 }
 
 impl SimOptions {
@@ -85,7 +88,7 @@ impl SimOptions {
     pub const ALLOWED_NODE_COUNTS: [usize; 3] = [3, 5, 7];
 
     pub fn new(nodes: usize) -> Self {
-        SimOptions { nodes, steps: Self::DEFAULT_STEPS, bug: None, verbose: false }
+        SimOptions { nodes, steps: Self::DEFAULT_STEPS, bug: None, verbose: false, follower_commit_check: true }
     }
 
     pub fn with_bug(mut self, bug: PlantedBug) -> Self {
@@ -102,6 +105,9 @@ impl SimOptions {
         }
         if self.steps != Self::DEFAULT_STEPS {
             command.push_str(&format!(" --steps {}", self.steps));
+        }
+        if !self.follower_commit_check {
+            command.push_str(" --no-follower-commit-check");
         }
         command
     }

@@ -15,7 +15,7 @@ use crate::client::Workload;
 use crate::command::Command;
 use crate::disk::DiskProfile;
 use crate::faults::{FaultAction, FaultScheduler, RunProfile};
-use crate::invariants::{Property, SafetyChecker, Violation};
+use crate::invariants::{CommitLimit, Property, SafetyChecker, Violation};
 use crate::linearizability::find_failure;
 use crate::liveness::LivenessProbe;
 use crate::network::{Network, NetworkProfile};
@@ -42,6 +42,8 @@ pub struct SeedStats {
     pub commits: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Leadership transfers asked for.
+    pub transfers: u64,
     pub messages: u64,
     pub reads: u64,
     pub writes: u64,
@@ -60,6 +62,7 @@ impl SeedStats {
         self.commits += other.commits;
         self.crashes += other.crashes;
         self.partitions += other.partitions;
+        self.transfers += other.transfers;
         self.messages += other.messages;
         self.reads += other.reads;
         self.writes += other.writes;
@@ -228,8 +231,12 @@ impl Simulation {
         let voters = (1..=self.options.nodes as NodeId).collect();
         let mut config = Config::new(id, voters);
         config.seed = self.rng.next_u64();
-        config.max_message_bytes = self.profile.limits.max_message_bytes;
-        config.max_inflight_messages = self.profile.limits.max_inflight_messages;
+        let settings = self.profile.settings;
+        config.max_message_bytes = settings.max_message_bytes;
+        config.max_inflight_messages = settings.max_inflight_messages;
+        config.heartbeat_tick = settings.heartbeat_tick;
+        config.pre_vote = settings.pre_vote;
+        config.check_quorum = settings.check_quorum;
         if let Some(bug) = self.options.bug {
             config.bugs = bug.switches();
         }
@@ -347,6 +354,18 @@ impl Simulation {
                 self.stats.partitions += 1;
                 self.trace.record(self.now, Event::Partition(format!("{from:?} -> {to:?} cut (one way)")));
             }
+            FaultAction::Transfer { from, to } => {
+                let Some(raft) = self.nodes[Self::node_index(from)].raft_mut() else {
+                    return;
+                };
+                let result = raft.transfer_leader(to);
+                self.stats.transfers += 1;
+                self.trace.record(
+                    self.now,
+                    Event::Note(format!("node {from} asked to transfer leadership to {to}: {result:?}")),
+                );
+                self.observe(from);
+            }
             FaultAction::Heal => {
                 if self.network.has_partition() {
                     self.network.heal();
@@ -370,13 +389,14 @@ impl Simulation {
     // ----- time, network, disk -----------------------------------------------------------
 
     fn tick_nodes(&mut self) {
-        if self.now % STEPS_PER_TICK == 0 {
+        let phase = self.now % STEPS_PER_TICK;
+        if phase == 0 {
             let number = self.now / STEPS_PER_TICK;
             self.trace.record(self.now, Event::Tick { number });
         }
         for index in 0..self.nodes.len() {
             let node = &mut self.nodes[index];
-            if self.now % STEPS_PER_TICK != node.tick_phase {
+            if phase != node.tick_phase {
                 continue;
             }
             let Some(raft) = node.raft_mut() else {
@@ -408,7 +428,14 @@ impl Simulation {
                 continue;
             };
             self.trace.record(self.now, Event::Deliver(summary));
+            let commit_before = raft.commit_index();
+            let commit_limit = CommitLimit::of(&message);
             raft.step(message);
+            if self.options.follower_commit_check && raft.role() != Role::Leader {
+                if let Err(violation) = commit_limit.check(to, commit_before, raft.commit_index()) {
+                    self.fail(violation);
+                }
+            }
             self.observe(to);
         }
     }
