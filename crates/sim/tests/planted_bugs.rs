@@ -33,12 +33,12 @@ const LOG_SAFETY: [Property; 4] =
 
 #[test]
 fn figure8_commit_by_counting_is_caught() {
-    assert_caught(PlantedBug::Figure8, 3, 0..300, &LOG_SAFETY);
+    assert_caught(PlantedBug::Figure8, 3, 0..500, &LOG_SAFETY);
 }
 
 #[test]
 fn figure8_commit_by_counting_is_caught_with_five_nodes() {
-    assert_caught(PlantedBug::Figure8, 5, 0..400, &LOG_SAFETY);
+    assert_caught(PlantedBug::Figure8, 5, 0..1000, &LOG_SAFETY);
 }
 
 #[test]
@@ -51,8 +51,8 @@ fn a_stale_read_is_caught() {
     assert_caught(PlantedBug::StaleRead, 3, 0..300, &[Property::Linearizability]);
 }
 
-/// Caught by the Follower Commit rule only: in this core the early commit never covers a
-/// divergent entry, so the four Raft properties stay intact (docs/testing.md explains why).
+/// Caught by the Follower Commit rule: in this core the early commit rarely covers a
+/// divergent entry, so the four Raft properties alone seldom see it (docs/testing.md).
 #[test]
 fn committing_past_the_verified_prefix_is_caught() {
     assert_caught(PlantedBug::CommitPastMatch, 3, 0..200, &[Property::FollowerCommit]);
