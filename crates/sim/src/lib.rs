@@ -7,9 +7,13 @@
 //! linearizable. A failing seed replays exactly, with a trace of its last events.
 //!
 //! Modules, one idea each: [`rng`] (the seeded PRNG), [`network`] and [`disk`] (the fault
-//! models), [`node`] (one member and its Ready handling), [`client`] (the workload and
-//! its history), [`invariants`] (the safety checks), [`faults`] (the per-seed fault
-//! profile and schedule), [`liveness`], [`linearizability`] (the history check), [`trace`], and [`runner`] (a whole run).
+//! models), [`node`] (one member and its Ready handling), [`command`] and
+//! [`state_machine`] (what entries carry and what applying them does), [`client`] (the
+//! workload and its history), [`invariants`] (the safety checks), [`faults`] (the
+//! per-seed fault profile and schedule), [`liveness`], [`linearizability`] (the history
+//! check), [`trace`], [`options`], [`outcome`], and [`runner`] (a whole run).
+//!
+//! docs/testing.md describes the fault model, the checks and the results.
 
 pub mod client;
 pub mod command;
@@ -21,6 +25,7 @@ pub mod liveness;
 pub mod network;
 pub mod node;
 pub mod options;
+pub mod outcome;
 pub mod rng;
 pub mod runner;
 pub mod state_machine;
@@ -28,4 +33,5 @@ pub mod trace;
 
 pub use invariants::{Property, Violation};
 pub use options::{PlantedBug, SimOptions};
-pub use runner::{run_seed, SeedOutcome, SeedStats};
+pub use outcome::{SeedOutcome, SeedStats};
+pub use runner::run_seed;

@@ -9,7 +9,6 @@
 //! last seen, so a leader that exists for a moment is still checked.
 
 use concord_raft::{Config, Message, MessageBody, NodeId, Role};
-use serde::Serialize;
 
 use crate::client::Workload;
 use crate::command::Command;
@@ -21,6 +20,7 @@ use crate::liveness::LivenessProbe;
 use crate::network::{Network, NetworkProfile};
 use crate::node::SimNode;
 use crate::options::SimOptions;
+use crate::outcome::{SeedOutcome, SeedStats};
 use crate::rng::SimRng;
 use crate::trace::{DropReason, Event, MessageSummary, Trace};
 
@@ -33,63 +33,6 @@ pub const ELECTION_STEPS: u64 = ELECTION_TICKS * STEPS_PER_TICK;
 /// The liveness phase gives the healed cluster this many election timeouts to elect a
 /// leader and commit a fresh proposal.
 pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 20;
-
-/// Counters of one seed (or, summed, of a whole run).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SeedStats {
-    pub steps: u64,
-    pub elections: u64,
-    pub commits: u64,
-    pub crashes: u64,
-    pub partitions: u64,
-    /// Leadership transfers asked for.
-    pub transfers: u64,
-    pub messages: u64,
-    pub reads: u64,
-    pub writes: u64,
-    pub failed_ops: u64,
-    pub unknown_ops: u64,
-    /// Largest history (operations, however they ended) of one seed.
-    pub max_history: u64,
-    /// Steps the liveness phase needed to commit its probe.
-    pub liveness_steps: u64,
-}
-
-impl SeedStats {
-    pub fn add(&mut self, other: &SeedStats) {
-        self.steps += other.steps;
-        self.elections += other.elections;
-        self.commits += other.commits;
-        self.crashes += other.crashes;
-        self.partitions += other.partitions;
-        self.transfers += other.transfers;
-        self.messages += other.messages;
-        self.reads += other.reads;
-        self.writes += other.writes;
-        self.failed_ops += other.failed_ops;
-        self.unknown_ops += other.unknown_ops;
-        self.max_history = self.max_history.max(other.max_history);
-        self.liveness_steps = self.liveness_steps.max(other.liveness_steps);
-    }
-}
-
-/// What running one seed found.
-#[derive(Clone, Debug)]
-pub struct SeedOutcome {
-    pub seed: u64,
-    pub violation: Option<Violation>,
-    /// The last events before the end of the run (or the violation), one per line.
-    pub trace: Vec<String>,
-    pub stats: SeedStats,
-    /// The command that replays this seed alone.
-    pub replay: String,
-}
-
-impl SeedOutcome {
-    pub fn is_clean(&self) -> bool {
-        self.violation.is_none()
-    }
-}
 
 /// Runs `seed` with `options`. Deterministic: the same arguments give the same outcome.
 pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
@@ -104,7 +47,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
     if let Some(step) = simulation.focus_step {
         // The history is checked at the end of the run, so the last events are not the
         // interesting ones: replay the seed (it is deterministic) and keep the events up
-        // to the step of the last operation the checker named.
+        // to the step at which the history first fails.
         let mut replay = Simulation::new(options, seed, Some(step));
         replay.run();
         if let Some(lines) = replay.snapshot {
