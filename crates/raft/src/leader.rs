@@ -226,8 +226,12 @@ impl<S: LogStore> Raft<S> {
             return; // Cannot match entries we do not have: a reply from another leadership.
         }
         // A probe answered at exactly the known match also proves where the follower
-        // stands: replicate from there without another round trip.
-        let probe_confirmed = progress.state == ProgressState::Probe && match_index == progress.match_index;
+        // stands: replicate from there without another round trip. Only an answer to the
+        // probe in flight counts (a bare `Ok(0)` a follower sends to an old term's
+        // message must not restart replication from index 1).
+        let probe_confirmed = progress.state == ProgressState::Probe
+            && match_index == progress.match_index
+            && match_index + 1 == progress.next_index;
         if !progress.maybe_update(match_index) && !probe_confirmed {
             return;
         }

@@ -193,6 +193,27 @@ fn a_leader_counts_itself_only_after_its_disk_has_the_entry() {
 }
 
 #[test]
+fn an_acknowledgement_of_nothing_does_not_restart_replication_from_the_start() {
+    // Node 1 wins term 3 with a log of four entries; its probe to node 2 is in flight.
+    let log = [(1, 1), (2, 1), (3, 2), (4, 2)];
+    let mut leader = node_with_log(1, HardState { term: 2, vote: 0, commit: 4 }, &log);
+    leader.campaign();
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    leader.step(message(3, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    assert_eq!(leader.role(), Role::Leader);
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    // Node 2 answers an older leader's message with a bare Ok(0) in term 3.
+    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(0) }));
+    let ready = leader.ready();
+    let restarted = ready.messages.iter().any(|m| {
+        m.to == 2 && matches!(m.body, MessageBody::AppendEntries { prev_log_index: 0, ref entries, .. } if !entries.is_empty())
+    });
+    assert!(!restarted, "the whole log was sent again from index 1: {:?}", ready.messages);
+}
+
+#[test]
 fn a_follower_in_contact_with_a_leader_ignores_vote_requests() {
     let mut config = Config::new(2, vec![1, 2, 3]);
     config.check_quorum = true;
