@@ -1,0 +1,434 @@
+#!/usr/bin/env bash
+# etcdctl compatibility test: starts a 3-member cluster on free loopback ports in a temp
+# dir, then drives it with the real, unmodified `etcdctl` (API v3, all three endpoints)
+# and compares its output with what etcd itself prints, string for string.
+#
+#   scripts/etcdctl-test.sh [BINARY]      (default: target/release/concord)
+#
+# BINARY may also be a real etcd (`scripts/etcdctl-test.sh /usr/bin/etcd`): the same checks
+# then run against etcd, which is how the expected strings below were validated (etcd
+# 3.4.23, etcdctl 3.4.23). The flags are the same for both; etcd has no `serve` verb.
+#
+# Needs: bash, etcdctl (Debian: apt-get install etcd-client), coreutils, grep, sed.
+# Environment: ETCDCTL (default: etcdctl), KEEP=1 keeps the temp dir (logs, data) even on
+# success; it is always kept on failure.
+# Prints one line per check and ends with `N passed, M failed`; exits non-zero if M > 0.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${1:-$ROOT/target/release/concord}"
+ETCDCTL_BIN="${ETCDCTL:-etcdctl}"
+export ETCDCTL_API=3
+
+if [[ ! -x "$BIN" ]]; then
+    echo "error: server binary '$BIN' not found or not executable (build it: cargo build --release -p concord)" >&2
+    exit 2
+fi
+if ! command -v "$ETCDCTL_BIN" >/dev/null 2>&1; then
+    echo "error: etcdctl not found (Debian: apt-get install etcd-client)" >&2
+    exit 2
+fi
+
+# `concord serve --flags` or `etcd --flags`.
+case "$(basename "$BIN")" in
+    etcd*) SERVE=("$BIN") ;;
+    *) SERVE=("$BIN" serve) ;;
+esac
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/etcdctl-test.XXXXXX")"
+PIDS=()
+PASSED=0
+FAILED=0
+
+cleanup() {
+    local rc=$?
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $FAILED -gt 0 || $rc -ne 0 || "${KEEP:-0}" == 1 ]]; then
+        echo "member logs and data kept in $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------
+# Helpers.
+
+# A free TCP port on 127.0.0.1, below the usual ephemeral range (32768-60999) so that no
+# outgoing connection takes it meanwhile; never one handed out before in this run.
+TAKEN=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 12000))
+        [[ "$TAKEN" == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            if ! command -v ss >/dev/null 2>&1 || ! ss -Htan "( sport = :$p )" 2>/dev/null | grep -q .; then
+                TAKEN+="$p "
+                echo "$p"
+                return 0
+            fi
+        fi
+    done
+    echo "error: no free port found" >&2
+    return 1
+}
+
+pass() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $1"; }
+
+# check NAME EXPECTED ACTUAL: exact string comparison.
+check() {
+    if [[ "$2" == "$3" ]]; then
+        pass "$1"
+    else
+        fail "$1"
+        echo "  expected: $(printf '%q' "$2")"
+        echo "  actual:   $(printf '%q' "$3")"
+    fi
+}
+
+# ctl [etcdctl args...]: etcdctl against all three endpoints; stdout to $OUT, stderr to
+# $ERR, exit status to $RC. Never aborts the script.
+OUT=""
+ERR=""
+RC=0
+ctl_at() {
+    local eps="$1"
+    shift
+    local rc=0
+    "$ETCDCTL_BIN" --endpoints="$eps" --command-timeout=5s "$@" >"$WORK/out" 2>"$WORK/err" <"${STDIN_FILE:-/dev/null}" || rc=$?
+    OUT="$(cat "$WORK/out")"
+    ERR="$(cat "$WORK/err")"
+    RC=$rc
+}
+ctl() { ctl_at "$ENDPOINTS" "$@"; }
+
+# ok NAME EXPECTED etcdctl-args...: the command succeeds and prints exactly EXPECTED.
+ok() {
+    local name="$1" expected="$2"
+    shift 2
+    ctl "$@"
+    if [[ $RC -ne 0 ]]; then
+        fail "$name"
+        echo "  etcdctl $* exited $RC"
+        echo "  stderr: $(printf '%q' "$ERR")"
+        return 0
+    fi
+    check "$name" "$expected" "$OUT"
+}
+
+# err NAME EXPECTED_ERROR_LINE etcdctl-args...: the command fails, and the last line of
+# stderr (etcdctl's `Error: ...`) is exactly EXPECTED_ERROR_LINE.
+err() {
+    local name="$1" expected="$2"
+    shift 2
+    ctl "$@"
+    if [[ $RC -eq 0 ]]; then
+        fail "$name"
+        echo "  etcdctl $* succeeded, expected failure '$expected'"
+        echo "  stdout: $(printf '%q' "$OUT")"
+        return 0
+    fi
+    check "$name" "$expected" "$(printf '%s\n' "$ERR" | grep '^Error:' | tail -n 1)"
+}
+
+# json_num FIELD [N]: the N-th (default 1st) numeric value of "FIELD" in $OUT.
+json_num() {
+    { printf '%s' "$OUT" | grep -o "\"$1\":[0-9]*" || true; } | sed -n "${2:-1}p" | cut -d: -f2
+}
+
+# Header revision of the cluster as seen through all endpoints (a linearizable read).
+current_rev() {
+    ctl get revision-probe -w json
+    json_num revision
+}
+
+# ---------------------------------------------------------------------------------------
+# Start the cluster.
+
+T0=$SECONDS
+NAMES=(n1 n2 n3)
+declare -A CPORT PPORT
+for n in "${NAMES[@]}"; do
+    CPORT[$n]=$(free_port)
+    PPORT[$n]=$(free_port)
+done
+INITIAL_CLUSTER=""
+EPS=()
+for n in "${NAMES[@]}"; do
+    INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}$n=http://127.0.0.1:${PPORT[$n]}"
+    EPS+=("127.0.0.1:${CPORT[$n]}")
+done
+ENDPOINTS="$(IFS=,; echo "${EPS[*]}")"
+TOKEN="etcdctl-test-$$"
+
+echo "server: ${SERVE[*]}"
+echo "etcdctl: $("$ETCDCTL_BIN" version | head -n 1)"
+echo "cluster: $ENDPOINTS (data and logs in $WORK)"
+for n in "${NAMES[@]}"; do
+    "${SERVE[@]}" \
+        --name "$n" \
+        --data-dir "$WORK/$n.data" \
+        --listen-client-urls "http://127.0.0.1:${CPORT[$n]}" \
+        --advertise-client-urls "http://127.0.0.1:${CPORT[$n]}" \
+        --listen-peer-urls "http://127.0.0.1:${PPORT[$n]}" \
+        --initial-advertise-peer-urls "http://127.0.0.1:${PPORT[$n]}" \
+        --initial-cluster "$INITIAL_CLUSTER" \
+        --initial-cluster-token "$TOKEN" \
+        --initial-cluster-state new \
+        >"$WORK/$n.log" 2>&1 &
+    PIDS+=($!)
+done
+
+# Wait (up to 20 s) until every member answers Status and all name the same leader, one of
+# themselves.
+leader_ready() {
+    ctl endpoint status -w json
+    [[ $RC -eq 0 ]] || return 1
+    local ids leaders
+    ids="$(printf '%s' "$OUT" | grep -o '"member_id":[0-9]*' | cut -d: -f2 || true)"
+    leaders="$(printf '%s' "$OUT" | grep -o '"leader":[0-9]*' | cut -d: -f2 | sort -u || true)"
+    [[ "$(printf '%s\n' "$ids" | grep -c .)" -eq 3 ]] || return 1
+    [[ "$(printf '%s\n' "$leaders" | grep -c .)" -eq 1 && "$leaders" != 0 ]] || return 1
+    printf '%s\n' "$ids" | grep -qx "$leaders"
+}
+deadline=$((SECONDS + 20))
+until leader_ready; do
+    for pid in "${PIDS[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "error: a member exited during start-up; logs in $WORK" >&2
+            tail -n 20 "$WORK"/*.log >&2
+            exit 1
+        fi
+    done
+    if [[ $SECONDS -ge $deadline ]]; then
+        echo "error: no leader after 20 s; last status: $OUT $ERR" >&2
+        tail -n 20 "$WORK"/*.log >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+echo "leader elected after $((SECONDS - T0)) s"
+echo
+
+# ---------------------------------------------------------------------------------------
+# Cluster and Maintenance API.
+
+echo "== member list"
+ctl member list
+expected_members=""
+for n in "${NAMES[@]}"; do
+    expected_members+="$n, http://127.0.0.1:${PPORT[$n]}, http://127.0.0.1:${CPORT[$n]}, false"$'\n'
+done
+check "member list: 3 started members (name, peer URL, client URL, not learner)" \
+    "$(printf '%s' "$expected_members" | sort)" \
+    "$(printf '%s\n' "$OUT" | grep ', started, ' | cut -d, -f3- | sed 's/^ //' | sort)"
+check "member list: names" "n1 n2 n3" \
+    "$(printf '%s\n' "$OUT" | cut -d, -f3 | tr -d ' ' | sort | paste -sd' ')"
+ids_member_list="$(printf '%s\n' "$OUT" | cut -d, -f1 | sort || true)"
+check "member list: 3 distinct hex IDs" "3" \
+    "$(printf '%s\n' "$ids_member_list" | grep -E '^[0-9a-f]{1,16}$' | sort -u | grep -c .)"
+ctl member list -w json
+check "member list -w json: 3 members" "3" "$(printf '%s' "$OUT" | grep -o '"ID":' | grep -c .)"
+
+echo "== endpoint status"
+ctl endpoint status -w json
+leaders="$(printf '%s' "$OUT" | grep -o '"leader":[0-9]*' | cut -d: -f2 | sort -u || true)"
+ids="$(printf '%s' "$OUT" | grep -o '"member_id":[0-9]*' | cut -d: -f2 || true)"
+check "endpoint status -w json: 3 endpoints answer" "3" "$(printf '%s\n' "$ids" | grep -c .)"
+check "endpoint status -w json: all name the same leader" "1" "$(printf '%s\n' "$leaders" | grep -c .)"
+check "endpoint status -w json: exactly one endpoint is the leader" "1" \
+    "$(printf '%s\n' "$ids" | grep -cx "$leaders" || true)"
+ctl endpoint status -w table
+check "endpoint status -w table: one row with IS LEADER true" "1" \
+    "$(printf '%s\n' "$OUT" | grep -c '| *true *| *false *|' || true)"
+# the member IDs in status are the member list's IDs (hex %x there, decimal here)
+check "endpoint status IDs are the member list IDs" "$ids_member_list" \
+    "$(for id in $ids; do printf '%x\n' "$id"; done | sort)"
+
+echo "== endpoint health"
+ctl endpoint health
+expected_health=""
+for ep in "${EPS[@]}"; do expected_health+="$ep is healthy"$'\n'; done
+check "endpoint health: all healthy" "$(printf '%s' "$expected_health" | sort)" \
+    "$( (printf '%s\n' "$OUT"; printf '%s\n' "$ERR") | grep -E '^127\.0\.0\.1:[0-9]+ is ' | sed 's/: successfully committed proposal: took = .*//' | sort)"
+check "endpoint health: exit status" "0" "$RC"
+
+# ---------------------------------------------------------------------------------------
+# KV.
+
+echo "== put / get"
+REV0="$(current_rev)"
+check "fresh cluster is at revision 1" "1" "$REV0"
+ok "put foo bar" "OK" put foo bar
+ok "put foo2 baz" "OK" put foo2 baz
+ok "put fop x" "OK" put fop x
+ok "get foo" $'foo\nbar' get foo
+ok "get foo --prefix" $'foo\nbar\nfoo2\nbaz' get foo --prefix
+ok "get foo --prefix --limit=1" $'foo\nbar' get foo --prefix --limit=1
+ok "get fo --prefix --limit=2" $'foo\nbar\nfoo2\nbaz' get fo --prefix --limit=2
+ok "get foo --prefix --keys-only" $'foo\n\nfoo2' get foo --prefix --keys-only
+ok "get foo --print-value-only" "bar" get foo --print-value-only
+ok "get fo --prefix --print-value-only" $'bar\nbaz\nx' get fo --prefix --print-value-only
+ok "get missing key prints nothing" "" get no-such-key
+ok "get foo fop (range [foo, fop))" $'foo\nbar\nfoo2\nbaz' get foo fop
+ok "get --from-key fop" $'fop\nx' get --from-key fop
+ok "get fo --prefix --sort-by=VALUE --order=DESCEND" $'fop\nx\nfoo2\nbaz\nfoo\nbar' \
+    get fo --prefix --sort-by=VALUE --order=DESCEND
+
+echo "== -w json revision fields"
+ctl get foo -w json
+check "get foo -w json: header revision = 1 + 3 puts" "$((REV0 + 3))" "$(json_num revision)"
+check "get foo -w json: create_revision" "$((REV0 + 1))" "$(json_num create_revision)"
+check "get foo -w json: mod_revision" "$((REV0 + 1))" "$(json_num mod_revision)"
+check "get foo -w json: version" "1" "$(json_num version)"
+check "get foo -w json: count" "1" "$(json_num count)"
+check "get foo -w json: key and value (base64)" '"key":"Zm9v","value":"YmFy"' \
+    "$(printf '%s' "$OUT" | grep -o '"key":"[^"]*"'),$(printf '%s' "$OUT" | grep -o '"value":"[^"]*"')"
+ctl get fo --prefix --limit=1 -w json
+check "get fo --prefix --limit=1 -w json: more=true, count=3 (count ignores limit)" \
+    "true 3" "$(printf '%s' "$OUT" | grep -o '"more":true' | cut -d: -f2) $(json_num count)"
+
+ok "put foo bar2 --prev-kv prints the previous pair" $'OK\nfoo\nbar' put foo bar2 --prev-kv
+REV_PUT2="$((REV0 + 4))"
+ctl get foo -w json
+check "after overwrite: mod_revision moves, create_revision stays, version 2" \
+    "create=$((REV0 + 1)) mod=$REV_PUT2 version=2" \
+    "create=$(json_num create_revision) mod=$(json_num mod_revision) version=$(json_num version)"
+ok "get foo --rev=$((REV0 + 1)) (old value)" $'foo\nbar' get foo --rev=$((REV0 + 1))
+ok "get foo --rev=$REV0 (before it existed)" "" get foo --rev="$REV0"
+ok "get fo --prefix --rev=$((REV0 + 2))" $'foo\nbar\nfoo2\nbaz' get fo --prefix --rev=$((REV0 + 2))
+err "get --rev in the future" "Error: etcdserver: mvcc: required revision is a future revision" \
+    get foo --rev=1000000
+ok "get foo --consistency=s (serializable)" $'foo\nbar2' get foo --consistency=s
+
+echo "== del"
+ok "del foo" "1" del foo
+ok "del foo again" "0" del foo
+ok "put dir/a" "OK" put dir/a 1
+ok "put dir/b" "OK" put dir/b 2
+ok "put dir/c" "OK" put dir/c 3
+ok "put dirx (outside the prefix dir/)" "OK" put dirx 4
+ok "del dir/ --prefix" "3" del dir/ --prefix
+ok "get dir --prefix after del --prefix" $'dirx\n4' get dir --prefix
+ok "del --prev-kv dirx" $'1\ndirx\n4' del dirx --prev-kv
+ok "del foo2 fop (range [foo2, fop))" "1" del foo2 fop
+ok "del fop" "1" del fop
+ok "nothing left" "" get "" --prefix --keys-only
+
+echo "== txn"
+ok "put k1 v1" "OK" put k1 v1
+ok "put k2 v2" "OK" put k2 v2
+ok "put k3 v3" "OK" put k3 v3
+REV_BEFORE_TXN="$(current_rev)"
+# etcdctl's interactive format: compares, blank line, success ops, blank line, failure ops,
+# blank line.
+printf '%s\n' 'value("k1") = "v1"' 'mod("k2") > "0"' '' 'put k1 yes' 'get k2' 'del k3' '' 'put k1 no' '' >"$WORK/txn1"
+STDIN_FILE="$WORK/txn1" ok "txn success branch" $'SUCCESS\n\nOK\n\nk2\nv2\n\n1' txn
+check "txn: one revision for the whole transaction" "$((REV_BEFORE_TXN + 1))" "$(current_rev)"
+ok "txn success branch applied (k1=yes, k3 deleted)" $'k1\nyes\nk2\nv2' get k --prefix
+printf '%s\n' 'value("k1") = "nope"' '' 'put k1 no' '' 'put k2 failed' 'get k1' '' >"$WORK/txn2"
+STDIN_FILE="$WORK/txn2" ok "txn failure branch" $'FAILURE\n\nOK\n\nk1\nyes' txn
+ok "txn failure branch applied (k2=failed, k1 unchanged)" $'k1\nyes\nk2\nfailed' get k --prefix
+printf '%s\n' 'version("k1") = "2"' 'create("k3") = "0"' 'val("k2") != "v2"' '' 'put k3 again' '' '' >"$WORK/txn3"
+STDIN_FILE="$WORK/txn3" ok "txn version/create/!= compares" $'SUCCESS\n\nOK' txn
+ok "k3 recreated" $'k3\nagain' get k3
+printf '%s\n' 'value("k1") = "yes"' '' 'put k4 v4' '' '' >"$WORK/txn4"
+STDIN_FILE="$WORK/txn4" ctl txn -w json
+check "txn -w json: header revision is the new revision" "$((REV_BEFORE_TXN + 4))" "$(json_num revision)"
+check "txn -w json: succeeded" '"succeeded":true' "$(printf '%s' "$OUT" | grep -o '"succeeded":[a-z]*')"
+printf '%s\n' 'value("k1") = "v1"' '' '' '' >"$WORK/txn5"
+STDIN_FILE="$WORK/txn5" ok "txn failing with no ops" "FAILURE" txn
+check "txn with no writes does not raise the revision" "$((REV_BEFORE_TXN + 4))" "$(current_rev)"
+
+echo "== compaction"
+ok "put c v1" "OK" put c v1
+REV_C1="$(current_rev)"
+ok "put c v2" "OK" put c v2
+ok "put c v3" "OK" put c v3
+REV_C3="$(current_rev)"
+ok "compaction $((REV_C3 - 1))" "compacted revision $((REV_C3 - 1))" compaction $((REV_C3 - 1))
+err "get --rev below the compacted revision fails" \
+    "Error: etcdserver: mvcc: required revision has been compacted" get c --rev="$REV_C1"
+ok "get --rev at the compacted revision still works" $'c\nv2' get c --rev=$((REV_C3 - 1))
+ok "get after compaction (latest)" $'c\nv3' get c
+err "compaction at an already compacted revision fails" \
+    "Error: etcdserver: mvcc: required revision has been compacted" compaction "$REV_C1"
+err "compaction in the future fails" \
+    "Error: etcdserver: mvcc: required revision is a future revision" compaction 1000000
+ok "compaction --physical $REV_C3" "compacted revision $REV_C3" compaction --physical "$REV_C3"
+
+# ---------------------------------------------------------------------------------------
+# Writes through each member on its own (followers forward to the leader), read back
+# through every other member (linearizable reads).
+
+echo "== write through each endpoint"
+for i in 0 1 2; do
+    ep="${EPS[$i]}"
+    ctl_at "$ep" put "via/${NAMES[$i]}" "written-through-$ep"
+    if [[ $RC -eq 0 ]]; then check "put via ${NAMES[$i]} alone ($ep)" "OK" "$OUT"; else
+        fail "put via ${NAMES[$i]} alone ($ep)"
+        echo "  exit $RC, stderr: $(printf '%q' "$ERR")"
+    fi
+    for j in 0 1 2; do
+        [[ $i -eq $j ]] && continue
+        ctl_at "${EPS[$j]}" get "via/${NAMES[$i]}" --print-value-only
+        check "  read back via ${NAMES[$j]}" "written-through-$ep" "$OUT"
+    done
+done
+expected_via=""
+for i in 0 1 2; do expected_via+="via/${NAMES[$i]}"$'\n'"written-through-${EPS[$i]}"$'\n'; done
+ok "get via/ --prefix (all three)" "${expected_via%$'\n'}" get via/ --prefix
+
+# ---------------------------------------------------------------------------------------
+# HashKV: every member hashes the same history. Ask at one fixed revision; a member that
+# has not applied it yet answers "future revision", so retry for up to 5 s.
+
+echo "== endpoint hashkv"
+REV_H="$(current_rev)"
+deadline=$((SECONDS + 5))
+while :; do
+    ctl endpoint hashkv --rev="$REV_H"
+    hashes="$(printf '%s\n' "$OUT" | grep -E '^127\.0\.0\.1:[0-9]+, [0-9]+$' | cut -d' ' -f2 | sort -u || true)"
+    lines="$(printf '%s\n' "$OUT" | grep -cE '^127\.0\.0\.1:[0-9]+, [0-9]+$' || true)"
+    if [[ $RC -eq 0 && $lines -eq 3 && "$(printf '%s\n' "$hashes" | grep -c .)" -eq 1 ]] || [[ $SECONDS -ge $deadline ]]; then
+        break
+    fi
+    sleep 0.2
+done
+check "endpoint hashkv --rev=$REV_H: 3 answers" "3" "$lines"
+check "endpoint hashkv --rev=$REV_H: all hashes equal" "1" "$(printf '%s\n' "$hashes" | grep -c .)"
+# and without --rev (each member's current revision; equal once all have applied)
+deadline=$((SECONDS + 5))
+while :; do
+    ctl endpoint hashkv
+    hashes0="$(printf '%s\n' "$OUT" | grep -E '^127\.0\.0\.1:[0-9]+, [0-9]+$' | cut -d' ' -f2 | sort -u || true)"
+    [[ "$(printf '%s\n' "$hashes0" | grep -c .)" -eq 1 || $SECONDS -ge $deadline ]] && break
+    sleep 0.2
+done
+check "endpoint hashkv (current revision): all hashes equal, same as at --rev=$REV_H" "$hashes" "$hashes0"
+
+echo "== endpoint status after the workload"
+deadline=$((SECONDS + 5))
+while :; do
+    ctl endpoint status -w json
+    revs="$(printf '%s' "$OUT" | grep -o '"revision":[0-9]*' | cut -d: -f2 | sort -u | paste -sd' ' || true)"
+    [[ "$revs" == "$REV_H" || $SECONDS -ge $deadline ]] && break
+    sleep 0.2
+done
+check "endpoint status: every member at revision $REV_H" "$REV_H" "$revs"
+
+# ---------------------------------------------------------------------------------------
+
+echo
+echo "elapsed: $((SECONDS - T0)) s"
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
