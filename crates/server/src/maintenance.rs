@@ -35,19 +35,27 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
+        // The sizes wait for redb's writer lock: off the async threads.
+        let store = self.shared.store.clone();
+        let (db_size, db_size_in_use) = tokio::task::spawn_blocking(move || {
+            Ok::<_, concord_mvcc::MvccError>((store.db_size_bytes()?, store.db_size_in_use_bytes()?))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
         let store = &self.shared.store;
         let status = *self.shared.status.borrow();
         let applied = *self.shared.applied.borrow();
         Ok(tonic::Response::new(pb::StatusResponse {
             header: Some(self.shared.header(store.current_revision())),
             version: API_VERSION.to_string(),
-            db_size: store.db_size_bytes().map_err(internal)? as i64,
+            db_size: db_size as i64,
             leader: status.leader,
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: applied,
             errors: Vec::new(),
-            db_size_in_use: store.db_size_in_use_bytes().map_err(internal)? as i64,
+            db_size_in_use: db_size_in_use as i64,
             is_learner: false,
             storage_version: String::new(),
             db_size_quota: 0,
@@ -66,7 +74,9 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<tonic::Response<pb::HashResponse>, Status> {
-        let hash = self.shared.store.hash_kv(0).map_err(mvcc_error)?;
+        let store = self.shared.store.clone();
+        let hash =
+            tokio::task::spawn_blocking(move || store.hash_kv(0)).await.map_err(internal)?.map_err(mvcc_error)?;
         let header = self.shared.header(self.shared.store.current_revision());
         Ok(tonic::Response::new(pb::HashResponse { header: Some(header), hash: hash.hash }))
     }
@@ -76,7 +86,11 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::HashKvRequest>,
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
         let revision = request.into_inner().revision;
-        let hash = self.shared.store.hash_kv(revision).map_err(mvcc_error)?;
+        let store = self.shared.store.clone();
+        let hash = tokio::task::spawn_blocking(move || store.hash_kv(revision))
+            .await
+            .map_err(internal)?
+            .map_err(mvcc_error)?;
         let header = self.shared.header(self.shared.store.current_revision());
         Ok(tonic::Response::new(pb::HashKvResponse {
             header: Some(header),

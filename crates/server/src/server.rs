@@ -202,7 +202,20 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         tick_interval,
         shutdown: shutdown_rx,
     };
-    let node_task = tokio::spawn(node.run());
+    // The Raft task gets a thread of its own: its fsyncs block, and nothing a client asks
+    // of the other threads (a long state-machine read, say) may delay its heartbeats.
+    let (node_done_tx, node_done) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("concord-raft".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(node.run()),
+                Err(error) => tracing::error!("cannot start the Raft thread's runtime: {error}"),
+            }
+            let _ = node_done_tx.send(());
+        })
+        .map_err(|error| io_error(&config.data_dir, error))?;
     let apply = ApplyLoop {
         member_id,
         directory: directory.clone(),
@@ -309,7 +322,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         server.abort();
     }
     let _ = shutdown_tx.send(true);
-    let _ = node_task.await;
+    let _ = node_done.await;
     // The Raft task is gone, so the apply channel closes: the apply task drains it and
     // makes the state machine durable.
     let _ = apply_task.await;
