@@ -157,9 +157,14 @@ impl ApplyLoop {
             } else {
                 dirty = true;
             }
+            // Events are copied only when someone listens (a big DeleteRange makes one
+            // per key, each with the deleted value).
+            let listening = self.events.receiver_count() > 0;
             let mut events = Vec::new();
             for applied in results {
-                events.extend(applied.events.iter().cloned());
+                if listening {
+                    events.extend(applied.events.iter().cloned());
+                }
                 if let Some(Some(request_id)) = origins.get(&applied.index) {
                     self.waiters.complete(*request_id, applied.result);
                 }
