@@ -17,6 +17,8 @@ pub const API_VERSION: &str = "3.4.0";
 
 pub struct MaintenanceService {
     pub shared: Arc<Shared>,
+    /// Where snapshot copies are staged before streaming (the data directory).
+    pub snapshot_dir: std::path::PathBuf,
 }
 
 fn internal(error: impl std::fmt::Display) -> Status {
@@ -100,13 +102,46 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    type SnapshotStream = tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+    type SnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotResponse, Status>>;
 
+    /// Streams a consistent copy of the state machine (concord-mvcc's checksummed snapshot
+    /// format, taken in one read transaction). It is written to a file in the data
+    /// directory first, so memory stays bounded whatever the store's size.
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("concord: snapshot save is not supported yet"))
+        let store = self.shared.store.clone();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let path = self.snapshot_dir.join(format!("snapshot-{nanos}.tmp"));
+        let written = path.clone();
+        let size = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let file = std::fs::File::create(&written).map_err(|e| e.to_string())?;
+            let mut out = std::io::BufWriter::new(file);
+            store.write_snapshot(&mut out).map_err(|e| e.to_string())?;
+            let file = out.into_inner().map_err(|e| e.to_string())?;
+            file.metadata().map(|m| m.len()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(internal)?;
+        let size = match size {
+            Ok(size) => size,
+            Err(error) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(internal(error));
+            }
+        };
+        let header = self.shared.header(self.shared.store.current_revision());
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let result = stream_snapshot_file(&path, size, header, &sender);
+            if let Err(error) = result {
+                let _ = sender.blocking_send(Err(internal(error)));
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+        Ok(tonic::Response::new(tokio_stream::wrappers::ReceiverStream::new(receiver)))
     }
 
     async fn move_leader(
@@ -143,6 +178,58 @@ impl Maintenance for MaintenanceService {
     ) -> Result<tonic::Response<pb::DowngradeResponse>, Status> {
         Err(Status::unimplemented("concord: downgrade is not supported"))
     }
+}
+
+/// Sends the staged snapshot in chunks the way etcd frames its own: the bytes, zero
+/// padding to a multiple of 512, then the SHA-256 of all that (etcdctl checks the shape
+/// before it keeps the file).
+fn stream_snapshot_file(
+    path: &std::path::Path,
+    size: u64,
+    header: pb::ResponseHeader,
+    sender: &tokio::sync::mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) -> std::io::Result<()> {
+    use sha2::Digest;
+    use std::io::Read;
+    const CHUNK_BYTES: u64 = 64 * 1024;
+    const PAGE_BYTES: u64 = 512;
+    let padded = size.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+    let total = padded + 32;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut sent = 0u64;
+    let mut first = true;
+    while sent < total {
+        let mut blob = Vec::with_capacity(CHUNK_BYTES as usize);
+        while (blob.len() as u64) < CHUNK_BYTES && sent + (blob.len() as u64) < padded {
+            let position = sent + blob.len() as u64;
+            let room = (CHUNK_BYTES - blob.len() as u64).min(padded - position);
+            if position < size {
+                let take = room.min(size - position) as usize;
+                let start = blob.len();
+                blob.resize(start + take, 0);
+                file.read_exact(&mut blob[start..])?;
+            } else {
+                blob.resize(blob.len() + room as usize, 0);
+            }
+        }
+        hasher.update(&blob);
+        if sent + blob.len() as u64 == padded {
+            blob.extend_from_slice(&hasher.clone().finalize());
+        }
+        sent += blob.len() as u64;
+        let response = pb::SnapshotResponse {
+            header: if first { Some(header) } else { None },
+            remaining_bytes: total - sent,
+            blob,
+            version: API_VERSION.to_string(),
+        };
+        first = false;
+        if sender.blocking_send(Ok(response)).is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+    Ok(())
 }
 
 pub struct ClusterService {

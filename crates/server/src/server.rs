@@ -116,6 +116,19 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
     }
 }
 
+/// Snapshot copies staged for `etcdctl snapshot save` by a process that died mid-stream.
+fn remove_stale_snapshot_copies(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot-") && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 fn load_or_create_cluster(config: &ServerConfig, member_id: NodeId) -> Result<ClusterFile, ServerError> {
     let dir = &config.data_dir;
     let path = dir.join("cluster");
@@ -154,6 +167,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let member_id = config.validate()?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let cluster = load_or_create_cluster(&config, member_id)?;
+    remove_stale_snapshot_copies(&config.data_dir);
     let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
     let applied_index = store.applied_index();
@@ -265,7 +279,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         let kv = KvServer::new(KvService { shared: shared.clone() })
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(usize::MAX);
-        let maintenance = MaintenanceServer::new(MaintenanceService { shared: shared.clone() });
+        let maintenance = MaintenanceServer::new(MaintenanceService {
+            shared: shared.clone(),
+            snapshot_dir: config.data_dir.clone(),
+        });
         let cluster_service =
             ClusterServer::new(ClusterService { shared: shared.clone(), directory: directory.clone() });
         let mut stop = stop_rx.clone();
