@@ -51,8 +51,7 @@ impl<S: LogStore> Raft<S> {
         let campaign_term = if pre_vote { self.term + 1 } else { self.term };
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
-        let peers: Vec<_> = self.config.voters.iter().copied().filter(|&v| v != self.config.id).collect();
-        for peer in peers {
+        for peer in self.peers() {
             let body = MessageBody::RequestVote { pre_vote, last_log_index, last_log_term, leader_transfer };
             let message = Message { from: self.config.id, to: peer, term: campaign_term, body };
             // Vote requests go out only after our own vote (and term) are durable: a

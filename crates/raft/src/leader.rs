@@ -83,8 +83,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     pub(crate) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.peers();
-        for peer in peers {
+        for peer in self.peers() {
             self.send_append(peer, true);
         }
     }
@@ -97,10 +96,6 @@ impl<S: LogStore> Raft<S> {
             progress.sent_commit = progress.sent_commit.max(commit);
             self.send(peer, MessageBody::Heartbeat { commit, read_round });
         }
-    }
-
-    fn peers(&self) -> Vec<NodeId> {
-        self.config.voters.iter().copied().filter(|&v| v != self.config.id).collect()
     }
 
     /// Sends the next batch of entries to `to`, if its flow control allows. With
@@ -161,14 +156,8 @@ impl<S: LogStore> Raft<S> {
             self.release_reads_awaiting_commit();
         }
         // Followers learn the new commit index from the next AppendEntries.
-        self.broadcast_append_commit();
+        self.broadcast_append();
         true
-    }
-
-    fn broadcast_append_commit(&mut self) {
-        for peer in self.peers() {
-            self.send_append(peer, true);
-        }
     }
 
     pub(crate) fn step_leader(&mut self, message: Message) {

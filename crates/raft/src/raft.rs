@@ -462,6 +462,11 @@ impl<S: LogStore> Raft<S> {
         self.leader = leader;
     }
 
+    /// Every voter but this node.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        self.config.voters.iter().copied().filter(|&v| v != self.config.id).collect()
+    }
+
     pub(crate) fn committed_in_current_term(&self) -> bool {
         self.log.term(self.log.committed()).map(|t| t == self.term).unwrap_or(false)
     }

@@ -45,10 +45,6 @@ const MAX_ROUNDS: usize = 10_000;
 
 impl Cluster {
     pub fn new(size: u64, adjust: impl Fn(&mut Config)) -> Cluster {
-        Self::with_voters(size, adjust)
-    }
-
-    fn with_voters(size: u64, adjust: impl Fn(&mut Config)) -> Cluster {
         let voters: Vec<NodeId> = (1..=size).collect();
         let mut nodes = BTreeMap::new();
         for &id in &voters {
