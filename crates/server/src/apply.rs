@@ -18,7 +18,7 @@ use crate::envelope::{self, Envelope};
 use crate::node::CommittedBatch;
 
 /// For each applied index, the request id this member waits for there (if any).
-type RequestsByIndex = HashMap<u64, Option<u64>>;
+type RequestsByIndex = HashMap<u64, u64>;
 
 /// How often the state machine makes its commits durable.
 const DURABLE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -165,7 +165,7 @@ impl ApplyLoop {
                 if listening {
                     events.extend(applied.events.iter().cloned());
                 }
-                if let Some(Some(request_id)) = origins.get(&applied.index) {
+                if let Some(request_id) = origins.get(&applied.index) {
                     self.waiters.complete(*request_id, applied.result);
                 }
             }
@@ -211,13 +211,13 @@ impl ApplyLoop {
                 Ok(Envelope::MemberAttributes { member, request_id, name: _, client_urls }) => {
                     self.directory.publish(member, client_urls);
                     if member == self.member_id {
-                        origins.insert(entry.index, Some(request_id));
+                        origins.insert(entry.index, request_id);
                     }
                     Command::Noop
                 }
                 Ok(Envelope::Command { origin, request_id, command }) => {
                     if origin == self.member_id {
-                        origins.insert(entry.index, Some(request_id));
+                        origins.insert(entry.index, request_id);
                     }
                     match Command::decode(command) {
                         Ok(command) => command,

@@ -3,30 +3,15 @@
 //! etcd clients match on these strings (etcdctl prints them; client libraries map them
 //! back to typed errors), so they are part of the API and must not be reworded.
 
+use concord_mvcc::MvccError;
 use tonic::{Code, Status};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EtcdError {
-    #[error("etcdserver: key is not provided")]
-    EmptyKey,
-    #[error("etcdserver: key not found")]
-    KeyNotFound,
-    #[error("etcdserver: value is provided")]
-    ValueProvided,
-    #[error("etcdserver: lease is provided")]
-    LeaseProvided,
-    #[error("etcdserver: too many operations in txn request")]
-    TooManyOps,
-    #[error("etcdserver: duplicate key given in txn request")]
-    DuplicateKey,
-    #[error("etcdserver: mvcc: required revision has been compacted")]
-    Compacted,
-    #[error("etcdserver: mvcc: required revision is a future revision")]
-    FutureRevision,
-    #[error("etcdserver: requested lease not found")]
-    LeaseNotFound,
-    #[error("etcdserver: lease already exists")]
-    LeaseExists,
+    /// An error of the state machine. Those with etcd's texts keep them (concord-mvcc
+    /// owns the texts); storage failures read as ours.
+    #[error("{}", mvcc_text(.0))]
+    Mvcc(MvccError),
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: too many requests")]
@@ -54,16 +39,41 @@ impl EtcdError {
     pub fn code(&self) -> Code {
         use EtcdError::*;
         match self {
-            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | RequestTooLarge => {
-                Code::InvalidArgument
-            }
-            Compacted | FutureRevision => Code::OutOfRange,
-            LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            Mvcc(error) => mvcc_code(error),
+            RequestTooLarge => Code::InvalidArgument,
+            MemberNotFound => Code::NotFound,
+            NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             TooManyRequests => Code::ResourceExhausted,
             NoLeader | LeaderChanged | Stopped | Timeout => Code::Unavailable,
             Internal(_) => Code::Internal,
         }
+    }
+}
+
+impl From<MvccError> for EtcdError {
+    fn from(error: MvccError) -> EtcdError {
+        EtcdError::Mvcc(error)
+    }
+}
+
+/// The gRPC code etcd gives each state-machine error.
+fn mvcc_code(error: &MvccError) -> Code {
+    use MvccError as M;
+    match error {
+        M::EmptyKey | M::KeyNotFound | M::ValueProvided | M::LeaseProvided | M::TooManyOps | M::DuplicateKey => {
+            Code::InvalidArgument
+        }
+        M::Compacted | M::FutureRevision => Code::OutOfRange,
+        M::LeaseNotFound => Code::NotFound,
+        M::LeaseExists => Code::FailedPrecondition,
+        _ => Code::Internal,
+    }
+}
+
+fn mvcc_text(error: &MvccError) -> String {
+    match mvcc_code(error) {
+        Code::Internal => format!("concord: {error}"),
+        _ => error.to_string(),
     }
 }
 
@@ -79,12 +89,12 @@ mod tests {
 
     #[test]
     fn statuses_carry_etcd_codes_and_texts() {
-        let status: Status = EtcdError::Compacted.into();
+        let status: Status = EtcdError::from(MvccError::Compacted).into();
         assert_eq!(status.code(), Code::OutOfRange);
         assert_eq!(status.message(), "etcdserver: mvcc: required revision has been compacted");
         let status: Status = EtcdError::NoLeader.into();
         assert_eq!((status.code(), status.message()), (Code::Unavailable, "etcdserver: no leader"));
-        let status: Status = EtcdError::EmptyKey.into();
+        let status: Status = EtcdError::from(MvccError::EmptyKey).into();
         assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
     }
 }

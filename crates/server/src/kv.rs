@@ -23,7 +23,7 @@ fn unexpected(response: Response) -> Status {
 impl Kv for KvService {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<tonic::Response<pb::RangeResponse>, Status> {
         let request = range_from_pb(request.into_inner())?;
-        mvcc::validate_range(&request).map_err(mvcc_error)?;
+        mvcc::validate_range(&request).map_err(EtcdError::from)?;
         if !request.serializable {
             self.shared.read_barrier().await?;
         }
@@ -31,7 +31,7 @@ impl Kv for KvService {
         let response = tokio::task::spawn_blocking(move || store.range(&request))
             .await
             .map_err(|e| EtcdError::Internal(e.to_string()))?
-            .map_err(mvcc_error)?;
+            .map_err(EtcdError::from)?;
         let header = self.shared.header(response.revision);
         Ok(tonic::Response::new(range_to_pb(response, header)))
     }
@@ -47,7 +47,7 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<tonic::Response<pb::PutResponse>, Status> {
         let request = put_from_pb(request.into_inner());
-        mvcc::validate_put(&request).map_err(mvcc_error)?;
+        mvcc::validate_put(&request).map_err(EtcdError::from)?;
         match self.shared.propose(Command::Put(request)).await? {
             Response::Put(response) => {
                 let header = self.shared.header(response.revision);
@@ -62,7 +62,7 @@ impl Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<tonic::Response<pb::DeleteRangeResponse>, Status> {
         let request = delete_from_pb(request.into_inner());
-        mvcc::validate_delete_range(&request).map_err(mvcc_error)?;
+        mvcc::validate_delete_range(&request).map_err(EtcdError::from)?;
         match self.shared.propose(Command::DeleteRange(request)).await? {
             Response::DeleteRange(response) => {
                 let header = self.shared.header(response.revision);
@@ -74,7 +74,7 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<tonic::Response<pb::TxnResponse>, Status> {
         let request = txn_from_pb(request.into_inner())?;
-        mvcc::validate_txn(&request, self.shared.max_txn_ops).map_err(mvcc_error)?;
+        mvcc::validate_txn(&request, self.shared.max_txn_ops).map_err(EtcdError::from)?;
         match self.shared.propose(Command::Txn(request)).await? {
             Response::Txn(response) => {
                 let header = self.shared.header(response.revision);

@@ -7,25 +7,6 @@ use concord_api::{etcdserverpb as pb, mvccpb};
 use concord_mvcc as mvcc;
 use tonic::Status;
 
-use crate::errors::EtcdError;
-
-pub fn mvcc_error(error: mvcc::MvccError) -> EtcdError {
-    use mvcc::MvccError as M;
-    match error {
-        M::Compacted => EtcdError::Compacted,
-        M::FutureRevision => EtcdError::FutureRevision,
-        M::LeaseNotFound => EtcdError::LeaseNotFound,
-        M::LeaseExists => EtcdError::LeaseExists,
-        M::KeyNotFound => EtcdError::KeyNotFound,
-        M::EmptyKey => EtcdError::EmptyKey,
-        M::ValueProvided => EtcdError::ValueProvided,
-        M::LeaseProvided => EtcdError::LeaseProvided,
-        M::TooManyOps => EtcdError::TooManyOps,
-        M::DuplicateKey => EtcdError::DuplicateKey,
-        other => EtcdError::Internal(other.to_string()),
-    }
-}
-
 fn bad_enum(what: &str, value: i32) -> Status {
     Status::invalid_argument(format!("concord: unknown {what} {value}"))
 }

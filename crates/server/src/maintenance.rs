@@ -8,7 +8,6 @@ use concord_api::etcdserverpb::{self as pb, cluster_server::Cluster, maintenance
 use tonic::{Request, Status};
 
 use crate::errors::EtcdError;
-use crate::kv_convert::mvcc_error;
 use crate::node;
 use crate::shared::Shared;
 
@@ -70,7 +69,7 @@ impl Maintenance for MaintenanceService {
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.defragment()).await.map_err(internal)?.map_err(mvcc_error)?;
+        tokio::task::spawn_blocking(move || store.defragment()).await.map_err(internal)?.map_err(EtcdError::from)?;
         let header = self.shared.header(self.shared.store.current_revision());
         Ok(tonic::Response::new(pb::DefragmentResponse { header: Some(header) }))
     }
@@ -78,7 +77,7 @@ impl Maintenance for MaintenanceService {
     async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<tonic::Response<pb::HashResponse>, Status> {
         let store = self.shared.store.clone();
         let hash =
-            tokio::task::spawn_blocking(move || store.hash_kv(0)).await.map_err(internal)?.map_err(mvcc_error)?;
+            tokio::task::spawn_blocking(move || store.hash_kv(0)).await.map_err(internal)?.map_err(EtcdError::from)?;
         let header = self.shared.header(self.shared.store.current_revision());
         Ok(tonic::Response::new(pb::HashResponse { header: Some(header), hash: hash.hash }))
     }
@@ -92,7 +91,7 @@ impl Maintenance for MaintenanceService {
         let hash = tokio::task::spawn_blocking(move || store.hash_kv(revision))
             .await
             .map_err(internal)?
-            .map_err(mvcc_error)?;
+            .map_err(EtcdError::from)?;
         let header = self.shared.header(self.shared.store.current_revision());
         Ok(tonic::Response::new(pb::HashKvResponse {
             header: Some(header),
@@ -149,7 +148,7 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
-        if !self.shared.members.iter().any(|m| m.info.id == target) {
+        if !self.shared.members.iter().any(|m| m.id == target) {
             return Err(EtcdError::BadLeaderTransferee.into());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -243,10 +242,10 @@ impl ClusterService {
             .members
             .iter()
             .map(|m| pb::Member {
-                id: m.info.id,
-                name: m.info.name.clone(),
-                peer_ur_ls: m.info.peer_urls.clone(),
-                client_ur_ls: self.directory.client_urls(m.info.id),
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: self.directory.client_urls(m.id),
                 is_learner: false,
             })
             .collect()

@@ -29,7 +29,7 @@ use crate::kv::KvService;
 use crate::maintenance::{ClusterService, MaintenanceService};
 use crate::node::{NodeLoop, NodeStatus};
 use crate::peer_service::PeerService;
-use crate::shared::{MemberView, Shared};
+use crate::shared::Shared;
 use crate::transport::{Transport, FRAME_LIMIT_BYTES};
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
@@ -241,7 +241,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     let apply_task = tokio::spawn(apply.run());
 
-    let members = cluster.members.values().map(|info| MemberView { info: info.clone() }).collect();
+    let members = cluster.members.values().cloned().collect();
     let shared = Arc::new(Shared::new(
         member_id,
         cluster.cluster_id,

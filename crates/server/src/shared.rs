@@ -14,14 +14,7 @@ use crate::apply::Waiters;
 use crate::config::MemberInfo;
 use crate::envelope;
 use crate::errors::EtcdError;
-use crate::kv_convert::mvcc_error;
 use crate::node::{NodeStatus, Request};
-
-/// A member as clients see it in MemberList.
-#[derive(Clone, Debug)]
-pub struct MemberView {
-    pub info: MemberInfo,
-}
 
 pub struct Shared {
     pub member_id: NodeId,
@@ -31,7 +24,7 @@ pub struct Shared {
     pub waiters: Waiters,
     pub applied: watch::Receiver<u64>,
     pub status: watch::Receiver<NodeStatus>,
-    pub members: Vec<MemberView>,
+    pub members: Vec<MemberInfo>,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     /// How long a request may wait for replication and apply.
@@ -51,7 +44,7 @@ impl Shared {
         waiters: Waiters,
         applied: watch::Receiver<u64>,
         status: watch::Receiver<NodeStatus>,
-        members: Vec<MemberView>,
+        members: Vec<MemberInfo>,
         max_request_bytes: usize,
         max_txn_ops: usize,
         election_timeout: Duration,
@@ -133,7 +126,7 @@ impl Shared {
             return Err(EtcdError::Stopped);
         }
         match tokio::time::timeout(self.request_timeout, outcome).await {
-            Ok(Ok(result)) => result.map_err(mvcc_error),
+            Ok(Ok(result)) => result.map_err(EtcdError::from),
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
                 self.waiters.cancel(request_id);
