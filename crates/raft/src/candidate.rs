@@ -43,7 +43,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn request_votes(&mut self, pre_vote: bool, leader_transfer: bool) {
-        if vote_result(&self.config.voters, &self.votes) == VoteResult::Won {
+        if vote_result(&self.voters(), &self.votes) == VoteResult::Won {
             // A single-voter cluster wins at once.
             self.election_won(pre_vote);
             return;
@@ -83,7 +83,7 @@ impl<S: LogStore> Raft<S> {
                     return;
                 }
                 self.votes.insert(message.from, granted);
-                match vote_result(&self.config.voters, &self.votes) {
+                match vote_result(&self.voters(), &self.votes) {
                     VoteResult::Won => self.election_won(pre_vote),
                     VoteResult::Lost => {
                         let term = self.term;
@@ -93,7 +93,7 @@ impl<S: LogStore> Raft<S> {
                 }
             }
             // Someone already won this term: follow them.
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 let term = message.term;
                 self.become_follower(term, message.from);
                 self.step_follower(message);

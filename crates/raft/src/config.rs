@@ -20,14 +20,21 @@ pub struct PlantedBugs {
     pub commit_past_match: bool,
     /// Serve ReadIndex without the heartbeat round that confirms leadership.
     pub stale_read: bool,
+    /// While a membership change is uncommitted, commit with the quorum size of the
+    /// previous configuration counted over the members of the new one.
+    pub config_quorum: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     /// This node. Never `NO_NODE`.
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// The voters the cluster was bootstrapped with, this node included. Used only until
+    /// the log or a snapshot says otherwise; empty for a node joining an existing cluster
+    /// (it learns the membership from the leader).
     pub voters: Vec<NodeId>,
+    /// Learners the cluster was bootstrapped with (usually none).
+    pub learners: Vec<NodeId>,
     /// A follower that hears nothing from a leader for a randomized timeout in
     /// `[election_tick, 2 * election_tick)` campaigns.
     pub election_tick: u32,
@@ -62,9 +69,9 @@ pub struct Config {
 pub enum ConfigError {
     #[error("node id must not be 0")]
     ZeroId,
-    #[error("node {0} is not among the voters")]
-    NotAVoter(NodeId),
-    #[error("voter ids must be distinct and non-zero")]
+    #[error("node {0} is not among the bootstrap voters or learners")]
+    NotAMember(NodeId),
+    #[error("member ids must be distinct and non-zero")]
     BadVoters,
     #[error("heartbeat_tick ({heartbeat}) must be at least 1 and below election_tick ({election})")]
     BadTicks { heartbeat: u32, election: u32 },
@@ -79,6 +86,7 @@ impl Config {
         Config {
             id,
             voters,
+            learners: Vec::new(),
             election_tick: 10,
             heartbeat_tick: 1,
             pre_vote: true,
@@ -99,14 +107,15 @@ impl Config {
         if self.id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        let mut sorted = self.voters.clone();
+        let mut sorted: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
         sorted.sort_unstable();
         sorted.dedup();
-        if sorted.len() != self.voters.len() || sorted.contains(&0) {
+        if sorted.len() != self.voters.len() + self.learners.len() || sorted.contains(&0) {
             return Err(ConfigError::BadVoters);
         }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
+        // A joining node has no bootstrap membership; otherwise it must be in it.
+        if !self.voters.is_empty() && !sorted.contains(&self.id) {
+            return Err(ConfigError::NotAMember(self.id));
         }
         if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
             return Err(ConfigError::BadTicks { heartbeat: self.heartbeat_tick, election: self.election_tick });

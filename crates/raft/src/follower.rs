@@ -1,11 +1,13 @@
 //! Followers: accept the leader's log, and carry its commit index only as far as the log
-//! has been verified to match.
+//! has been verified to match; receive the leader's snapshot chunk by chunk when they are
+//! behind its compaction point.
 
 use crate::message::{Message, MessageBody, RejectHint};
-use crate::raft::Raft;
+use crate::raft::{IncomingSnapshot, Raft};
 use crate::ready::ReadState;
+use crate::snapshot::SnapshotChunk;
 use crate::storage::LogStore;
-use crate::types::{Entry, Index, Term};
+use crate::types::{Entry, Index, NodeId, Term};
 
 impl<S: LogStore> Raft<S> {
     pub(crate) fn step_follower(&mut self, message: Message) {
@@ -30,6 +32,11 @@ impl<S: LogStore> Raft<S> {
             MessageBody::ReadIndexResponse { request_id, index } => {
                 self.read_states.push(ReadState { request_id, index });
             }
+            MessageBody::InstallSnapshot { chunk } => {
+                self.election_elapsed = 0;
+                self.leader = message.from;
+                self.handle_snapshot_chunk(message.from, chunk);
+            }
             // A follower cannot serve a forwarded read; the sender will time out.
             _ => {}
         }
@@ -51,7 +58,11 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         match self.log.maybe_append(prev_log_index, prev_log_term, entries) {
-            Some(last_new_index) => {
+            Some(outcome) => {
+                let last_new_index = outcome.last_new_index;
+                if let Some(written_from) = outcome.written_from {
+                    self.membership_appended(written_from, entries);
+                }
                 // Only the prefix through the last entry this message verified is known
                 // to match the leader; anything after it may be a stale suffix.
                 let verified =
@@ -66,5 +77,53 @@ impl<S: LogStore> Raft<S> {
                 self.send(leader, MessageBody::AppendEntriesResponse { result: Err(hint) });
             }
         }
+    }
+}
+
+impl<S: LogStore> Raft<S> {
+    /// A piece of the leader's snapshot. Pieces are staged by the application in order;
+    /// the last one makes this node adopt the snapshot (its log restarts after it, its
+    /// membership is the snapshot's), and the answer then says where its log matches.
+    fn handle_snapshot_chunk(&mut self, leader: NodeId, chunk: SnapshotChunk) {
+        let (index, term) = (chunk.meta.index, chunk.meta.term);
+        let committed = self.log.committed();
+        if index <= committed {
+            // Nothing in it we lack; our committed prefix matches the leader's log.
+            self.incoming_snapshot = None;
+            self.send(leader, MessageBody::AppendEntriesResponse { result: Ok(committed) });
+            return;
+        }
+        if self.log.match_term(index, term) {
+            // Our log already holds its last entry, so it matches through there (Log
+            // Matching), and a snapshot covers only committed entries.
+            self.incoming_snapshot = None;
+            self.log.commit_to(index);
+            self.send(leader, MessageBody::AppendEntriesResponse { result: Ok(index) });
+            return;
+        }
+        let expected = match &self.incoming_snapshot {
+            Some(incoming) if incoming.meta == chunk.meta => incoming.next_offset,
+            _ => 0,
+        };
+        if chunk.offset != expected {
+            // A gap, a duplicate or a transfer we lost track of: say where we are.
+            self.send(leader, MessageBody::InstallSnapshotResponse { index, next_offset: expected });
+            return;
+        }
+        let next_offset = chunk.offset + chunk.data.len() as u64;
+        let last = chunk.last;
+        let meta = chunk.meta.clone();
+        self.snapshot_chunks.push(chunk);
+        if !last {
+            self.incoming_snapshot = Some(IncomingSnapshot { meta, next_offset });
+            self.send(leader, MessageBody::InstallSnapshotResponse { index, next_offset });
+            return;
+        }
+        self.incoming_snapshot = None;
+        self.log.restore(index, term);
+        self.membership.reset(index, meta.membership.clone());
+        self.install_snapshot = Some(meta);
+        // Goes out only after the install is durable (followers' messages wait for the disk).
+        self.send(leader, MessageBody::AppendEntriesResponse { result: Ok(index) });
     }
 }

@@ -1,14 +1,16 @@
-//! Leaders: replicate the log with flow control, advance the commit index by the Figure 8
-//! rule, confirm leadership for ReadIndex, step down without a quorum, hand leadership
-//! over on request.
+//! Leaders: replicate the log with flow control (and snapshots for followers behind the
+//! compaction point), advance the commit index by the Figure 8 rule, confirm leadership
+//! for ReadIndex, step down without a quorum or once their own removal commits, hand
+//! leadership over on request.
 
 use crate::message::{Message, MessageBody, RejectHint};
-use crate::progress::{Progress, ProgressState};
+use crate::progress::{Progress, ProgressState, MAX_SNAPSHOT_CHUNKS_IN_FLIGHT, SNAPSHOT_STALL_HEARTBEATS};
 use crate::quorum::{committed_index, majority};
 use crate::raft::{PendingRead, ProposeError, Raft};
 use crate::ready::ReadState;
+use crate::snapshot::SnapshotChunk;
 use crate::storage::{LogStore, StorageError};
-use crate::types::{Entry, EntryKind, Index, NodeId, Role};
+use crate::types::{Entry, EntryKind, Index, NodeId, Role, NO_NODE};
 
 impl<S: LogStore> Raft<S> {
     pub(crate) fn become_leader(&mut self) {
@@ -19,15 +21,16 @@ impl<S: LogStore> Raft<S> {
         self.role = Role::Leader;
         self.leader = self.config.id;
         let next = self.log.last_index() + 1;
-        for &voter in &self.config.voters {
+        let members: Vec<NodeId> = self.membership.current().members().collect();
+        for member in members {
             let mut progress = Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
-            if voter == self.config.id {
+            if member == self.config.id {
                 // Our own match counts only what our disk holds.
                 progress.match_index = self.log.persisted_index();
                 progress.state = ProgressState::Replicate;
             }
             progress.recent_active = true;
-            self.progress.insert(voter, progress);
+            self.progress.insert(member, progress);
         }
         // An entry of our own term: entries of earlier terms commit only through it
         // (Figure 8), and ReadIndex waits for it.
@@ -41,6 +44,36 @@ impl<S: LogStore> Raft<S> {
         self.log.append(entries);
         self.broadcast_pending = true;
         // A single voter commits once its own disk has the entries (on_persisted).
+        if entries.iter().any(|e| e.kind == EntryKind::ConfChange) {
+            self.membership_appended(entries[0].index, entries);
+            self.track_members();
+        }
+    }
+
+    /// Keeps a progress entry for every member of the configuration in effect (and for
+    /// ourselves, even while we remove ourselves).
+    fn track_members(&mut self) {
+        let membership = self.membership.current().clone();
+        let id = self.config.id;
+        self.progress.retain(|&member, _| member == id || membership.contains(member));
+        let next = self.log.last_index() + 1;
+        for member in membership.members() {
+            self.progress.entry(member).or_insert_with(|| {
+                let mut progress =
+                    Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
+                progress.recent_active = true;
+                progress
+            });
+        }
+        if self.transfer_target.is_some_and(|target| !membership.is_voter(target)) {
+            self.transfer_target = None;
+            self.transfer_elapsed = 0;
+        }
+    }
+
+    /// Whether we count toward our own quorums (not while we remove ourselves).
+    fn self_is_voter(&self) -> bool {
+        self.membership.current().is_voter(self.config.id)
     }
 
     pub(crate) fn tick_leader(&mut self) {
@@ -72,25 +105,26 @@ impl<S: LogStore> Raft<S> {
     /// resets the marks for the next round.
     fn quorum_recently_active(&mut self) -> bool {
         let id = self.config.id;
+        let voters = &self.membership.current().voters;
         let mut active = 0;
-        for (&voter, progress) in self.progress.iter_mut() {
-            if voter == id || progress.recent_active {
+        for (&member, progress) in self.progress.iter_mut() {
+            if voters.contains(&member) && (member == id || progress.recent_active) {
                 active += 1;
             }
-            progress.recent_active = voter == id;
+            progress.recent_active = member == id;
         }
-        active >= majority(self.config.voters.len())
+        active >= majority(voters.len())
     }
 
     pub(crate) fn broadcast_append(&mut self) {
-        for peer in self.peers() {
+        for peer in self.replication_peers() {
             self.send_append(peer, true);
         }
     }
 
     fn broadcast_heartbeat(&mut self, read_round: u64) {
         let committed = self.log.committed();
-        for peer in self.peers() {
+        for peer in self.replication_peers() {
             let progress = self.progress.get_mut(&peer).expect("progress exists for every voter");
             let commit = progress.match_index.min(committed);
             progress.sent_commit = progress.sent_commit.max(commit);
@@ -103,6 +137,9 @@ impl<S: LogStore> Raft<S> {
     /// to probe). Returns whether a message was sent.
     pub(crate) fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
         let progress = &self.progress[&to];
+        if progress.state == ProgressState::Snapshot {
+            return self.send_snapshot_chunks(to);
+        }
         if progress.is_paused() {
             return false;
         }
@@ -110,11 +147,7 @@ impl<S: LogStore> Raft<S> {
         let prev_log_index = next - 1;
         let prev_log_term = match self.log.term(prev_log_index) {
             Ok(term) => term,
-            // Snapshots (for followers behind the compaction point) are not implemented
-            // yet: the log is never compacted, so this cannot happen.
-            Err(StorageError::Compacted(index)) => {
-                panic!("entry {index} compacted but snapshots are not supported")
-            }
+            Err(StorageError::Compacted(_)) => return self.start_snapshot(to),
             Err(error) => panic!("reading the leader's own log failed: {error}"),
         };
         let mut budget = self.config.max_message_bytes;
@@ -123,7 +156,11 @@ impl<S: LogStore> Raft<S> {
             budget = budget.min(inflight.max_bytes().saturating_sub(inflight.bytes()).max(1));
         }
         let last = self.log.last_index();
-        let entries = self.log.entries(next, last + 1, budget).expect("the leader's log is readable");
+        let entries = match self.log.entries(next, last + 1, budget) {
+            Ok(entries) => entries,
+            Err(StorageError::Compacted(_)) => return self.start_snapshot(to),
+            Err(error) => panic!("reading the leader's own log failed: {error}"),
+        };
         if entries.is_empty() && !allow_empty {
             return false;
         }
@@ -140,9 +177,24 @@ impl<S: LogStore> Raft<S> {
     /// Commits the highest index a majority holds, but only if it is from our own term:
     /// an entry from an earlier term may be on a majority and still be overwritten
     /// (Raft paper, Figure 8); it becomes committed when an entry of ours after it is.
+    ///
+    /// Only the voters of the configuration in effect count, and we count ourselves only
+    /// while we are one of them. Once the entry that removes us is committed, we step
+    /// down (after telling the others the commit index, and the most up-to-date voter to
+    /// campaign at once); callers must check the role afterwards.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
-        let candidate = committed_index(&mut matches);
+        let voters = &self.membership.current().voters;
+        let mut matches: Vec<Index> =
+            voters.iter().map(|v| self.progress.get(v).map_or(0, |p| p.match_index)).collect();
+        let candidate = if self.config.bugs().config_quorum {
+            // Planted bug: the quorum size of the last committed configuration, counted
+            // over the members of the latest one.
+            let committed_voters = self.membership.at(self.log.committed()).voters.len();
+            matches.sort_unstable_by(|a, b| b.cmp(a));
+            matches[(majority(committed_voters) - 1).min(matches.len() - 1)]
+        } else {
+            committed_index(&mut matches)
+        };
         if candidate <= self.log.committed() {
             return false;
         }
@@ -157,7 +209,29 @@ impl<S: LogStore> Raft<S> {
         }
         // Followers learn the new commit index from the next AppendEntries.
         self.broadcast_append();
+        if !self.self_is_voter() && self.membership.current_index() <= self.log.committed() {
+            self.step_down_after_removal();
+        }
         true
+    }
+
+    /// Our removal is committed: hand over to the voter whose log is most complete (it
+    /// can win at once) and stop leading.
+    fn step_down_after_removal(&mut self) {
+        let last = self.log.last_index();
+        let successor = self
+            .membership
+            .current()
+            .voters
+            .iter()
+            .filter_map(|v| self.progress.get(v).map(|p| (p.match_index, *v)))
+            .max()
+            .filter(|&(matched, _)| matched == last);
+        if let Some((_, successor)) = successor {
+            self.send(successor, MessageBody::TimeoutNow);
+        }
+        let term = self.term;
+        self.become_follower(term, NO_NODE);
     }
 
     pub(crate) fn step_leader(&mut self, message: Message) {
@@ -179,6 +253,16 @@ impl<S: LogStore> Raft<S> {
                 };
                 progress.recent_active = true;
                 progress.probe_sent = false;
+                if let Some(transfer) = progress.snapshot.as_mut() {
+                    // Chunks may have been lost: after a few silent rounds, resend from
+                    // the last byte the follower confirmed.
+                    transfer.stalled_heartbeats += 1;
+                    if transfer.stalled_heartbeats >= SNAPSHOT_STALL_HEARTBEATS {
+                        transfer.stalled_heartbeats = 0;
+                        transfer.sent_offset = transfer.acked_offset;
+                        transfer.all_sent = false;
+                    }
+                }
                 progress.acked_read_round = progress.acked_read_round.max(read_round);
                 if progress.state == ProgressState::Replicate && progress.inflights.is_full() {
                     progress.inflights.free_first();
@@ -202,8 +286,83 @@ impl<S: LogStore> Raft<S> {
                 // Errors (too many reads) leave the follower's client to time out.
                 let _ = self.leader_read(from, request_id);
             }
+            MessageBody::InstallSnapshotResponse { index, next_offset } => {
+                self.handle_snapshot_response(from, index, next_offset)
+            }
             _ => {}
         }
+    }
+
+    // ----- snapshots -------------------------------------------------------------------
+
+    /// The entries `to` needs next were compacted: send the newest snapshot instead.
+    fn start_snapshot(&mut self, to: NodeId) -> bool {
+        let meta = self.log.store.snapshot_meta();
+        assert!(
+            meta.index >= self.log.first_index() - 1 && meta.index > 0,
+            "the log was compacted through {} but the newest snapshot is at {}",
+            self.log.first_index() - 1,
+            meta.index
+        );
+        self.progress.get_mut(&to).expect("progress exists for every member").become_snapshot(meta);
+        self.send_snapshot_chunks(to)
+    }
+
+    /// Sends chunks of the snapshot in transfer to `to`, up to the in-flight window.
+    /// Returns whether anything was sent.
+    fn send_snapshot_chunks(&mut self, to: NodeId) -> bool {
+        let chunk_bytes = self.config.max_message_bytes;
+        let mut sent_any = false;
+        for _ in 0..MAX_SNAPSHOT_CHUNKS_IN_FLIGHT {
+            let progress = &self.progress[&to];
+            let transfer = progress.snapshot.as_ref().expect("a snapshot transfer is in progress");
+            let window = MAX_SNAPSHOT_CHUNKS_IN_FLIGHT * chunk_bytes;
+            if transfer.all_sent || transfer.sent_offset - transfer.acked_offset >= window {
+                break;
+            }
+            let (meta, offset) = (transfer.meta.clone(), transfer.sent_offset);
+            let piece = match self.log.store.snapshot_chunk(meta.index, offset, chunk_bytes) {
+                Ok(piece) => piece,
+                Err(StorageError::Compacted(_)) => {
+                    // A newer snapshot replaced this one: start over with it.
+                    let newest = self.log.store.snapshot_meta();
+                    if newest.index <= meta.index {
+                        break;
+                    }
+                    self.progress.get_mut(&to).expect("progress exists").become_snapshot(newest);
+                    continue;
+                }
+                // Try again on the next heartbeat reply.
+                Err(_) => break,
+            };
+            let transfer = self.progress.get_mut(&to).and_then(|p| p.snapshot.as_mut()).expect("in transfer");
+            transfer.sent_offset += piece.data.len() as u64;
+            transfer.all_sent = piece.last;
+            let chunk = SnapshotChunk { meta, offset, data: piece.data, last: piece.last };
+            self.send(to, MessageBody::InstallSnapshot { chunk });
+            sent_any = true;
+        }
+        sent_any
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, index: Index, next_offset: u64) {
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        let Some(transfer) = progress.snapshot.as_mut().filter(|t| t.meta.index == index) else {
+            return; // about a transfer we are no longer making
+        };
+        if next_offset > transfer.acked_offset && next_offset <= transfer.sent_offset {
+            transfer.acked_offset = next_offset;
+            transfer.stalled_heartbeats = 0;
+        } else if next_offset < transfer.acked_offset {
+            // The follower lost what it had (it restarted): start over from where it is.
+            transfer.acked_offset = next_offset;
+            transfer.sent_offset = next_offset;
+            transfer.all_sent = false;
+        }
+        self.send_snapshot_chunks(from);
     }
 
     fn handle_append_success(&mut self, from: NodeId, match_index: Index) {
@@ -224,11 +383,20 @@ impl<S: LogStore> Raft<S> {
         if !progress.maybe_update(match_index) && !probe_confirmed {
             return;
         }
+        let first_index = self.log.first_index();
         match progress.state {
             ProgressState::Probe => progress.become_replicate(),
             ProgressState::Replicate => progress.inflights.free_to(match_index),
+            // Installed (or the follower caught up some other way): replicate from there
+            // once the entries it needs next are still in our log.
+            ProgressState::Snapshot if progress.match_index + 1 >= first_index => progress.become_replicate(),
+            ProgressState::Snapshot => {}
         }
-        if !self.maybe_commit() {
+        let committed = self.maybe_commit();
+        if self.role != Role::Leader {
+            return; // our own removal committed
+        }
+        if !committed {
             // Keep the pipeline full, bounded by the follower's in-flight window.
             while self.send_append(from, false) {}
             let progress = &self.progress[&from];
@@ -277,7 +445,9 @@ impl<S: LogStore> Raft<S> {
             return Ok(());
         }
         let index = self.log.committed();
-        if self.config.voters.len() == 1 || self.config.bugs().stale_read {
+        let voters = &self.membership.current().voters;
+        let alone = voters.len() == 1 && voters.contains(&self.config.id);
+        if alone || self.config.bugs().stale_read {
             self.answer_read(from, request_id, index);
             return Ok(());
         }
@@ -299,9 +469,15 @@ impl<S: LogStore> Raft<S> {
     fn release_confirmed_reads(&mut self) {
         let id = self.config.id;
         let mut acked: Vec<u64> = self
-            .progress
+            .membership
+            .current()
+            .voters
             .iter()
-            .map(|(&voter, p)| if voter == id { self.read_round } else { p.acked_read_round })
+            .map(|voter| match self.progress.get(voter) {
+                _ if *voter == id => self.read_round,
+                Some(p) => p.acked_read_round,
+                None => 0,
+            })
             .collect();
         let confirmed_round = committed_index(&mut acked);
         while let Some(read) = self.pending_reads.front().copied() {
@@ -330,7 +506,7 @@ impl<S: LogStore> Raft<S> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
-        if !self.config.voters.contains(&to) {
+        if !self.membership.current().is_voter(to) {
             return Err(ProposeError::UnknownNode(to));
         }
         if to == self.config.id {

@@ -6,11 +6,15 @@
 //! send, apply) comes out as data in a [`Ready`]. This is the shape of etcd's raft library
 //! and it is what lets the simulator drive whole clusters through faults reproducibly.
 
+pub mod membership;
 pub mod message;
+pub mod snapshot;
 pub mod storage;
 pub mod types;
 
+pub use membership::{ConfChange, ConfChangeEntry, ConfChangeError, ConfChangeKind, Membership};
 pub use message::{Message, MessageBody, RejectHint};
+pub use snapshot::{SnapshotChunk, SnapshotData, SnapshotMeta};
 pub use storage::{LogStore, MemoryLog, StorageError};
 pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Term, NO_NODE};
 

@@ -62,6 +62,19 @@ pub struct RaftLog<S: LogStore> {
     committed: Index,
     /// Highest index handed to the application to apply.
     applying: Index,
+    /// A snapshot this node adopted that the application has not installed in its store
+    /// yet: `(index, term)`. Until it has, the store's older entries must not be read.
+    pending_snapshot: Option<(Index, Term)>,
+}
+
+/// What a follower's AppendEntries did to its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The index of the last entry the message carried (or its `prev_log_index`).
+    pub last_new_index: Index,
+    /// Entries from this index on were written (replacing any conflicting suffix); `None`
+    /// when every entry was already present.
+    pub written_from: Option<Index>,
 }
 
 impl<S: LogStore> RaftLog<S> {
@@ -79,18 +92,30 @@ impl<S: LogStore> RaftLog<S> {
             )));
         }
         let first = store.first_index();
+        let snapshot_index = store.snapshot_meta().index;
+        if applied < first - 1 || applied < snapshot_index {
+            return Err(StorageError::Fatal(format!(
+                "the state machine applied entry {applied} but the log was compacted through {} (snapshot at \
+                 {snapshot_index}): restore the state machine from the snapshot before starting",
+                first - 1
+            )));
+        }
         let committed = hard_state.commit.max(first - 1).max(applied);
         Ok(RaftLog {
             store,
             unstable: Unstable { offset: last + 1, entries: Vec::new(), handed_out_below: last + 1 },
             writes_in_flight: VecDeque::new(),
             committed,
-            applying: applied.max(first - 1),
+            applying: applied,
+            pending_snapshot: None,
         })
     }
 
     pub fn first_index(&self) -> Index {
-        self.store.first_index()
+        match self.pending_snapshot {
+            Some((index, _)) => index + 1,
+            None => self.store.first_index(),
+        }
     }
 
     pub fn last_index(&self) -> Index {
@@ -122,7 +147,11 @@ impl<S: LogStore> RaftLog<S> {
         if index > self.last_index() {
             return Err(StorageError::Unavailable(index));
         }
-        self.store.term(index)
+        match self.pending_snapshot {
+            Some((snapshot_index, term)) if index == snapshot_index => Ok(term),
+            Some((snapshot_index, _)) if index < snapshot_index => Err(StorageError::Compacted(index)),
+            _ => self.store.term(index),
+        }
     }
 
     pub fn match_term(&self, index: Index, term: Term) -> bool {
@@ -142,6 +171,9 @@ impl<S: LogStore> RaftLog<S> {
         let mut out = Vec::new();
         if low == high {
             return Ok(out);
+        }
+        if low < self.first_index() {
+            return Err(StorageError::Compacted(low));
         }
         let stable_high = high.min(self.unstable.offset);
         let mut bytes = 0;
@@ -177,12 +209,13 @@ impl<S: LogStore> RaftLog<S> {
     /// entries, replacing only a conflicting suffix, and return the index of the last new
     /// entry. Entries already present with the same term are kept: a delayed, shorter
     /// AppendEntries must never cut off entries a later one added.
-    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Option<Index> {
+    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, entries: &[Entry]) -> Option<AppendOutcome> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
-        let last_new = prev_index + entries.len() as Index;
+        let last_new_index = prev_index + entries.len() as Index;
         let conflict = entries.iter().position(|e| !self.match_term(e.index, e.term));
+        let mut written_from = None;
         if let Some(position) = conflict {
             let first_conflict = entries[position].index;
             assert!(
@@ -191,8 +224,30 @@ impl<S: LogStore> RaftLog<S> {
                 self.committed
             );
             self.unstable.truncate_and_append(&entries[position..]);
+            written_from = Some(first_conflict);
         }
-        Some(last_new)
+        Some(AppendOutcome { last_new_index, written_from })
+    }
+
+    /// A follower adopts the leader's snapshot: its log becomes empty after `(index,
+    /// term)`, everything through `index` counts as committed and applied (the application
+    /// installs the snapshot's state), and writes still in flight no longer matter.
+    pub fn restore(&mut self, index: Index, term: Term) {
+        assert!(index > self.committed, "a snapshot at {index} is not news at commit {}", self.committed);
+        self.pending_snapshot = Some((index, term));
+        self.unstable = Unstable { offset: index + 1, entries: Vec::new(), handed_out_below: index + 1 };
+        self.writes_in_flight.clear();
+        self.committed = index;
+        self.applying = index;
+    }
+
+    /// Forgets a pending snapshot once the store shows it installed.
+    pub fn settle_snapshot(&mut self) {
+        if let Some((index, term)) = self.pending_snapshot {
+            if self.store.first_index() > index && self.store.term(index) == Ok(term) {
+                self.pending_snapshot = None;
+            }
+        }
     }
 
     /// The conflict hint (§5.3 optimisation): the largest index at or below `index` whose

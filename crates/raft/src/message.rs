@@ -4,6 +4,7 @@
 //! can receive. Every message carries the sender's term: the single rule "a higher term
 //! wins" is applied to all of them in one place before any role-specific handling.
 
+use crate::snapshot::SnapshotChunk;
 use crate::types::{Entry, Index, NodeId, Term};
 
 /// A message from one node to another.
@@ -77,6 +78,18 @@ pub enum MessageBody {
     },
     /// The leader tells a caught-up follower to campaign at once (leadership transfer).
     TimeoutNow,
+    /// A piece of the leader's snapshot, for a follower whose next entry was compacted
+    /// away. Once the last piece is installed the follower answers with an
+    /// `AppendEntriesResponse` matching at the snapshot's index.
+    InstallSnapshot {
+        chunk: SnapshotChunk,
+    },
+    /// The follower holds the snapshot at `index` up to `next_offset` and wants the rest
+    /// from there (0: start over, for instance after the follower restarted).
+    InstallSnapshotResponse {
+        index: Index,
+        next_offset: u64,
+    },
 }
 
 impl Message {
@@ -94,6 +107,8 @@ impl Message {
             MessageBody::ReadIndexRequest { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResp",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::InstallSnapshot { .. } => "Snap",
+            MessageBody::InstallSnapshotResponse { .. } => "SnapResp",
         }
     }
 
@@ -103,6 +118,9 @@ impl Message {
         match &self.body {
             MessageBody::AppendEntries { entries, .. } => {
                 HEADER_BYTES + entries.iter().map(Entry::size_bytes).sum::<u64>()
+            }
+            MessageBody::InstallSnapshot { chunk } => {
+                HEADER_BYTES + chunk.data.len() as u64 + 8 * chunk.meta.membership.members().count() as u64
             }
             _ => HEADER_BYTES,
         }

@@ -1,10 +1,13 @@
 //! What a leader knows about each follower's log and how it paces replication to it.
 //!
 //! A follower is either being *probed* (we do not know where its log ends: one
-//! AppendEntries at a time, walking back with conflict hints) or *replicated to* (its log
+//! AppendEntries at a time, walking back with conflict hints), *replicated to* (its log
 //! matches: AppendEntries are pipelined, bounded by an in-flight window in messages and
-//! bytes so a slow follower cannot make the leader buffer without limit).
+//! bytes so a slow follower cannot make the leader buffer without limit), or *sent a
+//! snapshot* (the entry it needs next was compacted: the snapshot goes out in chunks, a
+//! few at a time, and the transfer rewinds to the last acknowledged byte when it stalls).
 
+use crate::snapshot::SnapshotMeta;
 use crate::types::Index;
 use std::collections::VecDeque;
 
@@ -12,6 +15,27 @@ use std::collections::VecDeque;
 pub enum ProgressState {
     Probe,
     Replicate,
+    Snapshot,
+}
+
+/// Most snapshot chunks in flight to one follower.
+pub const MAX_SNAPSHOT_CHUNKS_IN_FLIGHT: u64 = 4;
+/// Heartbeat replies without an acknowledged snapshot byte before the transfer rewinds to
+/// the last acknowledged byte (chunks were lost).
+pub const SNAPSHOT_STALL_HEARTBEATS: u32 = 3;
+
+/// A snapshot on its way to a follower.
+#[derive(Clone, Debug)]
+pub struct SnapshotTransfer {
+    pub meta: SnapshotMeta,
+    /// Bytes sent so far (the offset of the next chunk).
+    pub sent_offset: u64,
+    /// Bytes the follower has confirmed holding.
+    pub acked_offset: u64,
+    /// The last chunk went out; waiting for the follower to install it.
+    pub all_sent: bool,
+    /// Heartbeat replies since the last acknowledged byte.
+    pub stalled_heartbeats: u32,
 }
 
 /// AppendEntries sent but not yet acknowledged, oldest first.
@@ -96,6 +120,8 @@ pub struct Progress {
     /// Highest commit index we have told this follower, so a commit it has not heard
     /// of yet is sent even when there are no new entries.
     pub sent_commit: Index,
+    /// In Snapshot: the transfer.
+    pub snapshot: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -109,6 +135,7 @@ impl Progress {
             recent_active: false,
             acked_read_round: 0,
             sent_commit: 0,
+            snapshot: None,
         }
     }
 
@@ -116,6 +143,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -124,6 +152,7 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflights.reset();
+        self.snapshot = None;
     }
 
     pub fn become_replicate(&mut self) {
@@ -131,6 +160,16 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflights.reset();
+        self.snapshot = None;
+    }
+
+    /// Starts sending the snapshot `meta` from its first byte.
+    pub fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot =
+            Some(SnapshotTransfer { meta, sent_offset: 0, acked_offset: 0, all_sent: false, stalled_heartbeats: 0 });
     }
 
     /// Records that an AppendEntries ending at `last_index` (with `bytes` of entries)
@@ -144,6 +183,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => unreachable!("entries are not sent while a snapshot is"),
         }
     }
 
@@ -177,6 +217,8 @@ impl Progress {
                 self.probe_sent = false;
                 true
             }
+            // Rejections of entries sent before the snapshot started are stale.
+            ProgressState::Snapshot => false,
         }
     }
 }

@@ -10,10 +10,12 @@ use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
+use crate::membership::{ConfChange, ConfChangeEntry, ConfChangeError, ConfChangeKind, Membership, MembershipLog};
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::ready::{ReadState, Ready};
 use crate::rng::SplitMix64;
+use crate::snapshot::{SnapshotChunk, SnapshotMeta};
 use crate::storage::{LogStore, StorageError};
 use crate::types::{Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Term, NO_NODE};
 
@@ -34,6 +36,8 @@ pub enum ProposeError {
     TooManyPendingReads { count: usize },
     #[error("node {0} is not a voter")]
     UnknownNode(NodeId),
+    #[error(transparent)]
+    ConfChange(#[from] ConfChangeError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +57,19 @@ pub(crate) struct PendingRead {
     pub round: u64,
 }
 
+/// Follower only: a snapshot being received from the leader, chunk by chunk.
+#[derive(Clone, Debug)]
+pub(crate) struct IncomingSnapshot {
+    pub meta: SnapshotMeta,
+    /// Bytes received (and handed to the application) so far.
+    pub next_offset: u64,
+}
+
 pub struct Raft<S: LogStore> {
     pub(crate) config: Config,
     pub(crate) log: RaftLog<S>,
+    /// The configurations in this node's log; the latest is in effect.
+    pub(crate) membership: MembershipLog,
     pub(crate) term: Term,
     pub(crate) vote: NodeId,
     pub(crate) role: Role,
@@ -85,24 +99,42 @@ pub struct Raft<S: LogStore> {
     /// Reads that arrived before this leader committed an entry of its own term.
     pub(crate) reads_awaiting_commit: VecDeque<(NodeId, u64)>,
 
+    /// Follower only: the snapshot being received.
+    pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+
     pub(crate) outbox: Vec<Message>,
     pub(crate) outbox_after_persist: Vec<Message>,
     pub(crate) read_states: Vec<ReadState>,
+    pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
+    pub(crate) install_snapshot: Option<SnapshotMeta>,
     last_soft_state: SoftState,
     last_hard_state: HardState,
 }
 
 impl<S: LogStore> Raft<S> {
     /// Starts a node from whatever `store` holds. `applied` is the index the
-    /// application's state machine already reflects (0 for an in-memory one).
+    /// application's state machine already reflects (0 for an in-memory one; at least the
+    /// store's snapshot index once the log was compacted).
+    ///
+    /// The membership comes from the store's snapshot and the configuration entries after
+    /// it; `config.voters` and `config.learners` are the bootstrap membership, used only
+    /// when the store has no snapshot. A node joining an existing cluster starts with no
+    /// voters: it learns the membership from the leader.
     pub fn new(config: Config, store: S, applied: Index) -> Result<Self, RaftError> {
         config.validate()?;
         let hard_state = store.initial_hard_state();
+        let snapshot = store.snapshot_meta();
         let log = RaftLog::new(store, applied)?;
+        let membership = if snapshot.index > 0 {
+            MembershipLog::new(snapshot.index, snapshot.membership)
+        } else {
+            MembershipLog::new(0, Membership::new(config.voters.iter().copied(), config.learners.iter().copied()))
+        };
         let mut raft = Raft {
             rng: SplitMix64::new(config.seed),
             config,
             log,
+            membership,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,
@@ -118,15 +150,35 @@ impl<S: LogStore> Raft<S> {
             read_round: 0,
             pending_reads: VecDeque::new(),
             reads_awaiting_commit: VecDeque::new(),
+            incoming_snapshot: None,
             outbox: Vec::new(),
             outbox_after_persist: Vec::new(),
             read_states: Vec::new(),
+            snapshot_chunks: Vec::new(),
+            install_snapshot: None,
             last_soft_state: SoftState { leader: NO_NODE, role: Role::Follower, term: hard_state.term },
             last_hard_state: HardState { commit: 0, ..hard_state },
         };
         raft.last_hard_state.commit = raft.log.committed();
         raft.reset_election_timeout();
+        raft.load_membership_from_log(snapshot.index)?;
         Ok(raft)
+    }
+
+    /// Replays the configuration entries after `from` found in the log at start-up.
+    fn load_membership_from_log(&mut self, from: Index) -> Result<(), StorageError> {
+        let mut next = from.max(self.log.first_index() - 1) + 1;
+        let last = self.log.last_index();
+        while next <= last {
+            let batch = self.log.entries(next, last + 1, self.config.max_message_bytes)?;
+            let Some(end) = batch.last().map(|e| e.index) else { break };
+            for entry in batch.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+                let membership = decode_membership(entry).map_err(StorageError::Fatal)?;
+                self.membership.push(entry.index, membership);
+            }
+            next = end + 1;
+        }
+        Ok(())
     }
 
     // ----- observers -------------------------------------------------------------------
@@ -155,8 +207,25 @@ impl<S: LogStore> Raft<S> {
     pub fn persisted_index(&self) -> Index {
         self.log.persisted_index()
     }
-    pub fn voters(&self) -> &[NodeId] {
-        &self.config.voters
+    /// The voters of the configuration in effect (the latest in this node's log).
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.membership.current().voters.iter().copied().collect()
+    }
+    /// The configuration in effect: the latest in this node's log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.membership.current()
+    }
+    /// Index of the entry that set the configuration in effect.
+    pub fn membership_index(&self) -> Index {
+        self.membership.current_index()
+    }
+    /// Whether this node may campaign: it is a voter in its configuration.
+    pub fn is_promotable(&self) -> bool {
+        self.membership.current().is_voter(self.config.id)
+    }
+    /// The first index still in the log (entries before it were compacted).
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
     }
     pub fn config(&self) -> &Config {
         &self.config
@@ -199,7 +268,8 @@ impl<S: LogStore> Raft<S> {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout {
+        // Learners, removed members and members still joining never campaign.
+        if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable() {
             self.election_elapsed = 0;
             self.start_election(false);
         }
@@ -207,15 +277,22 @@ impl<S: LogStore> Raft<S> {
 
     /// Starts an election now, as if the election timeout had fired.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.is_promotable() {
             self.start_election(false);
         }
     }
 
-    /// Handles a message from a peer. Messages for other nodes, from unknown nodes, or
-    /// stale in term are dropped (or answered so the stale sender learns the term).
+    /// Handles a message from a peer. Messages for other nodes or stale in term are
+    /// dropped (or answered so the stale sender learns the term). Vote requests from nodes
+    /// that are not voters in our configuration are ignored without looking at their
+    /// term: a removed member can neither win an election nor raise anyone's term. Other
+    /// messages are accepted from anyone (a member that joined or a leader that is
+    /// removing itself is legitimately unknown to some configurations).
     pub fn step(&mut self, message: Message) {
-        if message.to != self.config.id || !self.config.voters.contains(&message.from) || message.from == self.config.id
+        if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
+            return;
+        }
+        if matches!(message.body, MessageBody::RequestVote { .. }) && !self.membership.current().is_voter(message.from)
         {
             return;
         }
@@ -228,9 +305,10 @@ impl<S: LogStore> Raft<S> {
                 // the term we would campaign in, which we have not adopted yet.
                 MessageBody::RequestVote { pre_vote: true, .. } => {}
                 MessageBody::RequestVoteResponse { pre_vote: true, granted: true } => {}
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
-                    self.become_follower(message.term, message.from)
-                }
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::TimeoutNow
+                | MessageBody::InstallSnapshot { .. } => self.become_follower(message.term, message.from),
                 _ => self.become_follower(message.term, NO_NODE),
             }
         } else if message.term < self.term {
@@ -267,7 +345,7 @@ impl<S: LogStore> Raft<S> {
         match message.body {
             // A leader from an old term (for instance one on the far side of a healed
             // partition) learns of the new term from our answer and steps down.
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. }
                 if self.config.check_quorum || self.config.pre_vote =>
             {
                 let reply = MessageBody::AppendEntriesResponse { result: Ok(0) };
@@ -311,15 +389,7 @@ impl<S: LogStore> Raft<S> {
 
     /// Proposes several entries at once; they go out together. Returns the last index.
     pub fn propose_batch(&mut self, batch: Vec<Bytes>) -> Result<Index, ProposeError> {
-        if self.role != Role::Leader {
-            return Err(match self.leader {
-                NO_NODE => ProposeError::NoLeader,
-                leader => ProposeError::NotLeader { leader },
-            });
-        }
-        if self.transfer_target.is_some() {
-            return Err(ProposeError::TransferInProgress);
-        }
+        self.check_can_propose()?;
         for data in &batch {
             if data.len() as u64 > self.config.max_proposal_bytes {
                 return Err(ProposeError::TooLarge { size: data.len() as u64, limit: self.config.max_proposal_bytes });
@@ -344,6 +414,43 @@ impl<S: LogStore> Raft<S> {
         Ok(self.log.last_index())
     }
 
+    /// Proposes a single-server membership change (see [`crate::membership`] for why it
+    /// is safe). Refused unless this leader has committed an entry of its own term and
+    /// every earlier change is committed; promoting a learner also needs the learner to
+    /// be in sync (matched at least 90% of the leader's log, as etcd requires). Returns
+    /// the index of the configuration entry; it is in effect from now on, and committed
+    /// when it shows up in `committed_entries`.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, ProposeError> {
+        self.check_can_propose()?;
+        if !self.committed_in_current_term() {
+            return Err(ConfChangeError::LeaderNotReady.into());
+        }
+        let pending = self.membership.current_index();
+        if pending > self.log.committed() {
+            return Err(ConfChangeError::Pending { index: pending }.into());
+        }
+        let current = self.membership.current();
+        let next = current.apply(&change)?;
+        let count = next.members().count();
+        if count > crate::membership::MAX_MEMBERS {
+            return Err(ConfChangeError::TooManyMembers { count, limit: crate::membership::MAX_MEMBERS }.into());
+        }
+        if change.kind == ConfChangeKind::AddVoter && current.is_learner(change.node) {
+            let matched = self.progress.get(&change.node).map_or(0, |p| p.match_index);
+            let last = self.log.last_index();
+            if matched.saturating_mul(10) < last.saturating_mul(9) {
+                return Err(ConfChangeError::LearnerNotReady { node: change.node, matched, last }.into());
+            }
+        }
+        let data = ConfChangeEntry { change, membership: next }.encode();
+        if data.len() as u64 > self.config.max_proposal_bytes {
+            return Err(ProposeError::TooLarge { size: data.len() as u64, limit: self.config.max_proposal_bytes });
+        }
+        let index = self.log.last_index() + 1;
+        self.append_as_leader(&[Entry { index, term: self.term, kind: EntryKind::ConfChange, data }]);
+        Ok(index)
+    }
+
     /// Asks for a linearizable read. When it is safe, a [`ReadState`] with the same
     /// `request_id` comes out of `ready()`; if leadership is lost first, none ever does
     /// and the caller should time out and retry.
@@ -356,6 +463,46 @@ impl<S: LogStore> Raft<S> {
                 Ok(())
             }
         }
+    }
+
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(match self.leader {
+                NO_NODE => ProposeError::NoLeader,
+                leader => ProposeError::NotLeader { leader },
+            });
+        }
+        if self.transfer_target.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        Ok(())
+    }
+
+    /// What a snapshot of the state machine at `index` must record: the term of that
+    /// entry and the membership in effect there. `index` must have been applied (handed
+    /// out in `committed_entries`) and not compacted.
+    pub fn snapshot_meta_at(&self, index: Index) -> Result<SnapshotMeta, StorageError> {
+        if index > self.log.applying() {
+            return Err(StorageError::Unavailable(index));
+        }
+        let term = self.log.term(index)?;
+        if index < self.membership.base_index() {
+            return Err(StorageError::Compacted(index));
+        }
+        Ok(SnapshotMeta { index, term, membership: self.membership.at(index).clone() })
+    }
+
+    /// The application has a durable snapshot covering `index` (its store's
+    /// `snapshot_meta()` says so) and dropped the log through `index`. The core forgets
+    /// what it kept about those entries; a follower that needs one of them gets the
+    /// snapshot instead.
+    pub fn compact(&mut self, index: Index) {
+        assert!(
+            index <= self.log.store.snapshot_meta().index,
+            "compaction to {index} past the store's snapshot at {}",
+            self.log.store.snapshot_meta().index
+        );
+        self.membership.compact_to(index.min(self.log.applying()));
     }
 
     /// The application reports that entries through `(index, term)` are durable.
@@ -374,6 +521,8 @@ impl<S: LogStore> Raft<S> {
 
     pub fn has_ready(&self) -> bool {
         self.broadcast_pending
+            || !self.snapshot_chunks.is_empty()
+            || self.install_snapshot.is_some()
             || self.soft_state() != self.last_soft_state
             || self.hard_state() != self.last_hard_state
             || self.log.has_entries_to_persist()
@@ -385,6 +534,7 @@ impl<S: LogStore> Raft<S> {
 
     /// Collects everything the application must do now. See [`Ready`] for the contract.
     pub fn ready(&mut self) -> Ready {
+        self.log.settle_snapshot();
         if self.broadcast_pending {
             self.broadcast_pending = false;
             self.broadcast_append();
@@ -404,6 +554,8 @@ impl<S: LogStore> Raft<S> {
             }
             ready.hard_state = Some(persisted);
         }
+        ready.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
+        ready.install_snapshot = self.install_snapshot.take();
         ready.entries = self.log.take_entries_to_persist();
         ready.messages = std::mem::take(&mut self.outbox);
         ready.messages_after_persist = std::mem::take(&mut self.outbox_after_persist);
@@ -454,6 +606,7 @@ impl<S: LogStore> Raft<S> {
         self.read_round = 0;
         self.pending_reads.clear();
         self.reads_awaiting_commit.clear();
+        self.incoming_snapshot = None;
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: NodeId) {
@@ -462,12 +615,34 @@ impl<S: LogStore> Raft<S> {
         self.leader = leader;
     }
 
-    /// Every voter but this node.
+    /// Every voter but this node: whom a candidate asks for votes.
     pub(crate) fn peers(&self) -> Vec<NodeId> {
-        self.config.voters.iter().copied().filter(|&v| v != self.config.id).collect()
+        self.membership.current().voters.iter().copied().filter(|&v| v != self.config.id).collect()
+    }
+
+    /// Every member but this node, learners included: whom a leader replicates to.
+    pub(crate) fn replication_peers(&self) -> Vec<NodeId> {
+        self.membership.current().members().filter(|&v| v != self.config.id).collect()
+    }
+
+    /// Entries were appended to (or replaced in) the log from `from` on: configuration
+    /// entries among them take effect now, and replaced ones no longer count.
+    pub(crate) fn membership_appended(&mut self, from: Index, entries: &[Entry]) {
+        self.membership.truncate_from(from);
+        for entry in entries.iter().filter(|e| e.index >= from && e.kind == EntryKind::ConfChange) {
+            let membership = decode_membership(entry).unwrap_or_else(|error| panic!("{error}"));
+            self.membership.push(entry.index, membership);
+        }
     }
 
     pub(crate) fn committed_in_current_term(&self) -> bool {
         self.log.term(self.log.committed()).map(|t| t == self.term).unwrap_or(false)
     }
+}
+
+/// The membership a configuration entry sets.
+fn decode_membership(entry: &Entry) -> Result<Membership, String> {
+    ConfChangeEntry::decode(&entry.data)
+        .map(|decoded| decoded.membership)
+        .map_err(|error| format!("configuration entry {} is malformed: {error}", entry.index))
 }

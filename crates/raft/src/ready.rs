@@ -1,8 +1,12 @@
 //! What the core asks the application to do, collected since the last `ready()` call.
 //!
 //! The application handles a `Ready` in this order:
-//! 1. write `hard_state` and `entries` (truncating its stored log from `entries[0].index`
-//!    first), and send `messages` right away, in parallel with the write;
+//! 1. stage `snapshot_chunks` (a chunk at offset 0 starts a new snapshot); if
+//!    `install_snapshot` is set, make the staged snapshot durable, restore the state
+//!    machine from it and replace the stored log with an empty one after it (or compact
+//!    through it, if the log holds its last entry); then write `hard_state` and `entries`
+//!    (truncating its stored log from `entries[0].index` first), and send `messages`
+//!    right away, in parallel with the write;
 //! 2. once this write *and every earlier one* is durable, send `messages_after_persist`
 //!    and call [`crate::Raft::on_persisted`] with the last entry written;
 //! 3. apply `committed_entries` in order, and answer each read in `read_states` once the
@@ -13,6 +17,7 @@
 //! vote grant must not overtake the write of the vote it repeats.
 
 use crate::message::Message;
+use crate::snapshot::{SnapshotChunk, SnapshotMeta};
 use crate::types::{Entry, HardState, Index, SoftState};
 
 /// A linearizable read that is now safe: serve it from a state machine that has applied
@@ -29,6 +34,11 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Set when term, vote or commit changed: persist it.
     pub hard_state: Option<HardState>,
+    /// Pieces of a snapshot arriving from the leader, in order: stage them.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// The staged snapshot is complete and replaces this node's state: install it before
+    /// writing `entries`. Committed entries after it follow in later Readies.
+    pub install_snapshot: Option<SnapshotMeta>,
     /// Entries to write, in index order.
     pub entries: Vec<Entry>,
     /// Messages that may be sent before the write completes (a leader's replication).
@@ -45,6 +55,9 @@ impl Ready {
     /// Whether the application has something to write before releasing
     /// `messages_after_persist`.
     pub fn has_writes(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || !self.entries.is_empty()
+            || self.install_snapshot.is_some()
+            || !self.snapshot_chunks.is_empty()
     }
 }

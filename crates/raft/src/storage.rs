@@ -6,6 +6,9 @@
 //! then the core keeps those entries itself, so the trait only has to answer for what the
 //! application has written.
 
+use bytes::Bytes;
+
+use crate::snapshot::{SnapshotData, SnapshotMeta};
 use crate::types::{Entry, HardState, Index, Term};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +41,19 @@ pub trait LogStore {
     /// Entries `[low, high)`, stopping early once `max_bytes` is exceeded; at least one
     /// entry is returned when the range is non-empty, so progress is always possible.
     fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
+    /// The newest durable snapshot (index 0 when there is none). A store that compacts its
+    /// log must keep a snapshot at or past the compaction point: `first_index - 1 <=
+    /// snapshot_meta().index`.
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        SnapshotMeta::default()
+    }
+    /// Up to `max_bytes` of the snapshot at `index`, from byte `offset`. Fails with
+    /// [`StorageError::Compacted`] when `index` is no longer the newest snapshot (the
+    /// leader then starts over with the newer one).
+    fn snapshot_chunk(&self, index: Index, offset: u64, max_bytes: u64) -> Result<SnapshotData, StorageError> {
+        let _ = (offset, max_bytes);
+        Err(StorageError::Unavailable(index))
+    }
 }
 
 /// A log held in memory: the reference implementation of [`LogStore`], used by tests,
@@ -51,6 +67,8 @@ pub struct MemoryLog {
     offset: Index,
     /// Term at `offset`.
     offset_term: Term,
+    snapshot: SnapshotMeta,
+    snapshot_data: Bytes,
 }
 
 impl MemoryLog {
@@ -82,6 +100,36 @@ impl MemoryLog {
 
     pub fn all_entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// Keeps `data` as the newest snapshot. If the log holds the snapshot's last entry it
+    /// is kept (compact it with [`MemoryLog::compact`]); otherwise it is replaced by an
+    /// empty log starting after the snapshot, as InstallSnapshot requires.
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: Bytes) {
+        assert!(meta.index >= self.snapshot.index, "snapshots only move forward");
+        if self.term(meta.index).ok() != Some(meta.term) {
+            self.entries.clear();
+            self.offset = meta.index;
+            self.offset_term = meta.term;
+        }
+        self.snapshot = meta;
+        self.snapshot_data = data;
+    }
+
+    /// Drops the entries through `index`, which the snapshot must cover.
+    pub fn compact(&mut self, index: Index) {
+        assert!(index <= self.snapshot.index, "compaction to {index} past the snapshot at {}", self.snapshot.index);
+        if index <= self.offset {
+            return;
+        }
+        let term = self.term(index).expect("compacted entries are in the log");
+        self.entries.drain(..(index - self.offset) as usize);
+        self.offset = index;
+        self.offset_term = term;
+    }
+
+    pub fn snapshot_data(&self) -> &Bytes {
+        &self.snapshot_data
     }
 }
 
@@ -125,5 +173,19 @@ impl LogStore for MemoryLog {
             out.push(entry.clone());
         }
         Ok(out)
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot.clone()
+    }
+
+    fn snapshot_chunk(&self, index: Index, offset: u64, max_bytes: u64) -> Result<SnapshotData, StorageError> {
+        if index != self.snapshot.index || index == 0 {
+            return Err(StorageError::Compacted(index));
+        }
+        let len = self.snapshot_data.len() as u64;
+        let start = offset.min(len);
+        let end = start.saturating_add(max_bytes.max(1)).min(len);
+        Ok(SnapshotData { data: self.snapshot_data.slice(start as usize..end as usize), last: end == len })
     }
 }

@@ -21,6 +21,9 @@ pub const NO_NODE: NodeId = 0;
 pub enum EntryKind {
     /// Application data (possibly empty: a new leader appends an empty entry of its term).
     Normal,
+    /// A membership change: the data is a [`crate::ConfChangeEntry`]. It takes effect when
+    /// appended to a log, not when committed.
+    ConfChange,
 }
 
 /// One entry of the replicated log.

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use concord_api::peerpb;
-use concord_raft::{Entry, EntryKind, Message, MessageBody, RejectHint};
+use concord_raft::{Entry, EntryKind, Message, MessageBody, RejectHint, SnapshotChunk, SnapshotMeta};
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed peer message: {0}")]
@@ -14,6 +14,7 @@ pub struct DecodeError(&'static str);
 pub fn entry_to_wire(entry: &Entry) -> peerpb::Entry {
     let kind = match entry.kind {
         EntryKind::Normal => 0,
+        EntryKind::ConfChange => 1,
     };
     peerpb::Entry { index: entry.index, term: entry.term, kind, data: entry.data.to_vec() }
 }
@@ -21,6 +22,7 @@ pub fn entry_to_wire(entry: &Entry) -> peerpb::Entry {
 pub fn entry_from_wire(entry: peerpb::Entry) -> Result<Entry, DecodeError> {
     let kind = match entry.kind {
         0 => EntryKind::Normal,
+        1 => EntryKind::ConfChange,
         _ => return Err(DecodeError("unknown entry kind")),
     };
     Ok(Entry { index: entry.index, term: entry.term, kind, data: Bytes::from(entry.data) })
@@ -76,6 +78,15 @@ pub fn message_to_wire(message: &Message) -> peerpb::RaftMessage {
             Body::ReadIndexResponse(peerpb::ReadIndexResponse { request_id: *request_id, index: *index })
         }
         MessageBody::TimeoutNow => Body::TimeoutNow(peerpb::TimeoutNow {}),
+        MessageBody::InstallSnapshot { chunk } => Body::InstallSnapshot(peerpb::InstallSnapshot {
+            meta: chunk.meta.encode().to_vec(),
+            offset: chunk.offset,
+            data: chunk.data.to_vec(),
+            last: chunk.last,
+        }),
+        MessageBody::InstallSnapshotResponse { index, next_offset } => {
+            Body::InstallSnapshotResponse(peerpb::InstallSnapshotResponse { index: *index, next_offset: *next_offset })
+        }
     };
     peerpb::RaftMessage { from: message.from, to: message.to, term: message.term, body: Some(body) }
 }
@@ -108,6 +119,17 @@ pub fn message_from_wire(message: peerpb::RaftMessage) -> Result<Message, Decode
         Body::ReadIndexRequest(r) => MessageBody::ReadIndexRequest { request_id: r.request_id },
         Body::ReadIndexResponse(r) => MessageBody::ReadIndexResponse { request_id: r.request_id, index: r.index },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
+        Body::InstallSnapshot(s) => MessageBody::InstallSnapshot {
+            chunk: SnapshotChunk {
+                meta: SnapshotMeta::decode(&s.meta).map_err(|_| DecodeError("malformed snapshot metadata"))?,
+                offset: s.offset,
+                data: Bytes::from(s.data),
+                last: s.last,
+            },
+        },
+        Body::InstallSnapshotResponse(r) => {
+            MessageBody::InstallSnapshotResponse { index: r.index, next_offset: r.next_offset }
+        }
     };
     Ok(Message { from: message.from, to: message.to, term: message.term, body })
 }
@@ -132,6 +154,15 @@ mod tests {
             MessageBody::ReadIndexRequest { request_id: 11 },
             MessageBody::ReadIndexResponse { request_id: 11, index: 12 },
             MessageBody::TimeoutNow,
+            MessageBody::InstallSnapshot {
+                chunk: SnapshotChunk {
+                    meta: SnapshotMeta { index: 9, term: 2, membership: concord_raft::Membership::new([1, 2], [3]) },
+                    offset: 4096,
+                    data: Bytes::from_static(b"state"),
+                    last: true,
+                },
+            },
+            MessageBody::InstallSnapshotResponse { index: 9, next_offset: 4101 },
         ];
         for body in bodies {
             let message = Message { from: 1, to: 2, term: 5, body };

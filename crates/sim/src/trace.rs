@@ -31,6 +31,8 @@ pub enum MessageDetail {
     ReadIndex { request_id: u64 },
     ReadIndexResponse { request_id: u64, index: Index },
     TimeoutNow,
+    Snapshot { index: Index, offset: u64, bytes: usize, last: bool },
+    SnapshotResponse { index: Index, next_offset: u64 },
 }
 
 impl MessageSummary {
@@ -69,6 +71,15 @@ impl MessageSummary {
                 MessageDetail::ReadIndexResponse { request_id: *request_id, index: *index }
             }
             MessageBody::TimeoutNow => MessageDetail::TimeoutNow,
+            MessageBody::InstallSnapshot { chunk } => MessageDetail::Snapshot {
+                index: chunk.meta.index,
+                offset: chunk.offset,
+                bytes: chunk.data.len(),
+                last: chunk.last,
+            },
+            MessageBody::InstallSnapshotResponse { index, next_offset } => {
+                MessageDetail::SnapshotResponse { index: *index, next_offset: *next_offset }
+            }
         };
         MessageSummary { from: message.from, to: message.to, term: message.term, detail }
     }
@@ -107,6 +118,12 @@ impl fmt::Display for MessageSummary {
                 write!(f, "ReadIndexResp req={request_id} index={index}")
             }
             MessageDetail::TimeoutNow => f.write_str("TimeoutNow"),
+            MessageDetail::Snapshot { index, offset, bytes, last } => {
+                write!(f, "Snap index={index} offset={offset} bytes={bytes}{}", if last { " last" } else { "" })
+            }
+            MessageDetail::SnapshotResponse { index, next_offset } => {
+                write!(f, "SnapResp index={index} next={next_offset}")
+            }
         }
     }
 }

@@ -236,12 +236,14 @@ fn put_hard_state(b: &mut Vec<u8>, hs: &HardState) {
 pub fn kind_tag(kind: EntryKind) -> u8 {
     match kind {
         EntryKind::Normal => 0,
+        EntryKind::ConfChange => 1,
     }
 }
 
 pub fn kind_from_tag(tag: u8) -> Option<EntryKind> {
     match tag {
         0 => Some(EntryKind::Normal),
+        1 => Some(EntryKind::ConfChange),
         _ => None,
     }
 }

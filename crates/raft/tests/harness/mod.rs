@@ -375,6 +375,15 @@ pub fn render_message(message: &Message) -> String {
             format!(" id={request_id} index={index}")
         }
         MessageBody::TimeoutNow => String::new(),
+        MessageBody::InstallSnapshot { chunk } => format!(
+            " index={}/{} offset={} bytes={}{}",
+            chunk.meta.index,
+            chunk.meta.term,
+            chunk.offset,
+            chunk.data.len(),
+            if chunk.last { " last" } else { "" }
+        ),
+        MessageBody::InstallSnapshotResponse { index, next_offset } => format!(" index={index} next={next_offset}"),
     };
     head + &tail
 }
