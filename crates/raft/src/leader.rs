@@ -356,8 +356,10 @@ impl<S: LogStore> Raft<S> {
         if next_offset > transfer.acked_offset && next_offset <= transfer.sent_offset {
             transfer.acked_offset = next_offset;
             transfer.stalled_heartbeats = 0;
-        } else if next_offset < transfer.acked_offset {
-            // The follower lost what it had (it restarted): start over from where it is.
+        } else if next_offset == 0 && transfer.acked_offset > 0 {
+            // The follower lost what it had (it restarted): start over. (Other answers
+            // below what was acknowledged are late duplicates; a gap is repaired by the
+            // stall rule on heartbeat replies.)
             transfer.acked_offset = next_offset;
             transfer.sent_offset = next_offset;
             transfer.all_sent = false;

@@ -267,7 +267,8 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn tick_election(&mut self) {
-        self.election_elapsed += 1;
+        // Saturating: a node that never campaigns (a learner) ticks forever.
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
         // Learners, removed members and members still joining never campaign.
         if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable() {
             self.election_elapsed = 0;
