@@ -276,9 +276,7 @@ impl<S: LogStore> Raft<S> {
                 if self.transfer_target == Some(from) && progress.match_index == last_index {
                     // The TimeoutNow may have been lost: say it again.
                     self.send(from, MessageBody::TimeoutNow);
-                    return;
-                }
-                if progress.match_index < last_index {
+                } else if progress.match_index < last_index {
                     // Even with nothing new to send: if our earlier messages were lost
                     // (the follower restarted), this probe provokes a rejection that
                     // restarts replication from where the follower really is.

@@ -295,17 +295,14 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Handles a message from a peer. Messages for other nodes or stale in term are
-    /// dropped (or answered so the stale sender learns the term). Vote requests from nodes
-    /// that are not voters in our configuration are ignored without looking at their
-    /// term: a removed member can neither win an election nor raise anyone's term. Other
-    /// messages are accepted from anyone (a member that joined or a leader that is
-    /// removing itself is legitimately unknown to some configurations).
+    /// dropped (or answered so the stale sender learns the term). Messages are handled
+    /// without consulting our configuration (dissertation §4.1): a member that was just
+    /// added is unknown to nodes that have not received its entry yet, and refusing its
+    /// vote requests can leave a cluster unable to elect anyone. A removed member is kept
+    /// from disrupting the cluster by pre-vote and the check-quorum lease instead (see
+    /// docs/membership.md).
     pub fn step(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
-            return;
-        }
-        if matches!(message.body, MessageBody::RequestVote { .. }) && !self.membership.current().is_voter(message.from)
-        {
             return;
         }
         if message.term > self.term {

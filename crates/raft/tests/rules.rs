@@ -375,25 +375,37 @@ fn a_configuration_takes_effect_when_appended_and_reverts_when_truncated() {
 }
 
 #[test]
-fn vote_requests_from_non_voters_are_ignored() {
-    // Node 4 was removed (or is only a learner): its campaign must not raise our term.
-    let mut node = node_with_log(2, HardState { term: 1, vote: 0, commit: 1 }, &[(1, 1)]);
-    node.step(vote_request(4, 2, 5, 9, 3));
+fn a_removed_member_cannot_win_a_pre_vote_or_raise_a_term() {
+    // Node 2's log holds the committed entry (index 2) that removed node 4; node 4 never
+    // received it, still thinks it is a voter, and campaigns with pre-vote.
+    let mut store = MemoryLog::new();
+    store.hard_state = HardState { term: 1, vote: 1, commit: 2 };
+    let removal = conf_entry(2, 1, ConfChangeKind::RemoveNode, 4, Membership::new([1, 2, 3], []));
+    store.append(&[entry(1, 1), removal]);
+    let mut config = Config::new(2, vec![1, 2, 3, 4]);
+    config.pre_vote = true;
+    config.check_quorum = true;
+    let mut node = Raft::new(config, store, 0).unwrap();
+    let pre_vote = |term| {
+        message(
+            4,
+            2,
+            term,
+            MessageBody::RequestVote { pre_vote: true, last_log_index: 1, last_log_term: 1, leader_transfer: false },
+        )
+    };
+    // No leader heard from: the log decides, and the removed node's log lacks the removal.
+    node.step(pre_vote(2));
+    let ready = node.ready();
+    assert_eq!(vote_granted(&ready), Some(false), "a log without its own removal is not up to date");
+    assert!(ready.hard_state.is_none());
     assert_eq!(node.term(), 1);
+    // With a live leader, the check-quorum lease ignores the request altogether.
+    node.step(append(1, 2, 1, (2, 1), &[], 2));
+    let _ = node.ready();
+    node.step(pre_vote(2));
     assert_eq!(vote_granted(&node.ready()), None);
-    let learner = Membership::new([1, 2, 3], [4]);
-    let entry = conf_entry(2, 1, ConfChangeKind::AddLearner, 4, learner);
-    node.step(message(
-        1,
-        2,
-        1,
-        MessageBody::AppendEntries { prev_log_index: 1, prev_log_term: 1, entries: vec![entry], leader_commit: 1 },
-    ));
-    node.step(vote_request(4, 2, 5, 9, 3));
-    assert_eq!(node.term(), 1, "a learner cannot raise a voter's term");
-    // A voter's request is still heard.
-    node.step(vote_request(3, 2, 5, 9, 3));
-    assert_eq!(node.term(), 5);
+    assert_eq!(node.term(), 1);
 }
 
 #[test]
