@@ -21,7 +21,13 @@ impl<S: LogStore> Raft<S> {
         self.role = Role::Leader;
         self.leader = self.config.id;
         let next = self.log.last_index() + 1;
-        let members: Vec<NodeId> = self.membership.current().members().collect();
+        // Ourselves too, even when our latest configuration drops us (we were elected to
+        // commit that change): our own progress tracks what our disk holds.
+        let id = self.config.id;
+        let mut members: Vec<NodeId> = self.membership.current().members().collect();
+        if !members.contains(&id) {
+            members.push(id);
+        }
         for member in members {
             let mut progress = Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
             if member == self.config.id {

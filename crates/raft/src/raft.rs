@@ -219,9 +219,19 @@ impl<S: LogStore> Raft<S> {
     pub fn membership_index(&self) -> Index {
         self.membership.current_index()
     }
-    /// Whether this node may campaign: it is a voter in its configuration.
+    /// Whether this node may campaign: it is a voter in its configuration, or the latest
+    /// configuration drops it but is not committed yet and it was a voter of the one
+    /// before. Until that change commits, this node may be the only one able to win (its
+    /// log may be the only one holding the change) and so to commit it (Raft
+    /// dissertation §4.2.2); it then asks the voters of its latest configuration and does
+    /// not count its own vote.
     pub fn is_promotable(&self) -> bool {
-        self.membership.current().is_voter(self.config.id)
+        let id = self.config.id;
+        if self.membership.current().is_voter(id) {
+            return true;
+        }
+        self.membership.current_index() > self.log.committed()
+            && self.membership.previous().is_some_and(|previous| previous.is_voter(id))
     }
     /// The first index still in the log (entries before it were compacted).
     pub fn first_index(&self) -> Index {
@@ -268,7 +278,8 @@ impl<S: LogStore> Raft<S> {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        // Learners, removed members and members still joining never campaign.
+        // Learners, members still joining and members whose removal is committed never
+        // campaign.
         if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable() {
             self.election_elapsed = 0;
             self.start_election(false);
