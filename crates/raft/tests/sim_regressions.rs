@@ -172,3 +172,39 @@ fn a_leader_whose_own_removal_is_uncommitted_can_still_be_elected_to_finish_it()
     let term_of = |raft: &Raft<MemoryLog>, index| -> Term { raft.store().term(index).unwrap() };
     assert_eq!(term_of(&cluster.nodes[&1], index), term_of(raft, index));
 }
+
+fn add_voter(node: NodeId) -> ConfChange {
+    ConfChange { kind: ConfChangeKind::AddVoter, node, context: Bytes::new() }
+}
+
+/// concord-sim seeds 41, 52, 185, 209 (3 nodes): a voter was added directly on a fresh
+/// node (empty disk, no membership yet, as `member add` does), and the leader lost its
+/// leadership before the new node received anything. The new node's vote was then
+/// needed, but it knew no configuration, so it took every candidate for a non-voter and
+/// ignored its vote requests: no leader, for good. Here: {1, 2, 3} adds 4, the change
+/// commits on 1, 2, 3, and node 1 is lost for good; 2 and 3 need 4's vote to go on.
+#[test]
+fn a_node_that_knows_no_configuration_yet_answers_vote_requests() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    cluster.disks.insert(4, MemoryLog::new());
+    cluster.start(4, &[]);
+    cluster.elect(1);
+    cluster.propose(1, "x");
+    for other in [1, 2, 3] {
+        cluster.cut.insert((other, 4));
+    }
+    let index = cluster.nodes.get_mut(&1).unwrap().propose_conf_change(add_voter(4)).expect("accepted");
+    cluster.settle();
+    assert!(cluster.nodes[&1].commit_index() >= index, "1, 2 and 3 are a majority of {{1, 2, 3, 4}}");
+    assert_eq!(cluster.nodes[&4].last_index(), 0, "node 4 received nothing");
+    cluster.crash(1);
+    cluster.heal();
+
+    cluster.tick(300);
+    let leader = cluster.leader().expect("2, 3 and 4 are a majority of {1, 2, 3, 4}");
+    assert!([2, 3].contains(&leader), "{leader}");
+    cluster.propose(leader, "y");
+    let raft = &cluster.nodes[&leader];
+    assert_eq!(raft.commit_index(), raft.last_index());
+    assert_eq!(cluster.nodes[&4].commit_index(), raft.commit_index(), "node 4 caught up");
+}
