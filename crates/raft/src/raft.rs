@@ -571,6 +571,13 @@ impl<S: LogStore> Raft<S> {
         }
         ready.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
         ready.install_snapshot = self.install_snapshot.take();
+        if let Some(meta) = &ready.install_snapshot {
+            // Chunks of a newer snapshot that arrived after this one completed wait for
+            // the next Ready: this one's staged snapshot must be the one it installs.
+            if let Some(end) = ready.snapshot_chunks.iter().position(|c| c.last && &c.meta == meta) {
+                self.snapshot_chunks = ready.snapshot_chunks.split_off(end + 1);
+            }
+        }
         ready.entries = self.log.take_entries_to_persist();
         ready.messages = std::mem::take(&mut self.outbox);
         ready.messages_after_persist = std::mem::take(&mut self.outbox_after_persist);

@@ -8,7 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use concord_raft::{ConfChange, ConfChangeKind, Config, LogStore, MemoryLog, Message, NodeId, Raft, Role, Term};
+use concord_raft::{
+    ConfChange, ConfChangeKind, Config, LogStore, Membership, MemoryLog, Message, MessageBody, NodeId, Raft, Role,
+    SnapshotChunk, SnapshotMeta, Term,
+};
 
 /// A cluster of cores with instant disks and an ordered network.
 struct Cluster {
@@ -207,4 +210,34 @@ fn a_node_that_knows_no_configuration_yet_answers_vote_requests() {
     let raft = &cluster.nodes[&leader];
     assert_eq!(raft.commit_index(), raft.last_index());
     assert_eq!(cluster.nodes[&4].commit_index(), raft.commit_index(), "node 4 caught up");
+}
+
+/// concord-sim seed 260 (3 nodes): a follower received the last chunk of the snapshot
+/// at 85 and, before the application took a Ready, the first chunk of the leader's newer
+/// snapshot at 92. One Ready carried both chunks and asked to install the snapshot at 85.
+/// The contract says to stage the chunks in order (a chunk at offset 0 starts a new
+/// snapshot) and then install the staged snapshot, which was by then the start of the
+/// one at 92. The chunks of a later snapshot must wait for the next Ready.
+#[test]
+fn a_ready_that_installs_a_snapshot_carries_no_chunk_of_a_later_one() {
+    let mut follower = Raft::new(Cluster::config(2, &[1, 2]), MemoryLog::new(), 0).expect("starts");
+    let meta = |index| SnapshotMeta { index, term: 1, membership: Membership::new([1, 2], []) };
+    let chunk = |index, offset, data: &'static [u8], last| Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::InstallSnapshot {
+            chunk: SnapshotChunk { meta: meta(index), offset, data: Bytes::from_static(data), last },
+        },
+    };
+    follower.step(chunk(85, 0, b"snapshot at 85", true));
+    follower.step(chunk(92, 0, b"first half of 92", false));
+    let ready = follower.ready();
+    assert_eq!(ready.install_snapshot, Some(meta(85)));
+    let staged: Vec<(u64, u64)> = ready.snapshot_chunks.iter().map(|c| (c.meta.index, c.offset)).collect();
+    assert_eq!(staged, vec![(85, 0)], "the Ready ends with the snapshot it installs");
+    let next = follower.ready();
+    assert_eq!(next.install_snapshot, None);
+    let staged: Vec<(u64, u64)> = next.snapshot_chunks.iter().map(|c| (c.meta.index, c.offset)).collect();
+    assert_eq!(staged, vec![(92, 0)], "the newer snapshot's chunk comes in the next Ready");
 }
