@@ -359,8 +359,12 @@ impl<S: LogStore> Raft<S> {
         let Some(transfer) = progress.snapshot.as_mut().filter(|t| t.meta.index == index) else {
             return; // about a transfer we are no longer making
         };
-        if next_offset > transfer.acked_offset && next_offset <= transfer.sent_offset {
+        if next_offset > transfer.acked_offset {
+            // The follower holds this much of the snapshot, possibly more than we sent
+            // since we last rewound (after a stall, or on a reordered older answer): go
+            // on from there, or we would resend below it for good.
             transfer.acked_offset = next_offset;
+            transfer.sent_offset = transfer.sent_offset.max(next_offset);
             transfer.stalled_heartbeats = 0;
         } else if next_offset < transfer.acked_offset {
             // The follower lost what it had (it restarted): start over from where it is.
