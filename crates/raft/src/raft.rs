@@ -294,22 +294,22 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Handles a message from a peer. Messages for other nodes or stale in term are
-    /// dropped (or answered so the stale sender learns the term). Vote requests from nodes
-    /// that are not voters in our configuration are ignored without looking at their
-    /// term: a removed member can neither win an election nor raise anyone's term. A node
-    /// that knows no configuration yet (it joined and has heard from no leader) answers
-    /// every vote request: it may already be a voter whose vote a quorum needs. Other
-    /// messages are accepted from anyone (a member that joined or a leader that is
-    /// removing itself is legitimately unknown to some configurations).
+    /// dropped (or answered so the stale sender learns the term). Vote requests from a
+    /// node whose removal from the cluster this node knows to be committed are ignored
+    /// without looking at their term: a removed member can neither win an election nor
+    /// raise anyone's term. Any other node is answered: one this node does not know may
+    /// be a voter added by a change it has not received yet, and one removed by a change
+    /// that is not committed may still be needed to commit it. Other messages are
+    /// accepted from anyone (a member that joined or a leader that is removing itself is
+    /// legitimately unknown to some configurations).
     pub fn step(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
             return;
         }
-        if matches!(message.body, MessageBody::RequestVote { .. }) {
-            let membership = self.membership.current();
-            if !membership.voters.is_empty() && !membership.is_voter(message.from) {
-                return;
-            }
+        if matches!(message.body, MessageBody::RequestVote { .. })
+            && self.membership.is_removed(message.from, self.log.committed())
+        {
+            return;
         }
         if message.term > self.term {
             if self.ignores_higher_term(&message) {

@@ -316,3 +316,69 @@ fn a_snapshot_transfer_goes_on_from_where_the_follower_says_it_is() {
     assert_eq!(follower.store().snapshot_meta(), meta, "the follower installed the snapshot");
     assert_eq!(follower.commit_index(), cluster.nodes[&1].commit_index());
 }
+
+/// concord-sim seeds 620 and 693 (3 nodes), in their general form: a node ignored vote
+/// requests from any node that was not a voter of its own latest configuration. A
+/// voter that lags behind a change does not know the voters it added, so it ignored the
+/// only candidates that could win. Here node 1 is replaced by node 4 while node 3 is cut
+/// off, then node 2 is lost: 3 and 4 are a majority of {2, 3, 4}, but 3 (still at
+/// {1, 2, 3}) ignored 4, and 4 would not vote for 3 (whose log is behind). Only a node
+/// whose removal this node knows to be committed may be ignored.
+#[test]
+fn a_lagging_voter_answers_a_voter_it_does_not_know_yet() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    cluster.disks.insert(4, MemoryLog::new());
+    cluster.start(4, &[]);
+    cluster.elect(1);
+    cluster.propose(1, "x");
+    cluster.isolate(3);
+    cluster.nodes.get_mut(&1).unwrap().propose_conf_change(add_voter(4)).expect("accepted");
+    cluster.settle();
+    cluster.propose(1, "y");
+    let index = cluster.nodes.get_mut(&1).unwrap().propose_conf_change(remove(1)).expect("accepted");
+    cluster.settle();
+    // The removal committed on 2 and 4 ({2, 3, 4}); node 1 stepped down.
+    assert!(cluster.nodes[&2].commit_index() >= index && cluster.nodes[&4].commit_index() >= index);
+    assert_eq!(cluster.nodes[&3].membership().voters, BTreeSet::from([1, 2, 3]));
+    // Nodes 1 and 2 are gone for good; 4 restarts (so it does not lead already).
+    cluster.crash(1);
+    cluster.crash(2);
+    cluster.crash(4);
+    cluster.start(4, &[]);
+    cluster.heal();
+
+    cluster.tick(300);
+    assert_eq!(cluster.leader(), Some(4), "3 and 4 are a majority of {{2, 3, 4}}");
+    cluster.propose(4, "z");
+    let leader = &cluster.nodes[&4];
+    assert_eq!(cluster.nodes[&3].commit_index(), leader.commit_index());
+    assert_eq!(cluster.nodes[&3].membership().voters, BTreeSet::from([2, 3, 4]));
+}
+
+/// The vote filter still does what it is for: a node whose removal is committed in the
+/// receiver's log can neither get its vote nor raise its term.
+#[test]
+fn a_node_whose_removal_is_committed_is_ignored() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    cluster.elect(1);
+    let index = cluster.nodes.get_mut(&1).unwrap().propose_conf_change(remove(3)).expect("accepted");
+    cluster.settle();
+    cluster.propose(1, "x");
+    assert!(cluster.nodes[&2].commit_index() > index, "node 2 knows the removal is committed");
+    let term = cluster.nodes[&2].term();
+    let request = Message {
+        from: 3,
+        to: 2,
+        term: term + 5,
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: 100,
+            last_log_term: term + 4,
+            leader_transfer: true,
+        },
+    };
+    let node_2 = cluster.nodes.get_mut(&2).unwrap();
+    node_2.step(request);
+    assert_eq!(node_2.term(), term, "the removed node raised no term");
+    assert!(!node_2.has_ready() || node_2.ready().messages_after_persist.is_empty(), "and got no answer");
+}
