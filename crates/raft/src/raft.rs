@@ -93,6 +93,14 @@ pub struct Raft<S: LogStore> {
     pub(crate) transfer_elapsed: u32,
     /// Leader only: proposals appended since the last broadcast.
     pub(crate) broadcast_pending: bool,
+    /// Leader only: whether our term and vote are known to be durable. A leader elected
+    /// by others' votes asked for them only once they were; a single voter elects itself
+    /// at once, and its term is known durable only when an entry of its term is reported
+    /// persisted (its new hard state went out in the same Ready or an earlier one).
+    /// Until then its messages wait for its disk like anyone's: sent at once, they could
+    /// outlive a crash that takes the term back, and the same term could be led again
+    /// with other entries.
+    pub(crate) term_durable: bool,
     /// Leader only: ReadIndex bookkeeping.
     pub(crate) read_round: u64,
     pub(crate) pending_reads: VecDeque<PendingRead>,
@@ -147,6 +155,7 @@ impl<S: LogStore> Raft<S> {
             transfer_target: None,
             transfer_elapsed: 0,
             broadcast_pending: false,
+            term_durable: true,
             read_round: 0,
             pending_reads: VecDeque::new(),
             reads_awaiting_commit: VecDeque::new(),
@@ -524,6 +533,9 @@ impl<S: LogStore> Raft<S> {
     pub fn on_persisted(&mut self, index: Index, term: Term) {
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.match_term(index, term) {
+            if term == self.term {
+                self.term_durable = true;
+            }
             let persisted = self.log.persisted_index().min(index);
             let own = self.progress.get_mut(&self.config.id).expect("the leader tracks itself");
             if own.maybe_update(persisted) {
@@ -594,10 +606,11 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// A leader's messages depend on nothing it has not persisted (its term and vote were
-    /// persisted before it could win), so they go out at once. Everything else a node
-    /// says (votes, acknowledgements) waits for its writes to be durable.
+    /// persisted before it could win, or it waits until they are: see `term_durable`), so
+    /// they go out at once. Everything else a node says (votes, acknowledgements) waits
+    /// for its writes to be durable.
     pub(crate) fn push_message(&mut self, message: Message) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader && self.term_durable {
             self.outbox.push(message);
         } else {
             self.outbox_after_persist.push(message);

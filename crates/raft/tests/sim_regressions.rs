@@ -382,3 +382,72 @@ fn a_node_whose_removal_is_committed_is_ignored() {
     assert_eq!(node_2.term(), term, "the removed node raised no term");
     assert!(!node_2.has_ready() || node_2.ready().messages_after_persist.is_empty(), "and got no answer");
 }
+
+/// Persists every Ready of `raft` at once (including what the Ready says to install) and
+/// returns the messages it sends.
+fn persist_all(raft: &mut Raft<MemoryLog>) -> Vec<Message> {
+    let mut out = Vec::new();
+    while raft.has_ready() {
+        let ready = raft.ready();
+        assert!(ready.install_snapshot.is_none(), "no snapshots here");
+        if let Some(hard_state) = ready.hard_state {
+            raft.store_mut().hard_state = hard_state;
+        }
+        raft.store_mut().append(&ready.entries);
+        if let Some(last) = ready.entries.last() {
+            raft.on_persisted(last.index, last.term);
+        }
+        out.extend(ready.messages);
+        out.extend(ready.messages_after_persist);
+    }
+    out
+}
+
+/// concord-sim seed 36 (3 nodes, with --bug stale-read, which played no part): a single
+/// voter wins its election without asking anyone, so it led before its new term and
+/// vote were on disk, and as a leader it sent its AppendEntries at once, in parallel
+/// with that write. It crashed before the write: back in the previous term, it could
+/// lead the same term again with different entries (or, in the seed, vote for another
+/// candidate of that term: two leaders in one term). Here a learner kept the first
+/// incarnation's entry at the same index and term as the second incarnation's different
+/// one: Log Matching broken, and the learner would apply the wrong entry.
+#[test]
+fn a_single_voter_sends_nothing_as_leader_before_its_term_is_durable() {
+    let config = |id| {
+        let mut config = Cluster::config(id, &[1]);
+        config.learners = vec![2];
+        config
+    };
+    let mut learner = Raft::new(config(2), MemoryLog::new(), 0).expect("starts");
+    let mut leader = Raft::new(config(1), MemoryLog::new(), 0).expect("starts");
+    leader.campaign();
+    assert_eq!((leader.role(), leader.term()), (Role::Leader, 1));
+    leader.propose(Bytes::from_static(b"first")).expect("leader");
+    // The leader sends what it may send at once, for two round trips with the learner,
+    // and crashes before its own disk write completed.
+    for _ in 0..2 {
+        let ready = leader.ready();
+        for message in ready.messages {
+            learner.step(message);
+        }
+        for message in persist_all(&mut learner) {
+            leader.step(message);
+        }
+    }
+    let mut leader = Raft::new(config(1), MemoryLog::new(), 0).expect("restarts from an empty disk");
+    leader.campaign();
+    assert_eq!((leader.role(), leader.term()), (Role::Leader, 1), "the same term again");
+    let index = leader.propose(Bytes::from_static(b"second")).expect("leader");
+    for _ in 0..10 {
+        for message in persist_all(&mut leader) {
+            learner.step(message);
+        }
+        for message in persist_all(&mut learner) {
+            leader.step(message);
+        }
+    }
+    assert_eq!(leader.commit_index(), index);
+    assert_eq!(learner.commit_index(), index);
+    let entry = |raft: &Raft<MemoryLog>| raft.log_entries(index, index + 1).remove(0);
+    assert_eq!(entry(&learner), entry(&leader), "the learner holds the leader's entry");
+}
