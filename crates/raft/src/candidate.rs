@@ -44,8 +44,8 @@ impl<S: LogStore> Raft<S> {
 
     fn request_votes(&mut self, pre_vote: bool, leader_transfer: bool) {
         if vote_result(&self.voters(), &self.votes) == VoteResult::Won {
-            // A single-voter cluster wins at once.
-            self.election_won(pre_vote);
+            // A single voter wins at once, before its new term and vote are durable.
+            self.election_won(pre_vote, false);
             return;
         }
         let campaign_term = if pre_vote { self.term + 1 } else { self.term };
@@ -61,11 +61,13 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    fn election_won(&mut self, pre_vote: bool) {
+    /// `term_durable`: the votes came from others, who were asked only once our term
+    /// and vote were durable.
+    fn election_won(&mut self, pre_vote: bool, term_durable: bool) {
         if pre_vote {
             self.become_candidate(false);
         } else {
-            self.become_leader();
+            self.become_leader(term_durable);
         }
     }
 
@@ -84,7 +86,7 @@ impl<S: LogStore> Raft<S> {
                 }
                 self.votes.insert(message.from, granted);
                 match vote_result(&self.voters(), &self.votes) {
-                    VoteResult::Won => self.election_won(pre_vote),
+                    VoteResult::Won => self.election_won(pre_vote, true),
                     VoteResult::Lost => {
                         let term = self.term;
                         self.become_follower(term, NO_NODE);

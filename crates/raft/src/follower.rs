@@ -100,13 +100,6 @@ impl<S: LogStore> Raft<S> {
             self.send(leader, MessageBody::AppendEntriesResponse { result: Ok(index) });
             return;
         }
-        if self.install_snapshot.as_ref().is_some_and(|adopted| *adopted != chunk.meta) {
-            // A snapshot adopted since the last Ready has not been handed out: chunks of
-            // another one staged in the same Ready would replace its bytes before the
-            // application installs them. Ask for this one again later.
-            self.send(leader, MessageBody::InstallSnapshotResponse { index, next_offset: 0 });
-            return;
-        }
         let expected = match &self.incoming_snapshot {
             Some(incoming) if incoming.meta == chunk.meta => incoming.next_offset,
             _ => 0,

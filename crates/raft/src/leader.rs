@@ -13,13 +13,16 @@ use crate::storage::{LogStore, StorageError};
 use crate::types::{Entry, EntryKind, Index, NodeId, Role, NO_NODE};
 
 impl<S: LogStore> Raft<S> {
-    pub(crate) fn become_leader(&mut self) {
+    /// `term_durable`: whether our term and vote are known to be on disk (see
+    /// [`Raft::term_durable`]).
+    pub(crate) fn become_leader(&mut self, term_durable: bool) {
         assert_eq!(self.role, Role::Candidate, "only a candidate that won can lead");
         assert_eq!(self.vote, self.config.id, "a leader voted for itself in its term");
         let term = self.term;
         self.reset(term);
         self.role = Role::Leader;
         self.leader = self.config.id;
+        self.term_durable = term_durable;
         let next = self.log.last_index() + 1;
         // Ourselves too, even when our latest configuration drops us (we were elected to
         // commit that change): our own progress tracks what our disk holds.
@@ -357,8 +360,12 @@ impl<S: LogStore> Raft<S> {
         let Some(transfer) = progress.snapshot.as_mut().filter(|t| t.meta.index == index) else {
             return; // about a transfer we are no longer making
         };
-        if next_offset > transfer.acked_offset && next_offset <= transfer.sent_offset {
+        if next_offset > transfer.acked_offset {
+            // The follower holds this much of the snapshot, possibly more than we sent
+            // since we last rewound (after a stall, or on a reordered older answer): go
+            // on from there, or we would resend below it for good.
             transfer.acked_offset = next_offset;
+            transfer.sent_offset = transfer.sent_offset.max(next_offset);
             transfer.stalled_heartbeats = 0;
         } else if next_offset == 0 && transfer.acked_offset > 0 {
             // The follower lost what it had (it restarted): start over. (Other answers

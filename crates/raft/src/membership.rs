@@ -262,6 +262,15 @@ impl MembershipLog {
         }
     }
 
+    /// Whether `id` is known to be removed: it was a member of some configuration in this
+    /// log, and is a member of neither the latest one nor the one in effect at
+    /// `committed` (so its removal is committed). A node never seen here is not removed:
+    /// it may have been added by a change this log does not hold yet.
+    pub fn is_removed(&self, id: NodeId, committed: Index) -> bool {
+        let seen = self.base.contains(id) || self.changes.iter().any(|(_, m)| m.contains(id));
+        seen && !self.current().contains(id) && !self.at(committed.max(self.base_index)).contains(id)
+    }
+
     /// Index of the entry that set the current configuration (the base index if none).
     pub fn current_index(&self) -> Index {
         self.changes.last().map(|&(i, _)| i).unwrap_or(self.base_index)
@@ -358,5 +367,18 @@ mod tests {
         assert_eq!(log.at(6), &Membership::new([1, 2, 3, 4], []));
         log.truncate_from(3);
         assert_eq!(log.current(), &Membership::new([1, 2, 3, 4], []), "compacted configurations never revert");
+    }
+
+    #[test]
+    fn a_node_is_removed_once_a_configuration_without_it_is_committed() {
+        let mut log = MembershipLog::new(0, Membership::new([1, 2, 3], []));
+        log.push(5, Membership::new([1, 2, 3, 4], []));
+        log.push(9, Membership::new([1, 2, 4], []));
+        assert!(!log.is_removed(3, 8), "its removal (entry 9) is not committed");
+        assert!(log.is_removed(3, 9));
+        assert!(!log.is_removed(4, 0), "added, not removed");
+        assert!(!log.is_removed(7, 9), "never seen: perhaps added by a change not here yet");
+        let joining = MembershipLog::new(0, Membership::default());
+        assert!(!joining.is_removed(1, 0));
     }
 }

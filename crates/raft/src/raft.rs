@@ -93,6 +93,14 @@ pub struct Raft<S: LogStore> {
     pub(crate) transfer_elapsed: u32,
     /// Leader only: proposals appended since the last broadcast.
     pub(crate) broadcast_pending: bool,
+    /// Leader only: whether our term and vote are known to be durable. A leader elected
+    /// by others' votes asked for them only once they were; a single voter elects itself
+    /// at once, and its term is known durable only when an entry of its term is reported
+    /// persisted (its new hard state went out in the same Ready or an earlier one).
+    /// Until then its messages wait for its disk like anyone's: sent at once, they could
+    /// outlive a crash that takes the term back, and the same term could be led again
+    /// with other entries.
+    pub(crate) term_durable: bool,
     /// Leader only: ReadIndex bookkeeping.
     pub(crate) read_round: u64,
     pub(crate) pending_reads: VecDeque<PendingRead>,
@@ -147,6 +155,7 @@ impl<S: LogStore> Raft<S> {
             transfer_target: None,
             transfer_elapsed: 0,
             broadcast_pending: false,
+            term_durable: true,
             read_round: 0,
             pending_reads: VecDeque::new(),
             reads_awaiting_commit: VecDeque::new(),
@@ -295,14 +304,21 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Handles a message from a peer. Messages for other nodes or stale in term are
-    /// dropped (or answered so the stale sender learns the term). Messages are handled
-    /// without consulting our configuration (dissertation §4.1): a member that was just
-    /// added is unknown to nodes that have not received its entry yet, and refusing its
-    /// vote requests can leave a cluster unable to elect anyone. A removed member is kept
-    /// from disrupting the cluster by pre-vote and the check-quorum lease instead (see
-    /// docs/membership.md).
+    /// dropped (or answered so the stale sender learns the term). Vote requests from a
+    /// node whose removal from the cluster this node knows to be committed are ignored
+    /// without looking at their term: a removed member can neither win an election nor
+    /// raise anyone's term. Any other node is answered: one this node does not know may
+    /// be a voter added by a change it has not received yet, and one removed by a change
+    /// that is not committed may still be needed to commit it. Other messages are
+    /// accepted from anyone (a member that joined or a leader that is removing itself is
+    /// legitimately unknown to some configurations). Node ids are never reused.
     pub fn step(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
+            return;
+        }
+        if matches!(message.body, MessageBody::RequestVote { .. })
+            && self.membership.is_removed(message.from, self.log.committed())
+        {
             return;
         }
         if message.term > self.term {
@@ -518,6 +534,9 @@ impl<S: LogStore> Raft<S> {
     pub fn on_persisted(&mut self, index: Index, term: Term) {
         self.log.stable_to(index, term);
         if self.role == Role::Leader && self.log.match_term(index, term) {
+            if term == self.term {
+                self.term_durable = true;
+            }
             let persisted = self.log.persisted_index().min(index);
             let own = self.progress.get_mut(&self.config.id).expect("the leader tracks itself");
             if own.maybe_update(persisted) {
@@ -565,6 +584,13 @@ impl<S: LogStore> Raft<S> {
         }
         ready.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
         ready.install_snapshot = self.install_snapshot.take();
+        if let Some(meta) = &ready.install_snapshot {
+            // Chunks of a newer snapshot that arrived after this one completed wait for
+            // the next Ready: this one's staged snapshot must be the one it installs.
+            if let Some(end) = ready.snapshot_chunks.iter().position(|c| c.last && &c.meta == meta) {
+                self.snapshot_chunks = ready.snapshot_chunks.split_off(end + 1);
+            }
+        }
         ready.entries = self.log.take_entries_to_persist();
         ready.messages = std::mem::take(&mut self.outbox);
         ready.messages_after_persist = std::mem::take(&mut self.outbox_after_persist);
@@ -581,10 +607,11 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// A leader's messages depend on nothing it has not persisted (its term and vote were
-    /// persisted before it could win), so they go out at once. Everything else a node
-    /// says (votes, acknowledgements) waits for its writes to be durable.
+    /// persisted before it could win, or it waits until they are: see `term_durable`), so
+    /// they go out at once. Everything else a node says (votes, acknowledgements) waits
+    /// for its writes to be durable.
     pub(crate) fn push_message(&mut self, message: Message) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader && self.term_durable {
             self.outbox.push(message);
         } else {
             self.outbox_after_persist.push(message);

@@ -2,11 +2,12 @@
 //!
 //! The application handles a `Ready` in this order:
 //! 1. stage `snapshot_chunks` (a chunk at offset 0 starts a new snapshot); if
-//!    `install_snapshot` is set, make the staged snapshot durable, restore the state
-//!    machine from it and replace the stored log with an empty one after it (or compact
-//!    through it, if the log holds its last entry); then write `hard_state` and `entries`
-//!    (truncating its stored log from `entries[0].index` first), and send `messages`
-//!    right away, in parallel with the write;
+//!    `install_snapshot` is set (the staged snapshot is then the one it names: chunks
+//!    of a newer snapshot come in a later Ready), make the staged snapshot durable,
+//!    restore the state machine from it and replace the stored log with an empty one
+//!    after it (or compact through it, if the log holds its last entry); then write
+//!    `hard_state` and `entries` (truncating its stored log from `entries[0].index`
+//!    first), and send `messages` right away, in parallel with the write;
 //! 2. once this write *and every earlier one* is durable, send `messages_after_persist`
 //!    and call [`crate::Raft::on_persisted`] with the last entry written;
 //! 3. apply `committed_entries` in order, and answer each read in `read_states` once the
@@ -34,7 +35,8 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Set when term, vote or commit changed: persist it.
     pub hard_state: Option<HardState>,
-    /// Pieces of a snapshot arriving from the leader, in order: stage them.
+    /// Pieces of a snapshot arriving from the leader, in order: stage them. When
+    /// `install_snapshot` is set, the last of them completes that snapshot.
     pub snapshot_chunks: Vec<SnapshotChunk>,
     /// The staged snapshot is complete and replaces this node's state: install it before
     /// writing `entries`. Committed entries after it follow in later Readies.

@@ -376,16 +376,18 @@ fn a_configuration_takes_effect_when_appended_and_reverts_when_truncated() {
 
 #[test]
 fn a_removed_member_cannot_win_a_pre_vote_or_raise_a_term() {
-    // Node 2's log holds the committed entry (index 2) that removed node 4; node 4 never
-    // received it, still thinks it is a voter, and campaigns with pre-vote.
-    let mut store = MemoryLog::new();
-    store.hard_state = HardState { term: 1, vote: 1, commit: 2 };
+    // The entry at index 2 removes node 4, which never received it, still thinks it is a
+    // voter, and campaigns with pre-vote.
     let removal = conf_entry(2, 1, ConfChangeKind::RemoveNode, 4, Membership::new([1, 2, 3], []));
-    store.append(&[entry(1, 1), removal]);
-    let mut config = Config::new(2, vec![1, 2, 3, 4]);
-    config.pre_vote = true;
-    config.check_quorum = true;
-    let mut node = Raft::new(config, store, 0).unwrap();
+    let node_with_removal = |commit| {
+        let mut store = MemoryLog::new();
+        store.hard_state = HardState { term: 1, vote: 1, commit };
+        store.append(&[entry(1, 1), removal.clone()]);
+        let mut config = Config::new(2, vec![1, 2, 3, 4]);
+        config.pre_vote = true;
+        config.check_quorum = true;
+        Raft::new(config, store, 0).unwrap()
+    };
     let pre_vote = |term| {
         message(
             4,
@@ -394,14 +396,20 @@ fn a_removed_member_cannot_win_a_pre_vote_or_raise_a_term() {
             MessageBody::RequestVote { pre_vote: true, last_log_index: 1, last_log_term: 1, leader_transfer: false },
         )
     };
-    // No leader heard from: the log decides, and the removed node's log lacks the removal.
+    // A node that knows the removal is committed does not answer at all.
+    let mut node = node_with_removal(2);
     node.step(pre_vote(2));
     let ready = node.ready();
-    assert_eq!(vote_granted(&ready), Some(false), "a log without its own removal is not up to date");
+    assert_eq!(vote_granted(&ready), None);
     assert!(ready.hard_state.is_none());
+    // One that holds it uncommitted still answers (the removed node may be needed to
+    // commit it), but the log decides: a log without its own removal is behind.
+    let mut node = node_with_removal(1);
+    node.step(pre_vote(2));
+    assert_eq!(vote_granted(&node.ready()), Some(false));
     assert_eq!(node.term(), 1);
     // With a live leader, the check-quorum lease ignores the request altogether.
-    node.step(append(1, 2, 1, (2, 1), &[], 2));
+    node.step(append(1, 2, 1, (2, 1), &[], 1));
     let _ = node.ready();
     node.step(pre_vote(2));
     assert_eq!(vote_granted(&node.ready()), None);

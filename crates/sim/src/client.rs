@@ -155,19 +155,27 @@ impl Workload {
         self.clients.iter().any(|c| !matches!(c.state, ClientState::Idle { .. }))
     }
 
-    /// Lets every idle client whose pause is over start its next operation.
-    pub fn start_operations(&mut self, now: u64, nodes: &mut [SimNode], rng: &mut SimRng, trace: &mut Trace) {
-        if !self.active {
+    /// Lets every idle client whose pause is over start its next operation, on one of
+    /// the `live` nodes (`nodes[id - 1]` is node `id`).
+    pub fn start_operations(
+        &mut self,
+        now: u64,
+        nodes: &mut [SimNode],
+        live: &[NodeId],
+        rng: &mut SimRng,
+        trace: &mut Trace,
+    ) {
+        if !self.active || live.is_empty() {
             return;
         }
         for index in 0..self.clients.len() {
             if matches!(self.clients[index].state, ClientState::Idle { next_at } if next_at <= now) {
-                self.start_operation(index, now, nodes, rng, trace);
+                self.start_operation(index, now, nodes, live, rng, trace);
             }
         }
     }
 
-    fn pick_node(&mut self, index: usize, node_count: usize, rng: &mut SimRng) -> NodeId {
+    fn pick_node(&mut self, index: usize, live: &[NodeId], rng: &mut SimRng) -> NodeId {
         let stickiness = if index < self.profile.readers {
             self.profile.reader_stickiness_percent
         } else {
@@ -175,8 +183,8 @@ impl Workload {
         };
         let stick = rng.below(100) < stickiness;
         match self.clients[index].preferred {
-            Some(node) if stick => node,
-            _ => rng.between(1, node_count as u64),
+            Some(node) if stick && live.contains(&node) => node,
+            _ => rng.pick(live),
         }
     }
 
@@ -203,8 +211,16 @@ impl Workload {
         }
     }
 
-    fn start_operation(&mut self, index: usize, now: u64, nodes: &mut [SimNode], rng: &mut SimRng, trace: &mut Trace) {
-        let node_id = self.pick_node(index, nodes.len(), rng);
+    fn start_operation(
+        &mut self,
+        index: usize,
+        now: u64,
+        nodes: &mut [SimNode],
+        live: &[NodeId],
+        rng: &mut SimRng,
+        trace: &mut Trace,
+    ) {
+        let node_id = self.pick_node(index, live, rng);
         let node = &mut nodes[node_id as usize - 1];
         if !node.is_up() {
             // The client cannot reach it: nothing was sent, try elsewhere next step.
@@ -385,6 +401,19 @@ impl Workload {
             }
             let value = node.kv.get(key);
             self.finish(index, op, node.id, Outcome::Get(value), now, rng, trace);
+        }
+    }
+
+    /// `node` installed a snapshot through `index`: writes it was to apply at or below
+    /// that index will never be seen applied one by one there, so their outcome is
+    /// unknown.
+    pub fn on_snapshot_installed(&mut self, node: NodeId, index: Index, now: u64, trace: &mut Trace) {
+        for client in 0..self.clients.len() {
+            if let ClientState::Writing { node: waiting_on, index: proposed_at, .. } = self.clients[client].state {
+                if waiting_on == node && proposed_at <= index {
+                    self.abandon(client, "a snapshot replaced the log at the proposed index", now, trace);
+                }
+            }
         }
     }
 

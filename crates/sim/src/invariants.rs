@@ -4,23 +4,41 @@
 //! - Log Matching: two logs that hold an entry with the same index and term are
 //!   identical up to that index.
 //! - Leader Completeness: a leader's log holds every entry committed before its term.
-//! - State Machine Safety: no two nodes apply (or commit) different entries at an index.
+//! - State Machine Safety: no two nodes apply (or commit) different entries at an index,
+//!   and every node's state machine after index `i` (applied, taken from a snapshot or
+//!   restored from one) is the same.
 //!
-//! One rule of the protocol is also checked directly, message by message, because its
-//! breach can stay invisible in the four properties above (the rest of the core may mask
-//! it): a follower never moves its commit index past what the message it handles has
-//! verified (Follower Commit).
+//! Rules of the protocol are also checked directly, because their breach can stay
+//! invisible in the properties above for a long time (the rest of the core may mask it):
+//!
+//! - Follower Commit: a follower never moves its commit index past what the message it
+//!   handles has verified.
+//! - Persist Before Send: no message leaves a node in a term its disk does not hold yet
+//!   (pre-vote requests and grants, which carry the term of a campaign not started, are
+//!   the exception).
+//! - Commit Quorum: when a leader's commit index advances, a majority of the voters of
+//!   the leader's configuration hold the entry on disk.
+//! - Config Safety: a leader is a voter of the configuration in its own log when it is
+//!   elected; a membership change moves at most one voter and is proposed only once the
+//!   previous one is committed, so no log holds more than one uncommitted configuration.
+//! - Snapshot Integrity: snapshot chunks are staged in order, and what is installed is
+//!   the complete, undamaged snapshot that was sent.
 //!
 //! The checker keeps a global record of committed entries, filled the first time any
 //! node commits or applies an index, and compares every later commit and apply with it.
-//! The record is dense (commit indexes are prefixes), so it is a vector.
+//! The record is dense (commit indexes are prefixes), so it is a vector; so is the record
+//! of state digests. Logs may be compacted: an index below a node's log is covered by its
+//! snapshot, whose state was compared when it was taken, installed or restored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::Bytes;
-use concord_raft::{Entry, Index, MemoryLog, Message, MessageBody, NodeId, Raft, Term};
+use concord_raft::{
+    ConfChangeEntry, Entry, EntryKind, Index, Membership, MemoryLog, Message, MessageBody, NodeId, Raft, Term,
+};
 
+use crate::node::LogView;
 use crate::trace::MessageSummary;
 
 /// The property a run broke.
@@ -31,8 +49,14 @@ pub enum Property {
     LeaderCompleteness,
     StateMachineSafety,
     FollowerCommit,
+    PersistBeforeSend,
+    CommitQuorum,
+    ConfigSafety,
+    SnapshotIntegrity,
     Liveness,
     Linearizability,
+    /// The core (or the simulator) panicked.
+    Panic,
 }
 
 impl Property {
@@ -43,8 +67,13 @@ impl Property {
             Property::LeaderCompleteness => "leader-completeness",
             Property::StateMachineSafety => "state-machine-safety",
             Property::FollowerCommit => "follower-commit",
+            Property::PersistBeforeSend => "persist-before-send",
+            Property::CommitQuorum => "commit-quorum",
+            Property::ConfigSafety => "config-safety",
+            Property::SnapshotIntegrity => "snapshot-integrity",
             Property::Liveness => "liveness",
             Property::Linearizability => "linearizability",
+            Property::Panic => "panic",
         }
     }
 }
@@ -88,6 +117,13 @@ pub struct SafetyChecker {
     leaders: BTreeMap<Term, NodeId>,
     /// `committed[i - 1]` is the entry committed at index `i`.
     committed: Vec<Committed>,
+    /// `states[i - 1]` is the digest of the state machine after applying index `i`, as
+    /// first seen.
+    states: Vec<(u64, NodeId)>,
+    /// Committed configuration entries, in index order: `(index, membership)`.
+    configs: Vec<(Index, Membership)>,
+    /// The configuration the cluster was bootstrapped with.
+    bootstrap: Membership,
     /// For each pair of nodes, the log versions last found consistent.
     checked_pairs: BTreeMap<(NodeId, NodeId), (u64, u64)>,
 }
@@ -99,6 +135,40 @@ impl SafetyChecker {
 
     pub fn committed_len(&self) -> u64 {
         self.committed.len() as u64
+    }
+
+    /// A checker for a cluster bootstrapped with `voters`.
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        SafetyChecker { bootstrap: Membership::new(voters, []), ..SafetyChecker::default() }
+    }
+
+    /// The latest committed configuration set by an entry before `index` (the bootstrap
+    /// one if there is none). For the configuration entry at `index` of any log, that is
+    /// the configuration the entry changed: a change is proposed only once the previous
+    /// one is committed (checked on its own).
+    fn config_before(&self, index: Index) -> &Membership {
+        let position = self.configs.partition_point(|&(at, _)| at < index);
+        position.checked_sub(1).map_or(&self.bootstrap, |p| &self.configs[p].1)
+    }
+
+    /// Configuration entries committed so far.
+    pub fn conf_changes(&self) -> u64 {
+        self.configs.len() as u64
+    }
+
+    /// The latest committed configuration, if any configuration entry was committed
+    /// (otherwise the bootstrap membership is in effect).
+    pub fn committed_config(&self) -> Option<&(Index, Membership)> {
+        self.configs.last()
+    }
+
+    /// Leader `node` of `term` crashed before its term was durable: it led only in
+    /// memory, and (Persist Before Send) told no one, so its leadership is forgotten and
+    /// another node may still lead that term.
+    pub fn forget_volatile_leader(&mut self, term: Term, node: NodeId) {
+        if self.leaders.get(&term) == Some(&node) {
+            self.leaders.remove(&term);
+        }
     }
 
     /// `raft` has just been seen as leader of its term: Election Safety, then Leader
@@ -114,7 +184,10 @@ impl SafetyChecker {
             }
             _ => {}
         }
-        for (offset, committed) in self.committed.iter().enumerate() {
+        // Entries below the log's first index are covered by the node's snapshot (the
+        // last compacted one's term is still known).
+        let floor = (raft.first_index() - 1).max(1);
+        for (offset, committed) in self.committed.iter().enumerate().skip(floor as usize - 1) {
             let index = offset as Index + 1;
             if committed.term >= term {
                 continue;
@@ -133,6 +206,80 @@ impl SafetyChecker {
                 ));
             }
         }
+        self.check_leader_config(raft)
+    }
+
+    /// Config Safety for a new leader: it is a voter of its own configuration (or, if
+    /// that configuration drops it and is not committed, of the one before: it may be
+    /// elected to commit its own removal), and its log holds at most one configuration
+    /// entry past the committed prefix.
+    fn check_leader_config(&self, raft: &Raft<MemoryLog>) -> Result<(), Violation> {
+        let (id, term) = (raft.id(), raft.term());
+        let latest = raft.membership_index();
+        let voter =
+            raft.membership().is_voter(id) || (latest > raft.commit_index() && self.config_before(latest).is_voter(id));
+        if !voter {
+            return Err(Violation::new(
+                Property::ConfigSafety,
+                format!(
+                    "node {id} became leader of term {term} but is a voter neither of the configuration in its log \
+                     ({}, entry {latest}) nor, while that is uncommitted, of the one before",
+                    describe_membership(raft.membership()),
+                ),
+            ));
+        }
+        let low = (self.committed.len() as Index + 1).max(raft.first_index());
+        let uncommitted: Vec<Index> = raft
+            .log_entries(low, raft.last_index() + 1)
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .map(|e| e.index)
+            .collect();
+        if uncommitted.len() > 1 {
+            return Err(Violation::new(
+                Property::ConfigSafety,
+                format!(
+                    "node {id} became leader of term {term} with configuration entries {uncommitted:?} past the \
+                     committed prefix (ends at {}): a change was proposed before the previous one committed",
+                    self.committed.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A leader appended a configuration entry at `index` that changes `old` (set by
+    /// entry `old_index`) into `new`: the previous configuration must be committed and
+    /// the voters may change by one at most.
+    pub fn on_conf_proposed(
+        &self,
+        leader: NodeId,
+        index: Index,
+        old_index: Index,
+        old: &Membership,
+        new: &Membership,
+    ) -> Result<(), Violation> {
+        let moved = old.voters.symmetric_difference(&new.voters).count();
+        if moved > 1 {
+            return Err(Violation::new(
+                Property::ConfigSafety,
+                format!(
+                    "node {leader} proposed at {index} a change of {moved} voters: {} -> {}",
+                    describe_membership(old),
+                    describe_membership(new)
+                ),
+            ));
+        }
+        if old_index > self.committed.len() as Index {
+            return Err(Violation::new(
+                Property::ConfigSafety,
+                format!(
+                    "node {leader} proposed a change at {index} while the configuration entry {old_index} was not \
+                     committed (committed prefix ends at {})",
+                    self.committed.len()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -143,6 +290,15 @@ impl SafetyChecker {
         let known = self.committed.len() as Index;
         if index == known + 1 {
             self.committed.push(Committed { term: entry.term, data: entry.data.clone(), first_seen_on: node });
+            if entry.kind == EntryKind::ConfChange {
+                let membership = ConfChangeEntry::decode(&entry.data).map(|e| e.membership).map_err(|error| {
+                    Violation::new(
+                        Property::StateMachineSafety,
+                        format!("node {node} {how} a malformed configuration entry at {index}: {error}"),
+                    )
+                })?;
+                self.configs.push((index, membership));
+            }
             return Ok(());
         }
         if index > known + 1 {
@@ -169,14 +325,64 @@ impl SafetyChecker {
     }
 
     /// `raft`'s commit index moved from `from` to its current value: the entries in
-    /// between, as its log holds them, must be the committed ones.
+    /// between, as its log holds them, must be the committed ones. If the commit index
+    /// jumped over entries this node does not hold (it installed a snapshot), the
+    /// snapshot's last entry must be the committed one.
     pub fn on_commit(&mut self, raft: &Raft<MemoryLog>, from: Index) -> Result<(), Violation> {
         let to = raft.commit_index();
         if to <= from {
             return Ok(());
         }
-        for entry in raft.log_entries(from + 1, to + 1) {
-            self.record(raft.id(), &entry, "commits")?;
+        let id = raft.id();
+        let base = raft.first_index() - 1;
+        if base > from {
+            let index = base.min(to);
+            let term = raft.entry_term(index);
+            let known = self.committed.get(index as usize - 1).map(|c| c.term);
+            if known.is_none() || known != term {
+                return Err(Violation::new(
+                    Property::StateMachineSafety,
+                    format!(
+                        "node {id} commits through its snapshot at {index}@t{} but the entry committed there is {}",
+                        term.unwrap_or(0),
+                        known.map_or("unknown".to_string(), |t| format!("of term {t}"))
+                    ),
+                ));
+            }
+        }
+        for entry in raft.log_entries((from + 1).max(base + 1), to + 1) {
+            self.record(id, &entry, "commits")?;
+        }
+        Ok(())
+    }
+
+    /// `node`'s state machine after index `index` has digest `digest` (`how`: "applies",
+    /// "snapshots", "installs", "restores"). The first digest seen for an index is the
+    /// reference.
+    pub fn on_state(&mut self, node: NodeId, index: Index, digest: u64, how: &str) -> Result<(), Violation> {
+        if index == 0 {
+            return Ok(());
+        }
+        let known = self.states.len() as Index;
+        if index == known + 1 {
+            self.states.push((digest, node));
+            return Ok(());
+        }
+        if index > known + 1 {
+            return Err(Violation::new(
+                Property::StateMachineSafety,
+                format!("node {node} {how} the state after {index}, but no node ever applied {}", known + 1),
+            ));
+        }
+        let (expected, first_node) = self.states[index as usize - 1];
+        if expected != digest {
+            return Err(Violation::new(
+                Property::StateMachineSafety,
+                format!(
+                    "node {node} {how} a state after {index} (digest {digest:#x}) that differs from node \
+                     {first_node}'s (digest {expected:#x})"
+                ),
+            ));
         }
         Ok(())
     }
@@ -192,10 +398,9 @@ impl SafetyChecker {
         self.record(node, entry, "applies")
     }
 
-    /// Log Matching over every pair of `logs` (node id, log version, entries from index
-    /// 1). Pairs whose versions did not change since they were last found consistent are
-    /// skipped.
-    pub fn check_log_matching(&mut self, logs: &[(NodeId, u64, &[Entry])]) -> Result<(), Violation> {
+    /// Log Matching over every pair of `logs` (node id, log version, log). Pairs whose
+    /// versions did not change since they were last found consistent are skipped.
+    pub fn check_log_matching(&mut self, logs: &[(NodeId, u64, LogView<'_>)]) -> Result<(), Violation> {
         for (i, &(a, version_a, log_a)) in logs.iter().enumerate() {
             for &(b, version_b, log_b) in &logs[i + 1..] {
                 if self.checked_pairs.get(&(a, b)) == Some(&(version_a, version_b)) {
@@ -211,7 +416,8 @@ impl SafetyChecker {
 
 /// What a message allows a follower's commit index to reach (Follower Commit): an
 /// AppendEntries verifies the log only through its last entry, a heartbeat carries a
-/// commit index the leader already capped, and nothing else may move it. Taken before
+/// commit index the leader already capped, a snapshot chunk vouches for the snapshot's
+/// index, and nothing else may move it. Taken before
 /// the message is handled; checked after with [`CommitLimit::check`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitLimit {
@@ -226,6 +432,8 @@ impl CommitLimit {
                 Some((*leader_commit).min(prev_log_index + entries.len() as Index))
             }
             MessageBody::Heartbeat { commit, .. } => Some(*commit),
+            // A snapshot covers committed entries only.
+            MessageBody::InstallSnapshot { chunk } => Some(chunk.meta.index),
             _ => None,
         };
         CommitLimit { limit, summary: MessageSummary::of(message) }
@@ -248,24 +456,74 @@ impl CommitLimit {
     }
 }
 
-/// Log Matching for two logs that both start at index 1: wherever both hold an entry of
-/// the same term, everything up to and including it must be identical.
-pub fn logs_match(a: NodeId, log_a: &[Entry], b: NodeId, log_b: &[Entry]) -> Result<(), Violation> {
+/// Persist Before Send: `message` leaves its sender, whose disk holds `durable_term`.
+pub fn check_persist_before_send(message: &Message, durable_term: Term) -> Result<(), Violation> {
+    let campaign = matches!(
+        message.body,
+        MessageBody::RequestVote { pre_vote: true, .. }
+            | MessageBody::RequestVoteResponse { pre_vote: true, granted: true }
+    );
+    if campaign || message.term <= durable_term {
+        return Ok(());
+    }
+    Err(Violation::new(
+        Property::PersistBeforeSend,
+        format!(
+            "node {} sent [{}] while its disk holds term {durable_term}",
+            message.from,
+            MessageSummary::of(message)
+        ),
+    ))
+}
+
+/// Commit Quorum: `leader` moved its commit index to `index`; `holders` are the nodes
+/// whose disks hold that entry (or a snapshot covering it). A majority of `voters`, the
+/// voters of the leader's configuration, must be among them.
+pub fn check_commit_quorum(
+    leader: NodeId,
+    index: Index,
+    voters: &BTreeSet<NodeId>,
+    holders: &BTreeSet<NodeId>,
+) -> Result<(), Violation> {
+    let held = voters.intersection(holders).count();
+    let needed = voters.len() / 2 + 1;
+    if held >= needed {
+        return Ok(());
+    }
+    Err(Violation::new(
+        Property::CommitQuorum,
+        format!(
+            "node {leader} committed through {index}, but only {held} of the voters {voters:?} hold it on disk \
+             ({holders:?}); a majority is {needed}"
+        ),
+    ))
+}
+
+/// Log Matching for two logs (which may start after a compaction point): wherever both
+/// hold an entry of the same term, everything both hold up to and including it must be
+/// identical.
+pub fn logs_match(a: NodeId, log_a: LogView<'_>, b: NodeId, log_b: LogView<'_>) -> Result<(), Violation> {
+    let low = log_a.base.0.max(log_b.base.0);
+    let high = log_a.last_index().min(log_b.last_index());
     let mut first_difference: Option<Index> = None;
-    for (entry_a, entry_b) in log_a.iter().zip(log_b) {
-        debug_assert_eq!(entry_a.index, entry_b.index, "logs start at index 1");
-        if entry_a.term != entry_b.term {
-            first_difference.get_or_insert(entry_a.index);
+    for index in low..=high {
+        let (Some(term_a), Some(term_b)) = (log_a.term(index), log_b.term(index)) else {
+            continue; // index 0 of two uncompacted logs
+        };
+        if term_a != term_b {
+            first_difference.get_or_insert(index);
             continue;
         }
-        let index = entry_a.index;
-        let problem = if entry_a.data != entry_b.data {
-            Some(format!("different data at {index}@t{}", entry_a.term))
+        let data_differs = match (log_a.entry(index), log_b.entry(index)) {
+            (Some(entry_a), Some(entry_b)) => entry_a.data != entry_b.data || entry_a.kind != entry_b.kind,
+            _ => false, // a compaction point: its data is gone
+        };
+        let problem = if data_differs {
+            Some(format!("different data at {index}@t{term_a}"))
         } else {
             first_difference.map(|at| {
                 format!(
-                    "both hold {index}@t{} but differ at index {at} ({} vs {})",
-                    entry_a.term,
+                    "both hold {index}@t{term_a} but differ at index {at} ({} vs {})",
                     describe(log_a, at),
                     describe(log_b, at)
                 )
@@ -278,8 +536,13 @@ pub fn logs_match(a: NodeId, log_a: &[Entry], b: NodeId, log_b: &[Entry]) -> Res
     Ok(())
 }
 
-fn describe(log: &[Entry], index: Index) -> String {
-    log.get(index as usize - 1).map_or("nothing".to_string(), |e| format!("t{}", e.term))
+fn describe(log: LogView<'_>, index: Index) -> String {
+    log.term(index).map_or("nothing".to_string(), |t| format!("t{t}"))
+}
+
+/// `voters {1, 2} learners {4}`, for messages.
+pub fn describe_membership(membership: &Membership) -> String {
+    format!("voters {:?} learners {:?}", membership.voters, membership.learners)
 }
 
 #[cfg(test)]
@@ -293,15 +556,72 @@ mod tests {
 
     #[test]
     fn log_matching_fails_on_a_shared_entry_above_a_difference() {
+        fn view(entries: &[Entry]) -> LogView<'_> {
+            LogView { base: (0, 0), entries }
+        }
         let a = [entry(1, 1, "x"), entry(2, 1, "y"), entry(3, 2, "")];
         let b = [entry(1, 1, "x"), entry(2, 2, "z"), entry(3, 2, "")];
-        let violation = logs_match(1, &a, 2, &b).unwrap_err();
+        let violation = logs_match(1, view(&a), 2, view(&b)).unwrap_err();
         assert_eq!(violation.property, Property::LogMatching);
         assert!(violation.detail.contains("differ at index 2"), "{violation}");
         // Diverging without a shared entry above the difference is allowed.
-        assert!(logs_match(1, &a[..2], 2, &b[..2]).is_ok());
+        assert!(logs_match(1, view(&a[..2]), 2, view(&b[..2])).is_ok());
         let c = [entry(1, 1, "x"), entry(2, 1, "other")];
-        assert!(logs_match(1, &a, 3, &c).is_err());
+        assert!(logs_match(1, view(&a), 3, view(&c)).is_err());
+    }
+
+    #[test]
+    fn log_matching_compares_compacted_logs_from_where_both_start() {
+        let full = [entry(1, 1, "x"), entry(2, 1, "y"), entry(3, 2, ""), entry(4, 3, "w")];
+        // Compacted through 2 (term 1): holds 3@t2 and 4@t3.
+        let compacted = LogView { base: (2, 1), entries: &full[2..] };
+        let whole = LogView { base: (0, 0), entries: &full };
+        assert!(logs_match(1, compacted, 2, whole).is_ok());
+        // A log that differs at the compaction point but agrees above it.
+        let other = [entry(1, 1, "x"), entry(2, 2, "y"), entry(3, 2, "")];
+        let violation = logs_match(1, compacted, 3, LogView { base: (0, 0), entries: &other }).unwrap_err();
+        assert!(violation.detail.contains("differ at index 2"), "{violation}");
+        // A compaction point above the other log's end shares nothing with it.
+        let short = LogView { base: (0, 0), entries: &other[..1] };
+        assert!(logs_match(1, LogView { base: (3, 2), entries: &[] }, 4, short).is_ok());
+    }
+
+    #[test]
+    fn nothing_but_a_pre_vote_leaves_a_node_in_a_term_its_disk_does_not_hold() {
+        let message = |term, body| Message { from: 3, to: 4, term, body };
+        let append =
+            MessageBody::AppendEntries { prev_log_index: 0, prev_log_term: 0, entries: vec![], leader_commit: 0 };
+        assert!(check_persist_before_send(&message(11, append.clone()), 11).is_ok());
+        let violation = check_persist_before_send(&message(12, append), 11).unwrap_err();
+        assert_eq!(violation.property, Property::PersistBeforeSend);
+        let pre_vote =
+            MessageBody::RequestVote { pre_vote: true, last_log_index: 0, last_log_term: 0, leader_transfer: false };
+        assert!(check_persist_before_send(&message(12, pre_vote), 11).is_ok());
+    }
+
+    #[test]
+    fn commit_quorum_counts_the_voters_that_hold_the_entry() {
+        let voters = BTreeSet::from([1, 2, 3, 4]);
+        assert!(check_commit_quorum(1, 9, &voters, &BTreeSet::from([1, 2, 4])).is_ok());
+        // Two of four (and a learner) is not a majority: the config-quorum bug's count.
+        let violation = check_commit_quorum(1, 9, &voters, &BTreeSet::from([1, 4, 5])).unwrap_err();
+        assert_eq!(violation.property, Property::CommitQuorum);
+    }
+
+    #[test]
+    fn states_are_compared_per_index_and_changes_move_one_voter_after_a_committed_one() {
+        let mut checker = SafetyChecker::default();
+        checker.on_state(1, 1, 7, "applies").unwrap();
+        checker.on_state(2, 1, 7, "restores").unwrap();
+        assert_eq!(checker.on_state(3, 1, 8, "installs").unwrap_err().property, Property::StateMachineSafety);
+        assert!(checker.on_state(3, 3, 8, "installs").is_err(), "a gap");
+        let old = Membership::new([1, 2, 3], []);
+        let one = Membership::new([1, 2, 3, 4], []);
+        let two = Membership::new([1, 2, 4, 5], []);
+        checker.on_apply(1, 0, &entry(1, 1, "x")).unwrap();
+        assert!(checker.on_conf_proposed(1, 2, 0, &old, &one).is_ok());
+        assert_eq!(checker.on_conf_proposed(1, 2, 0, &old, &two).unwrap_err().property, Property::ConfigSafety);
+        assert_eq!(checker.on_conf_proposed(1, 3, 2, &one, &old).unwrap_err().property, Property::ConfigSafety);
     }
 
     #[test]

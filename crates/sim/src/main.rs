@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p concord-sim -- --seeds 0..500 [--nodes 3|5|7] [--bug NAME]
 //!     [--steps S] [--keep-going] [--summary-json] [--verbose] [--no-follower-commit-check]
+//!     [--no-commit-quorum-check]
 //! ```
 //!
 //! A failing seed prints a `violation:` line (property, seed, replay command), the
@@ -26,7 +27,8 @@ struct Args {
     /// Cluster size.
     #[arg(long, default_value_t = 3, value_parser = parse_node_count)]
     nodes: usize,
-    /// Plant a known bug in every node: figure8, forget-vote, commit-past-match, stale-read.
+    /// Plant a known bug in every node: figure8, forget-vote, commit-past-match, stale-read,
+    /// config-quorum.
     #[arg(long)]
     bug: Option<PlantedBug>,
     /// Steps of the faulty phase of each seed.
@@ -44,6 +46,9 @@ struct Args {
     /// Do not check the Follower Commit rule (to see what the Raft properties alone catch).
     #[arg(long)]
     no_follower_commit_check: bool,
+    /// Do not check the Commit Quorum rule (to see what the other checks alone catch).
+    #[arg(long)]
+    no_commit_quorum_check: bool,
 }
 
 fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         bug: args.bug,
         verbose: args.verbose,
         follower_commit_check: !args.no_follower_commit_check,
+        commit_quorum_check: !args.no_commit_quorum_check,
     };
     let started = Instant::now();
     let mut totals = SeedStats::default();

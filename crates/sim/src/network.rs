@@ -25,6 +25,10 @@ pub struct NetworkProfile {
     /// arrive after an election it predates.
     pub spike_per_million: u32,
     pub spike_max_delay: u64,
+    /// A node whose links are slow (0: none): every message to or from it takes up to
+    /// `slow_extra_delay` steps longer.
+    pub slow_node: NodeId,
+    pub slow_extra_delay: u64,
 }
 
 impl NetworkProfile {
@@ -36,13 +40,21 @@ impl NetworkProfile {
         max_delay: 3,
         spike_per_million: 0,
         spike_max_delay: 3,
+        slow_node: 0,
+        slow_extra_delay: 0,
     };
 
-    fn delay(&self, rng: &mut SimRng) -> u64 {
-        if rng.chance(self.spike_per_million) {
+    fn delay(&self, message: &Message, rng: &mut SimRng) -> u64 {
+        let delay = if rng.chance(self.spike_per_million) {
             rng.between(self.max_delay, self.spike_max_delay.max(self.max_delay))
         } else {
             rng.between(self.min_delay.max(1), self.max_delay.max(1))
+        };
+        let slow = self.slow_node != 0 && (message.from == self.slow_node || message.to == self.slow_node);
+        if slow {
+            delay + rng.between(0, self.slow_extra_delay)
+        } else {
+            delay
         }
     }
 }
@@ -75,10 +87,10 @@ impl Network {
         trace.record(now, Event::Send(summary));
         if rng.chance(profile.duplicate_per_million) {
             trace.record(now, Event::Duplicate(summary));
-            let at = now + profile.delay(rng);
+            let at = now + profile.delay(&message, rng);
             self.enqueue(at, message.clone());
         }
-        let at = now + profile.delay(rng);
+        let at = now + profile.delay(&message, rng);
         self.enqueue(at, message);
     }
 

@@ -21,11 +21,19 @@ pub enum PlantedBug {
     CommitPastMatch,
     /// A leader answers ReadIndex without confirming it still leads.
     StaleRead,
+    /// While a membership change is uncommitted, a leader counts the quorum size of the
+    /// previous configuration over the voters of the new one.
+    ConfigQuorum,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 4] =
-        [PlantedBug::Figure8, PlantedBug::ForgetVote, PlantedBug::CommitPastMatch, PlantedBug::StaleRead];
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::Figure8,
+        PlantedBug::ForgetVote,
+        PlantedBug::CommitPastMatch,
+        PlantedBug::StaleRead,
+        PlantedBug::ConfigQuorum,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -34,6 +42,7 @@ impl PlantedBug {
             PlantedBug::ForgetVote => "forget-vote",
             PlantedBug::CommitPastMatch => "commit-past-match",
             PlantedBug::StaleRead => "stale-read",
+            PlantedBug::ConfigQuorum => "config-quorum",
         }
     }
 
@@ -45,6 +54,7 @@ impl PlantedBug {
             PlantedBug::ForgetVote => bugs.forget_vote = true,
             PlantedBug::CommitPastMatch => bugs.commit_past_match = true,
             PlantedBug::StaleRead => bugs.stale_read = true,
+            PlantedBug::ConfigQuorum => bugs.config_quorum = true,
         }
         bugs
     }
@@ -81,6 +91,9 @@ pub struct SimOptions {
     /// Check the Follower Commit rule on every message (on by default; turning it off
     /// shows what the four Raft properties alone would catch).
     pub follower_commit_check: bool,
+    /// Check the Commit Quorum rule on every commit of a leader (on by default; turning
+    /// it off shows what the other checks alone would catch).
+    pub commit_quorum_check: bool,
 }
 
 impl SimOptions {
@@ -88,7 +101,14 @@ impl SimOptions {
     pub const ALLOWED_NODE_COUNTS: [usize; 3] = [3, 5, 7];
 
     pub fn new(nodes: usize) -> Self {
-        SimOptions { nodes, steps: Self::DEFAULT_STEPS, bug: None, verbose: false, follower_commit_check: true }
+        SimOptions {
+            nodes,
+            steps: Self::DEFAULT_STEPS,
+            bug: None,
+            verbose: false,
+            follower_commit_check: true,
+            commit_quorum_check: true,
+        }
     }
 
     pub fn with_bug(mut self, bug: PlantedBug) -> Self {
@@ -108,6 +128,9 @@ impl SimOptions {
         }
         if !self.follower_commit_check {
             command.push_str(" --no-follower-commit-check");
+        }
+        if !self.commit_quorum_check {
+            command.push_str(" --no-commit-quorum-check");
         }
         command
     }

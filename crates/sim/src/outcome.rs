@@ -24,6 +24,26 @@ pub struct SeedStats {
     pub max_history: u64,
     /// Steps the liveness phase needed to commit its probe.
     pub liveness_steps: u64,
+    /// Steps the liveness phase needed until every member had caught up.
+    pub convergence_steps: u64,
+    /// Membership changes committed (configuration entries in the committed log).
+    pub conf_changes: u64,
+    /// Membership changes the leader accepted (appended), and those it refused.
+    pub conf_changes_proposed: u64,
+    pub conf_changes_refused: u64,
+    /// Fresh nodes started to join, and removed nodes stopped for good.
+    pub nodes_added: u64,
+    pub nodes_retired: u64,
+    /// Snapshots nodes took of their own state machine (each followed by a compaction).
+    pub snapshots_taken: u64,
+    /// Snapshots followers installed from a leader, and the chunks they staged.
+    pub snapshots_installed: u64,
+    pub snapshot_chunks: u64,
+    /// Restarts that restored the state machine from a durable snapshot.
+    pub snapshot_restores: u64,
+    /// Crashes in the middle of a snapshot transfer (staged chunks lost) or right after
+    /// an install that was not yet durable.
+    pub transfer_crashes: u64,
 }
 
 impl SeedStats {
@@ -41,6 +61,17 @@ impl SeedStats {
         self.unknown_ops += other.unknown_ops;
         self.max_history = self.max_history.max(other.max_history);
         self.liveness_steps = self.liveness_steps.max(other.liveness_steps);
+        self.convergence_steps = self.convergence_steps.max(other.convergence_steps);
+        self.conf_changes += other.conf_changes;
+        self.conf_changes_proposed += other.conf_changes_proposed;
+        self.conf_changes_refused += other.conf_changes_refused;
+        self.nodes_added += other.nodes_added;
+        self.nodes_retired += other.nodes_retired;
+        self.snapshots_taken += other.snapshots_taken;
+        self.snapshots_installed += other.snapshots_installed;
+        self.snapshot_chunks += other.snapshot_chunks;
+        self.snapshot_restores += other.snapshot_restores;
+        self.transfer_crashes += other.transfer_crashes;
     }
 }
 

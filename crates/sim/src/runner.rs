@@ -1,22 +1,36 @@
-//! Runs one seed: builds the cluster, drives it step by step through faults, checks
-//! safety after every step, then heals everything and checks liveness and the clients'
-//! history.
+//! Runs one seed: builds the cluster, drives it step by step through faults, membership
+//! changes and snapshots, checks safety after every step, then heals everything and
+//! checks liveness, convergence and the clients' history.
 //!
-//! One step, in a fixed order: inject due faults; tick the nodes whose turn it is; deliver
-//! due messages; complete due disk writes; handle Readies (persist, send, apply, answer
-//! reads); let clients time out and start operations; compare the logs. After every
-//! single input to a node, its role, term and commit index are compared with what was
-//! last seen, so a leader that exists for a moment is still checked.
+//! One step, in a fixed order: inject due faults (and let the operator ask for a
+//! membership change, and stop removed nodes); tick the nodes whose turn it is; deliver
+//! due messages; complete due disk writes; handle Readies (stage and install snapshots,
+//! persist, send, apply, answer reads); let nodes take snapshots and compact; let clients
+//! time out and start operations; compare the logs. After every single input to a node,
+//! its role, term and commit index are compared with what was last seen, so a leader
+//! that exists for a moment is still checked.
+//!
+//! Node ids are slots: `1..=--nodes` are the first voters; the ids after them are handed
+//! out in order to fresh nodes that join (empty disk, no membership). A node removed
+//! from the cluster keeps running until the run stops it for good ("retired"); a retired
+//! node is never restarted, but its durable log stays in the Log Matching comparison.
 
-use concord_raft::{Config, Message, MessageBody, NodeId, Role};
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use concord_raft::{Config, LogStore, Message, MessageBody, NodeId, Role};
 
 use crate::client::Workload;
 use crate::command::Command;
 use crate::disk::DiskProfile;
 use crate::faults::{FaultAction, FaultScheduler, RunProfile};
-use crate::invariants::{CommitLimit, Property, SafetyChecker, Violation};
+use crate::invariants::{
+    check_commit_quorum, check_persist_before_send, describe_membership, CommitLimit, Property, SafetyChecker,
+    Violation,
+};
 use crate::linearizability::find_failure;
 use crate::liveness::LivenessProbe;
+use crate::membership::Operator;
 use crate::network::{Network, NetworkProfile};
 use crate::node::SimNode;
 use crate::options::SimOptions;
@@ -31,10 +45,11 @@ pub const ELECTION_TICKS: u64 = 10;
 /// Base election timeout in steps.
 pub const ELECTION_STEPS: u64 = ELECTION_TICKS * STEPS_PER_TICK;
 /// The liveness phase gives the healed cluster this many election timeouts to elect a
-/// leader and commit a fresh proposal.
+/// leader, commit a fresh proposal, and bring every member up to date.
 pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 20;
 
 /// Runs `seed` with `options`. Deterministic: the same arguments give the same outcome.
+/// A panic (of the core or of the simulator) is reported as a violation of its own.
 pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
     assert!(
         SimOptions::ALLOWED_NODE_COUNTS.contains(&options.nodes),
@@ -42,7 +57,23 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
         options.nodes
     );
     let mut simulation = Simulation::new(options, seed, None);
-    simulation.run();
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| simulation.run())) {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        simulation.trace.record(simulation.now, Event::Note(format!("PANIC: {message}")));
+        let mut stats = simulation.stats;
+        stats.steps = simulation.now;
+        return SeedOutcome {
+            seed,
+            violation: Some(Violation::new(Property::Panic, format!("at step {}: {message}", simulation.now))),
+            trace: simulation.trace.lines(),
+            stats,
+            replay: options.replay_command(seed),
+        };
+    }
     let mut trace = simulation.trace.lines();
     if let Some(step) = simulation.focus_step {
         // The history is checked at the end of the run, so the last events are not the
@@ -50,13 +81,14 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
         // to the step at which the history first fails.
         let mut replay = Simulation::new(options, seed, Some(step));
         replay.run();
-        if let Some(lines) = replay.snapshot {
+        if let Some(lines) = replay.trace_at_stop {
             trace = lines;
         }
     }
     let mut stats = simulation.stats;
     stats.elections = simulation.checker.elections();
     stats.commits = simulation.checker.committed_len();
+    stats.conf_changes = simulation.checker.conf_changes();
     stats.reads = simulation.workload.stats.reads;
     stats.writes = simulation.workload.stats.writes;
     stats.failed_ops = simulation.workload.stats.failed;
@@ -69,12 +101,15 @@ struct Simulation {
     options: SimOptions,
     rng: SimRng,
     now: u64,
+    /// `nodes[i]` is node `i + 1`, for every id the run may use.
     nodes: Vec<SimNode>,
     network: Network,
     profile: RunProfile,
     network_profile: NetworkProfile,
-    disk_profile: DiskProfile,
+    /// Faults stopped: disks are fast (the liveness phase).
+    calm: bool,
     faults: FaultScheduler,
+    operator: Operator,
     workload: Workload,
     checker: SafetyChecker,
     liveness: LivenessProbe,
@@ -84,30 +119,33 @@ struct Simulation {
     /// For a linearizability violation: the step of the last operation it names.
     focus_step: Option<u64>,
     /// Stop after this step and keep the trace as it is then (a replay for the report).
-    snapshot_at: Option<u64>,
-    snapshot: Option<Vec<String>>,
+    stop_at: Option<u64>,
+    trace_at_stop: Option<Vec<String>>,
 }
 
 impl Simulation {
-    fn new(options: &SimOptions, seed: u64, snapshot_at: Option<u64>) -> Self {
+    fn new(options: &SimOptions, seed: u64, stop_at: Option<u64>) -> Self {
         let mut rng = SimRng::new(seed);
-        let profile = RunProfile::draw(&mut rng, ELECTION_STEPS);
+        let profile = RunProfile::draw(&mut rng, ELECTION_STEPS, options.nodes);
+        let operator = Operator::new(profile.membership, options.nodes);
+        let first_voters = options.nodes as NodeId;
         let mut simulation = Simulation {
             options: options.clone(),
-            nodes: (1..=options.nodes as NodeId).map(SimNode::new).collect(),
+            nodes: (1..=operator.last_id()).map(|id| SimNode::new(id, id <= first_voters)).collect(),
             network: Network::default(),
             network_profile: profile.network,
-            disk_profile: profile.disk,
-            faults: FaultScheduler::new(profile.faults, options.nodes),
+            calm: false,
+            faults: FaultScheduler::new(profile.faults),
+            operator,
             workload: Workload::new(profile.workload),
-            checker: SafetyChecker::default(),
+            checker: SafetyChecker::new(1..=first_voters),
             liveness: LivenessProbe::default(),
             trace: Trace::new(options.verbose),
             stats: SeedStats::default(),
             violation: None,
             focus_step: None,
-            snapshot_at,
-            snapshot: None,
+            stop_at,
+            trace_at_stop: None,
             profile,
             rng,
             now: 0,
@@ -115,7 +153,7 @@ impl Simulation {
         if options.verbose {
             simulation.trace.record(0, Event::Note(format!("profile: {profile:?}")));
         }
-        for id in 1..=options.nodes as NodeId {
+        for id in 1..=first_voters {
             simulation.start_node(id);
         }
         simulation
@@ -137,15 +175,15 @@ impl Simulation {
 
     /// Whether the run ends here: a violation was found, or the replay reached its step.
     fn stopped(&self) -> bool {
-        self.violation.is_some() || self.snapshot.is_some()
+        self.violation.is_some() || self.trace_at_stop.is_some()
     }
 
     fn step(&mut self) {
         self.run_step();
-        if self.snapshot_at == Some(self.now) {
+        if self.stop_at == Some(self.now) {
             self.trace
                 .record(self.now, Event::Note("<- the last operation named by the violation happened here".into()));
-            self.snapshot = Some(self.trace.lines());
+            self.trace_at_stop = Some(self.trace.lines());
         }
     }
 
@@ -155,6 +193,7 @@ impl Simulation {
         self.deliver_messages();
         self.complete_disk_writes();
         self.handle_readies();
+        self.take_snapshots();
         self.run_clients();
         self.check_log_matching();
     }
@@ -170,8 +209,33 @@ impl Simulation {
         }
     }
 
+    fn check(&mut self, result: Result<(), Violation>) {
+        if let Err(violation) = result {
+            self.fail(violation);
+        }
+    }
+
+    /// Nodes that run or may run again: started, and not stopped for good.
+    fn live_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|node| node.started && !node.retired).map(|node| node.id).collect()
+    }
+
+    fn disk_profile_of(&self, id: NodeId) -> DiskProfile {
+        if self.calm {
+            DiskProfile::FAST
+        } else {
+            *self.profile.disk_of(id)
+        }
+    }
+
     fn config_for(&mut self, id: NodeId) -> Config {
-        let voters = (1..=self.options.nodes as NodeId).collect();
+        // The first voters bootstrap with each other; a node that joins later starts
+        // with no membership and learns it from the leader.
+        let voters = if self.nodes[Self::node_index(id)].bootstrap {
+            (1..=self.options.nodes as NodeId).collect()
+        } else {
+            Vec::new()
+        };
         let mut config = Config::new(id, voters);
         config.seed = self.rng.next_u64();
         let settings = self.profile.settings;
@@ -190,11 +254,25 @@ impl Simulation {
         let config = self.config_for(id);
         let phase = self.rng.below(STEPS_PER_TICK);
         let node = &mut self.nodes[Self::node_index(id)];
-        node.start(config, phase);
+        let restored = node.start(config, phase);
         let raft = node.raft().expect("just started");
-        let event =
-            Event::Restart { node: id, term: raft.term(), last_index: raft.last_index(), commit: raft.commit_index() };
+        let event = Event::Restart {
+            node: id,
+            term: raft.term(),
+            last_index: raft.last_index(),
+            commit: raft.commit_index(),
+            snapshot: raft.store().snapshot_meta().index,
+        };
         self.trace.record(self.now, event);
+        match restored {
+            Ok(Some((index, digest))) => {
+                self.stats.snapshot_restores += 1;
+                let result = self.checker.on_state(id, index, digest, "restores");
+                self.check(result);
+            }
+            Ok(None) => {}
+            Err(error) => self.fail(Violation::new(Property::SnapshotIntegrity, error)),
+        }
         self.observe(id);
     }
 
@@ -235,6 +313,14 @@ impl Simulation {
             self.trace.record(self.now, Event::Commit { node: id, index: seen.commit, term });
             result = self.checker.on_commit(raft, commit_checked);
         }
+        // A leader's commit (including the one that commits its own removal, after which
+        // it is a follower of the same term).
+        let leader_commit = seen.commit > before.commit
+            && seen.term == before.term
+            && (seen.role == Role::Leader || before.role == Role::Leader);
+        if result.is_ok() && leader_commit && self.options.commit_quorum_check {
+            result = self.check_commit_quorum(id);
+        }
         let node = &mut self.nodes[index];
         node.observed = seen;
         node.commit_checked = node.commit_checked.max(seen.commit);
@@ -247,7 +333,8 @@ impl Simulation {
         }
         let leader_committed = seen.role == Role::Leader && seen.commit > before.commit;
         if leader_committed {
-            if let Some(action) = self.faults.isolate_on_commit(id, self.now, &mut self.rng) {
+            let live = self.live_ids();
+            if let Some(action) = self.faults.isolate_on_commit(id, self.now, &live, &mut self.rng) {
                 self.carry_out(action);
             }
         }
@@ -258,9 +345,30 @@ impl Simulation {
         }
     }
 
+    /// Commit Quorum for the leader `id`, whose commit index just advanced.
+    fn check_commit_quorum(&self, id: NodeId) -> Result<(), Violation> {
+        let raft = self.nodes[Self::node_index(id)].raft().expect("observed up");
+        let index = raft.commit_index();
+        let Some(term) = raft.entry_term(index) else {
+            return Err(Violation::new(
+                Property::CommitQuorum,
+                format!("node {id} committed through {index} but does not know that entry's term"),
+            ));
+        };
+        let voters = &raft.membership().voters;
+        let holders: BTreeSet<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|&v| self.nodes.get(Self::node_index(v)).is_some_and(|node| node.durably_holds(index, term)))
+            .collect();
+        check_commit_quorum(id, index, voters, &holders)
+    }
+
     fn observe_all(&mut self) {
-        for id in 1..=self.options.nodes as NodeId {
-            self.observe(id);
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].is_up() {
+                self.observe(node_id(index));
+            }
         }
     }
 
@@ -268,18 +376,22 @@ impl Simulation {
 
     fn inject_faults(&mut self) {
         let up: Vec<bool> = self.nodes.iter().map(SimNode::is_up).collect();
+        let live = self.live_ids();
         let leader = self.current_leader();
-        let actions = self.faults.due(self.now, &up, leader, &mut self.rng);
+        let actions = self.faults.due(self.now, &up, &live, leader, &mut self.rng);
         for action in actions {
             self.carry_out(action);
         }
+        self.change_membership();
+        self.retire_removed_nodes();
     }
 
     fn carry_out(&mut self, action: FaultAction) {
         match action {
             FaultAction::Crash(id) => self.crash_node(id),
             FaultAction::Restart(id) => {
-                if !self.nodes[Self::node_index(id)].is_up() {
+                let node = &self.nodes[Self::node_index(id)];
+                if !node.is_up() && !node.retired {
                     self.start_node(id);
                 }
             }
@@ -320,13 +432,116 @@ impl Simulation {
 
     fn crash_node(&mut self, id: NodeId) {
         let node = &mut self.nodes[Self::node_index(id)];
-        if !node.is_up() {
+        let Some(raft) = node.raft() else {
+            return;
+        };
+        let durable_term = node.disk.durable().hard_state.term;
+        if raft.role() == Role::Leader && durable_term < raft.term() {
+            let term = raft.term();
+            self.checker.forget_volatile_leader(term, id);
+            self.trace.record(
+                self.now,
+                Event::Note(format!("node {id} led term {term} in memory only (its disk holds term {durable_term})")),
+            );
+        }
+        let node = &mut self.nodes[Self::node_index(id)];
+        let (lost_entries, lost_snapshots, lost_staged) = node.crash();
+        self.stats.crashes += 1;
+        self.trace.record(self.now, Event::Crash { node: id, lost_entries, lost_snapshots, lost_staged });
+        self.workload.on_crash(id, self.now, &mut self.trace);
+    }
+
+    // ----- membership --------------------------------------------------------------------
+
+    /// Lets the operator ask the leader for a membership change, and carries out the
+    /// faults aimed at that moment.
+    fn change_membership(&mut self) {
+        if self.violation.is_some() {
             return;
         }
-        let lost_entries = node.crash();
-        self.stats.crashes += 1;
-        self.trace.record(self.now, Event::Crash { node: id, lost_entries });
-        self.workload.on_crash(id, self.now, &mut self.trace);
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let raft = self.nodes[Self::node_index(leader)].raft().expect("the leader is up");
+        let old = raft.membership().clone();
+        let old_index = raft.membership_index();
+        let live = self.live_ids();
+        let Some(plan) = self.operator.next_change(leader, &old, &live, &mut self.rng) else {
+            return;
+        };
+        if let Some(id) = plan.start {
+            self.operator.started(id);
+            self.stats.nodes_added += 1;
+            self.trace.record(self.now, Event::Note(format!("node {id} joins with an empty disk")));
+            self.start_node(id);
+        }
+        let raft = self.nodes[Self::node_index(leader)].raft_mut().expect("the leader is up");
+        let change = plan.change.clone();
+        match raft.propose_conf_change(plan.change) {
+            Ok(index) => {
+                let new = raft.membership().clone();
+                self.stats.conf_changes_proposed += 1;
+                self.trace.record(
+                    self.now,
+                    Event::Note(format!(
+                        "operator ({}): node {leader} appended {:?} {} at {index}; now {}",
+                        plan.why,
+                        change.kind,
+                        change.node,
+                        describe_membership(&new)
+                    )),
+                );
+                let result = self.checker.on_conf_proposed(leader, index, old_index, &old, &new);
+                self.check(result);
+                self.operator.proposed(&change);
+                self.observe(leader);
+                let old_voters: Vec<NodeId> = old.voters.iter().copied().collect();
+                let live = self.live_ids();
+                let isolate = self.faults.isolate_on_conf_change(
+                    leader,
+                    change.node,
+                    &old_voters,
+                    self.now,
+                    &live,
+                    &mut self.rng,
+                );
+                if let Some(action) = isolate {
+                    self.carry_out(action);
+                } else if self.faults.crash_on_conf_change(leader, self.now, &mut self.rng) {
+                    self.crash_node(leader);
+                }
+            }
+            Err(error) => {
+                self.stats.conf_changes_refused += 1;
+                self.trace.record(
+                    self.now,
+                    Event::Note(format!(
+                        "operator ({}): node {leader} refused {:?} {}: {error}",
+                        plan.why, change.kind, change.node
+                    )),
+                );
+            }
+        }
+    }
+
+    /// Stops for good the removed nodes whose time has come (their removal is
+    /// committed).
+    fn retire_removed_nodes(&mut self) {
+        let committed = self.checker.committed_config().map(|(_, membership)| membership.clone());
+        let nodes = &self.nodes;
+        let retired = |id: NodeId| nodes[Self::node_index(id)].retired;
+        let due = self.operator.due_retirements(self.now, committed.as_ref(), &retired, &mut self.rng);
+        for id in due {
+            if self.nodes[Self::node_index(id)].is_up() {
+                let node = &mut self.nodes[Self::node_index(id)];
+                node.crash();
+                self.workload.on_crash(id, self.now, &mut self.trace);
+            }
+            self.nodes[Self::node_index(id)].retired = true;
+            self.faults.forget(id);
+            self.stats.nodes_retired += 1;
+            self.trace.record(self.now, Event::Note(format!("node {id} (removed) is stopped for good")));
+        }
     }
 
     // ----- time, network, disk -----------------------------------------------------------
@@ -352,6 +567,10 @@ impl Simulation {
 
     fn send_all(&mut self, messages: Vec<Message>) {
         for message in messages {
+            if let Some(sender) = self.nodes.get(Self::node_index(message.from)) {
+                let result = check_persist_before_send(&message, sender.disk.durable().hard_state.term);
+                self.check(result);
+            }
             self.stats.messages += 1;
             self.network.send(self.now, message, &self.network_profile, &mut self.rng, &mut self.trace);
         }
@@ -366,15 +585,18 @@ impl Simulation {
             delivered += 1;
             let to = message.to;
             let summary = MessageSummary::of(&message);
-            let Some(raft) = self.nodes[Self::node_index(to)].raft_mut() else {
+            let Some(raft) = self.nodes.get_mut(Self::node_index(to)).and_then(SimNode::raft_mut) else {
                 self.trace.record(self.now, Event::Drop(summary, DropReason::ReceiverDown));
                 continue;
             };
             self.trace.record(self.now, Event::Deliver(summary));
             let commit_before = raft.commit_index();
+            let led_before = raft.role() == Role::Leader;
             let commit_limit = CommitLimit::of(&message);
             raft.step(message);
-            if self.options.follower_commit_check && raft.role() != Role::Leader {
+            // A leader that commits its own removal is a follower after the message; its
+            // commit was a leader's, checked by Commit Quorum.
+            if self.options.follower_commit_check && raft.role() != Role::Leader && !led_before {
                 if let Err(violation) = commit_limit.check(to, commit_before, raft.commit_index()) {
                     self.fail(violation);
                 }
@@ -405,18 +627,31 @@ impl Simulation {
         }
     }
 
-    // ----- Ready handling, apply, reads --------------------------------------------------
+    // ----- Ready handling, apply, reads, snapshots ---------------------------------------
 
     fn handle_readies(&mut self) {
         for index in 0..self.nodes.len() {
+            let id = node_id(index);
+            let disk_profile = self.disk_profile_of(id);
             for _ in 0..SimNode::MAX_READIES_PER_STEP {
                 if self.violation.is_some() {
                     return;
                 }
-                let Some(work) = self.nodes[index].take_ready(self.now, &self.disk_profile, &mut self.rng) else {
+                let Some(work) = self.nodes[index].take_ready(self.now, &disk_profile, &mut self.rng) else {
                     break;
                 };
-                let id = node_id(index);
+                if let Some(error) = work.snapshot_error {
+                    self.fail(Violation::new(Property::SnapshotIntegrity, error));
+                    return;
+                }
+                self.stats.snapshot_chunks += work.chunks_staged;
+                if let Some((snapshot_index, digest)) = work.installed {
+                    self.stats.snapshots_installed += 1;
+                    self.trace.record(self.now, Event::SnapshotInstalled { node: id, index: snapshot_index });
+                    let result = self.checker.on_state(id, snapshot_index, digest, "installs");
+                    self.check(result);
+                    self.workload.on_snapshot_installed(id, snapshot_index, self.now, &mut self.trace);
+                }
                 self.send_all(work.messages);
                 for entry in work.committed_entries {
                     self.apply(index, &entry);
@@ -426,6 +661,18 @@ impl Simulation {
                 }
                 self.workload.serve_reads(&self.nodes[index], self.now, &mut self.rng, &mut self.trace);
                 self.observe(id);
+                // Crash in the middle of a snapshot transfer, or right after an install
+                // that is not durable yet.
+                let crash = if work.installed.is_some() {
+                    self.faults.crash_on_install(id, self.now, &mut self.rng)
+                } else {
+                    work.transfer_in_progress && self.faults.crash_mid_transfer(id, self.now, &mut self.rng)
+                };
+                if crash && self.nodes[index].is_up() {
+                    self.stats.transfer_crashes += 1;
+                    self.crash_node(id);
+                    break;
+                }
                 // A write with no disk delay completes at once (this may crash the node).
                 self.complete_writes_of(index);
             }
@@ -443,19 +690,50 @@ impl Simulation {
         let outcome = match &command {
             Some(Command::Client { op, .. }) => Some(node.kv.apply(op)),
             Some(Command::Probe { attempt }) => {
-                let majority = self.options.nodes / 2 + 1;
-                self.liveness.on_applied(*attempt, node.id, majority, self.now);
+                self.liveness.on_applied(*attempt, node.id, self.now);
                 None
             }
             None => None,
         };
         let id = node.id;
+        let digest = node.kv.digest();
+        if let Err(violation) = self.checker.on_state(id, entry.index, digest, "applies") {
+            self.fail(violation);
+            return;
+        }
         self.workload.on_applied(id, entry, outcome.as_ref(), self.now, &mut self.rng, &mut self.trace);
+    }
+
+    /// Every up node may take a snapshot of its state machine at its applied index and
+    /// compact its log (through that index, or keeping a tail).
+    fn take_snapshots(&mut self) {
+        let policy = self.profile.snapshots;
+        if policy.per_million == 0 || self.violation.is_some() {
+            return;
+        }
+        for index in 0..self.nodes.len() {
+            if !self.nodes[index].is_up() || !self.rng.chance(policy.per_million) {
+                continue;
+            }
+            let keep =
+                if self.rng.below(100) < policy.keep_tail_percent { self.rng.between(1, policy.keep_max) } else { 0 };
+            let id = node_id(index);
+            let disk_profile = self.disk_profile_of(id);
+            match self.nodes[index].take_snapshot(keep, policy.padding, self.now, &disk_profile, &mut self.rng) {
+                Ok(Some((snapshot_index, compacted_to))) => {
+                    self.stats.snapshots_taken += 1;
+                    self.trace.record(self.now, Event::SnapshotTaken { node: id, index: snapshot_index, compacted_to });
+                }
+                Ok(None) => {}
+                Err(error) => self.fail(Violation::new(Property::SnapshotIntegrity, error)),
+            }
+        }
     }
 
     fn run_clients(&mut self) {
         self.workload.expire(self.now, &mut self.trace);
-        self.workload.start_operations(self.now, &mut self.nodes, &mut self.rng, &mut self.trace);
+        let live = self.live_ids();
+        self.workload.start_operations(self.now, &mut self.nodes, &live, &mut self.rng, &mut self.trace);
         self.observe_all();
     }
 
@@ -463,7 +741,12 @@ impl Simulation {
         if self.violation.is_some() {
             return;
         }
-        let logs: Vec<_> = self.nodes.iter().map(|node| (node.id, node.log_version, node.visible_log())).collect();
+        let logs: Vec<_> = self
+            .nodes
+            .iter()
+            .filter(|node| node.started)
+            .map(|node| (node.id, node.log_version, node.visible_log()))
+            .collect();
         if let Err(violation) = self.checker.check_log_matching(&logs) {
             self.fail(violation);
         }
@@ -471,25 +754,33 @@ impl Simulation {
 
     // ----- the end of the run ------------------------------------------------------------
 
-    /// Heals everything, restarts every node, and requires a fresh proposal to be applied
-    /// by a majority within [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts.
+    /// Heals everything, restarts every node that is not stopped for good, and requires
+    /// a fresh proposal to be applied by a majority of the leader's voters, and then every
+    /// member to catch up, within [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts.
     fn check_liveness(&mut self) {
         self.faults.stop();
+        self.operator.stop();
         self.network.heal();
         self.trace.record(self.now, Event::Note("faults stop: heal, restart all".into()));
         self.network_profile = NetworkProfile::CALM;
-        self.disk_profile = DiskProfile::FAST;
+        self.calm = true;
         self.workload.active = false;
-        for id in 1..=self.options.nodes as NodeId {
+        for id in self.live_ids() {
             if !self.nodes[Self::node_index(id)].is_up() {
                 self.start_node(id);
             }
         }
         let start = self.now;
         let deadline = start + LIVENESS_ELECTION_TIMEOUTS * ELECTION_STEPS;
+        let mut converged_at = None;
         while self.now < deadline && !self.stopped() {
-            if self.liveness.succeeded_at().is_some() && !self.workload.has_outstanding() {
-                break;
+            if self.liveness.succeeded_at().is_some() {
+                if converged_at.is_none() && self.convergence().is_ok() {
+                    converged_at = Some(self.now);
+                }
+                if converged_at.is_some() && !self.workload.has_outstanding() {
+                    break;
+                }
             }
             self.propose_probe();
             self.step();
@@ -498,36 +789,83 @@ impl Simulation {
         if self.stopped() {
             return;
         }
-        match self.liveness.succeeded_at() {
-            Some(at) => self.stats.liveness_steps = at - start,
+        let Some(at) = self.liveness.succeeded_at() else {
+            let detail = format!(
+                "no proposal was applied by a majority within {LIVENESS_ELECTION_TIMEOUTS} election timeouts \
+                 ({} steps) after healing ({} probes proposed); {}",
+                deadline - start,
+                self.liveness.attempts(),
+                self.describe_nodes()
+            );
+            self.fail(Violation::new(Property::Liveness, detail));
+            return;
+        };
+        self.stats.liveness_steps = at - start;
+        match converged_at {
+            Some(at) => self.stats.convergence_steps = at - start,
             None => {
-                let states: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .filter_map(|node| node.raft())
-                    .map(|raft| {
-                        format!(
-                            "node {} {:?} t{} commit={} last={}",
-                            raft.id(),
-                            raft.role(),
-                            raft.term(),
-                            raft.commit_index(),
-                            raft.last_index()
-                        )
-                    })
-                    .collect();
-                self.fail(Violation::new(
-                    Property::Liveness,
-                    format!(
-                        "no proposal was applied by a majority within {LIVENESS_ELECTION_TIMEOUTS} \
-                         election timeouts ({} steps) after healing ({} probes proposed); {}",
-                        deadline - start,
-                        self.liveness.attempts(),
-                        states.join("; ")
-                    ),
-                ));
+                let why = self.convergence().err().unwrap_or_default();
+                let detail = format!(
+                    "the members did not all catch up within {LIVENESS_ELECTION_TIMEOUTS} election timeouts \
+                     ({} steps) after healing: {why}; {}",
+                    deadline - start,
+                    self.describe_nodes()
+                );
+                self.fail(Violation::new(Property::Liveness, detail));
             }
         }
+    }
+
+    /// Whether every member of the leader's configuration has applied everything the
+    /// leader holds, with the same state; `Err` says who lags.
+    fn convergence(&mut self) -> Result<(), String> {
+        let leader = self.current_leader().ok_or("no leader")?;
+        let raft = self.nodes[Self::node_index(leader)].raft().expect("the leader is up");
+        let (commit, last) = (raft.commit_index(), raft.last_index());
+        if commit < last {
+            return Err(format!("leader {leader} has committed {commit} of {last}"));
+        }
+        let mut digests = BTreeMap::new();
+        for member in raft.membership().members() {
+            let node = &self.nodes[Self::node_index(member)];
+            if !node.is_up() {
+                return Err(format!("member {member} is down"));
+            }
+            if node.applied < commit {
+                return Err(format!("member {member} applied {} of {commit}", node.applied));
+            }
+            digests.insert(member, node.kv.digest());
+        }
+        let distinct: BTreeSet<u64> = digests.values().copied().collect();
+        if distinct.len() > 1 {
+            let violation = Violation::new(
+                Property::StateMachineSafety,
+                format!("every member applied {commit} but their states differ: {digests:x?}"),
+            );
+            self.fail(violation);
+        }
+        Ok(())
+    }
+
+    fn describe_nodes(&self) -> String {
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.raft())
+            .map(|raft| {
+                format!(
+                    "node {} {:?} t{} commit={} last={} first={} ({})",
+                    raft.id(),
+                    raft.role(),
+                    raft.term(),
+                    raft.commit_index(),
+                    raft.last_index(),
+                    raft.first_index(),
+                    describe_membership(raft.membership())
+                )
+            })
+            .collect();
+        states.join("; ")
     }
 
     fn propose_probe(&mut self) {
@@ -537,11 +875,12 @@ impl Simulation {
         let Some(leader) = self.current_leader() else {
             return;
         };
-        let attempt = self.liveness.attempts() + 1;
+        let attempt = self.liveness.next_attempt();
         let payload = Command::Probe { attempt }.encode();
         let node = &mut self.nodes[Self::node_index(leader)];
         if let Some(Ok(index)) = node.propose(payload) {
-            self.liveness.proposed(self.now);
+            let voters = node.raft().expect("up").membership().voters.clone();
+            self.liveness.proposed(attempt, self.now, voters);
             self.trace.record(
                 self.now,
                 Event::Note(format!("liveness probe {attempt} proposed on node {leader} at {index}")),

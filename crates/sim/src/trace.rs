@@ -161,12 +161,26 @@ pub enum Event {
     Crash {
         node: NodeId,
         lost_entries: u64,
+        lost_snapshots: u64,
+        lost_staged: bool,
     },
     Restart {
         node: NodeId,
         term: Term,
         last_index: Index,
         commit: Index,
+        snapshot: Index,
+    },
+    /// A node took a snapshot of its state machine and compacted its log.
+    SnapshotTaken {
+        node: NodeId,
+        index: Index,
+        compacted_to: Index,
+    },
+    /// A node installed a snapshot received from the leader.
+    SnapshotInstalled {
+        node: NodeId,
+        index: Index,
     },
     Partition(String),
     Heal,
@@ -218,12 +232,27 @@ impl fmt::Display for Event {
             Event::Persisted { node, index, term } => {
                 write!(f, "node {node} persisted through {index}@t{term}")
             }
-            Event::Crash { node, lost_entries } => {
-                write!(f, "CRASH node {node} (lost {lost_entries} unpersisted entries)")
+            Event::Crash { node, lost_entries, lost_snapshots, lost_staged } => {
+                write!(f, "CRASH node {node} (lost {lost_entries} unpersisted entries")?;
+                if *lost_snapshots > 0 {
+                    write!(f, ", {lost_snapshots} unpersisted snapshots")?;
+                }
+                if *lost_staged {
+                    f.write_str(", a half-received snapshot")?;
+                }
+                f.write_str(")")
             }
-            Event::Restart { node, term, last_index, commit } => {
-                write!(f, "RESTART node {node} term={term} last={last_index} commit={commit}")
+            Event::Restart { node, term, last_index, commit, snapshot } => {
+                write!(f, "RESTART node {node} term={term} last={last_index} commit={commit}")?;
+                if *snapshot > 0 {
+                    write!(f, " snapshot={snapshot}")?;
+                }
+                Ok(())
             }
+            Event::SnapshotTaken { node, index, compacted_to } => {
+                write!(f, "node {node} took a snapshot at {index}, compacted through {compacted_to}")
+            }
+            Event::SnapshotInstalled { node, index } => write!(f, "node {node} installed the snapshot at {index}"),
             Event::Partition(description) => write!(f, "PARTITION {description}"),
             Event::Heal => f.write_str("HEAL all links"),
             Event::Role { node, role, term, leader } => {
