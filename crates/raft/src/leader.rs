@@ -367,13 +367,22 @@ impl<S: LogStore> Raft<S> {
             transfer.acked_offset = next_offset;
             transfer.sent_offset = transfer.sent_offset.max(next_offset);
             transfer.stalled_heartbeats = 0;
-        } else if next_offset == 0 && transfer.acked_offset > 0 {
-            // The follower lost what it had (it restarted): start over. (Other answers
-            // below what was acknowledged are late duplicates; a gap is repaired by the
-            // stall rule on heartbeat replies.)
+            transfer.rewound = false;
+        } else if next_offset < transfer.acked_offset {
+            // The follower holds less than it said before: it restarted (and perhaps
+            // took an old chunk since), or this is a late answer. Either way resending
+            // from there is safe, and a late answer is corrected by the next one.
             transfer.acked_offset = next_offset;
             transfer.sent_offset = next_offset;
             transfer.all_sent = false;
+            transfer.rewound = true;
+        } else if next_offset == transfer.acked_offset && transfer.sent_offset > next_offset && !transfer.rewound {
+            // A chunk after the one it wants arrived first: the wanted one was lost or is
+            // late, and the follower drops everything out of order, so resend from there
+            // (once per gap).
+            transfer.sent_offset = next_offset;
+            transfer.all_sent = false;
+            transfer.rewound = true;
         }
         self.send_snapshot_chunks(from);
     }
