@@ -171,8 +171,7 @@ impl Progress {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
         self.inflights.reset();
-        self.snapshot =
-            Some(SnapshotTransfer {
+        self.snapshot = Some(SnapshotTransfer {
             meta,
             sent_offset: 0,
             acked_offset: 0,
