@@ -95,8 +95,9 @@ impl ServerConfig {
         Ok(members)
     }
 
-    /// Checks the flags against each other; returns this member's id.
-    pub fn validate(&self) -> Result<NodeId, ConfigError> {
+    /// Checks the flags that matter on every start (a member restarted on its data
+    /// directory ignores `--initial-cluster*`, as etcd does).
+    pub fn validate_flags(&self) -> Result<(), ConfigError> {
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms || self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::BadTimeouts {
                 heartbeat: self.heartbeat_interval_ms,
@@ -112,6 +113,16 @@ impl ServerConfig {
         for url in &self.listen_peer_urls {
             check_url("--listen-peer-urls", url)?;
         }
+        for url in &self.initial_advertise_peer_urls {
+            check_url("--initial-advertise-peer-urls", url)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every flag, `--initial-cluster*` included (first start); returns the id
+    /// `--initial-cluster` gives this member.
+    pub fn validate(&self) -> Result<NodeId, ConfigError> {
+        self.validate_flags()?;
         let members = self.initial_members()?;
         let me = members
             .values()

@@ -55,8 +55,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("the data directory {path}: {error}")]
     DataDir { path: String, error: std::io::Error },
-    #[error("the data directory {path} belongs to cluster member {found:x}, not {expected:x}; use the same flags as when it was created, or another --data-dir")]
-    WrongMember { path: String, found: u64, expected: u64 },
+    #[error("the data directory {path} belongs to cluster member {member:x}, whose peer URLs are {recorded:?}, not --initial-advertise-peer-urls {advertised:?}; use the flags it was created with (or the URLs `member update` gave it), or another --data-dir")]
+    WrongMember { path: String, member: u64, recorded: Vec<String>, advertised: Vec<String> },
     #[error("the data directory {path} is in use by another process")]
     Locked { path: String },
     #[error(transparent)]
@@ -170,7 +170,7 @@ struct Identity {
 
 /// Loads the identity from the data directory, or creates it: from the flags for a new
 /// cluster, from the peers for a member joining an existing one.
-async fn load_or_create_cluster(config: &ServerConfig, flag_member_id: NodeId) -> Result<Identity, ServerError> {
+async fn load_or_create_cluster(config: &ServerConfig) -> Result<Identity, ServerError> {
     let dir = &config.data_dir;
     let path = dir.join("cluster");
     if path.exists() {
@@ -178,17 +178,10 @@ async fn load_or_create_cluster(config: &ServerConfig, flag_member_id: NodeId) -
         let file = ClusterFile::decode(&text).ok_or_else(|| {
             io_error(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, "unreadable cluster file"))
         })?;
-        // A joined member's id came from the cluster, not from its flags.
-        if !file.joined && file.member_id != flag_member_id {
-            return Err(ServerError::WrongMember {
-                path: dir.display().to_string(),
-                found: file.member_id,
-                expected: flag_member_id,
-            });
-        }
         let initial_members = bootstrap_members(&file.members, dir);
         return Ok(Identity { cluster: file, initial_members });
     }
+    let flag_member_id = config.validate()?;
     let identity = if config.initial_cluster_state == "existing" {
         join_existing_cluster(config).await?
     } else {
@@ -312,9 +305,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         // can be compiled in; the server never sets one (Config::bugs stays all-off).
         tracing::debug!("built with the planted-bugs feature; every bug switch is off");
     }
-    let flag_member_id = config.validate()?;
+    config.validate_flags()?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    let Identity { cluster, initial_members } = load_or_create_cluster(&config, flag_member_id).await?;
+    let Identity { cluster, initial_members } = load_or_create_cluster(&config).await?;
     let member_id = cluster.member_id;
     let directory_path = config.data_dir.join("members");
     let directory =
@@ -322,6 +315,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     if directory.is_removed(member_id) {
         error!(member = %format!("{member_id:x}"), "{}", crate::transport::MEMBER_REMOVED);
         return Err(ServerError::Removed);
+    }
+    // The flags must describe the member whose data this is (its URLs as the cluster
+    // knows them, which `member update` may have changed since it was created).
+    if let Some(me) = directory.member(member_id) {
+        let mut recorded = me.peer_urls.clone();
+        recorded.sort();
+        let mut advertised = config.initial_advertise_peer_urls.clone();
+        advertised.sort();
+        if recorded != advertised {
+            return Err(ServerError::WrongMember {
+                path: config.data_dir.display().to_string(),
+                member: member_id,
+                recorded,
+                advertised,
+            });
+        }
     }
     remove_stale_snapshot_copies(&config.data_dir);
     let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
