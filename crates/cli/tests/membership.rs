@@ -7,7 +7,7 @@
 //!   fails with etcd's "in sync" error. Prints the catch-up time (`MEMBERSHIP_KEYS` keys,
 //!   default 5000).
 //! - A voter added directly joins and counts toward the quorum (writes commit with one of
-//!   the original members down).
+//!   the original members down); restarted, it comes back as the same member.
 //! - A follower removed (through the other follower, which forwards to the leader) stops
 //!   by itself with etcd's "permanently removed" error; the rest keep serving.
 //! - The leader removed while a writer runs: a new leader takes over, the old one exits,
@@ -275,6 +275,21 @@ async fn a_voter_added_directly_counts_toward_the_quorum() {
     })
     .await;
     assert!(revision(put.header()) > target);
+
+    // Restarted, the joined member comes back as itself (its data directory says it
+    // joined: no bootstrap membership), and so does the killed one.
+    cluster.terminate(voter, Duration::from_secs(10));
+    cluster.restart(voter);
+    cluster.restart(follower);
+    cluster.wait_for_leader().await;
+    assert_eq!(cluster.members[voter].id, voter_id, "same member id after a restart");
+    let mut on_leader = cluster.client_for(&[0, 1, 2, 3]).await;
+    let final_revision = current_revision(&mut on_leader).await;
+    let hash = hash_at(&cluster, leader, final_revision, Duration::from_secs(10)).await;
+    for i in 0..4 {
+        assert_eq!(hash_at(&cluster, i, final_revision, Duration::from_secs(10)).await, hash);
+        wait_member_list(&cluster, i, &expected).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

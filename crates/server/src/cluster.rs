@@ -214,9 +214,13 @@ fn plan(
                 QuorumCheck::None
             } else {
                 // etcd's IsReadyToAddVotingMember: the started voters must still be a
-                // quorum of the larger cluster (1 of 2 is allowed: growing a lone member).
+                // quorum of the larger cluster. Unlike etcd, 1 of 2 is not allowed: concord's
+                // core uses a configuration from the moment it is appended, so the entry
+                // adding a second voter would need the new member's vote to commit, and the
+                // new member learns its identity only once it is committed. A lone member
+                // grows by adding a learner and promoting it.
                 let members = voters.len() + 1;
-                if !(started_voters == 1 && members == 2) && started_voters < members / 2 + 1 {
+                if started_voters < members / 2 + 1 {
                     return Err(EtcdError::NotEnoughStartedMembers);
                 }
                 QuorumCheck::AddVoter
@@ -483,9 +487,13 @@ mod tests {
         assert_eq!(refusal(MembershipChange::Remove(1), &half), EtcdError::NotEnoughStartedMembers);
         // Removing an unstarted one leaves 2 started of 3: fine.
         assert!(plan(&MembershipChange::Remove(3), &half, "t", 1, 1).is_ok());
-        // A lone member may add a second.
+        // A lone member may not add a voter (the change could never commit); it adds a
+        // learner and promotes it.
         let lone = state(&[(1, true, false)]);
-        assert!(plan(&add("http://new:1", false), &lone, "t", 1, 1).is_ok());
+        assert_eq!(refusal(add("http://new:1", false), &lone), EtcdError::NotEnoughStartedMembers);
+        assert!(plan(&add("http://new:1", true), &lone, "t", 1, 1).is_ok());
+        let lone_with_learner = state(&[(1, true, false), (2, true, true)]);
+        assert!(plan(&MembershipChange::Promote(2), &lone_with_learner, "t", 1, 1).is_ok());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum EtcdError {
     Stopped,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: member ID already exist")]
@@ -68,7 +70,7 @@ impl EtcdError {
             | TooManyLearners
             | NotEnoughStartedMembers => Code::FailedPrecondition,
             TooManyRequests => Code::ResourceExhausted,
-            NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
+            NoLeader | LeaderChanged | Stopped | Timeout | LeaderTransferTimeout | Unhealthy => Code::Unavailable,
             Internal(_) => Code::Internal,
         }
     }

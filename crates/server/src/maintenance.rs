@@ -171,7 +171,7 @@ impl Maintenance for MaintenanceService {
                 let header = self.shared.header(self.shared.store.current_revision());
                 Ok(tonic::Response::new(pb::MoveLeaderResponse { header: Some(header) }))
             }
-            _ => Err(EtcdError::Timeout.into()),
+            _ => Err(EtcdError::LeaderTransferTimeout.into()),
         }
     }
 

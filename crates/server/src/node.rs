@@ -329,6 +329,7 @@ impl NodeLoop {
             wanted.insert(*id, url.clone());
         }
         wanted.remove(&self.raft.id());
+        peers.last_heard.retain(|id, _| wanted.contains_key(id));
         if wanted != self.transport.peers() {
             info!(peers = ?wanted.keys().map(|id| format!("{id:x}")).collect::<Vec<_>>(), "peers changed");
             self.transport.set_peers(&wanted);

@@ -245,45 +245,47 @@ async fn join_existing_cluster(config: &ServerConfig) -> Result<Identity, Server
             "--initial-cluster names no other member to ask for the cluster's membership".into(),
         ));
     }
+    // A peer that has not applied `member add` yet does not list this member: ask again.
     let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
     let mut last_error = String::new();
-    let response = 'ask: loop {
+    let (cluster_id, members, me) = 'ask: loop {
         for url in &peer_urls {
             match fetch_members(url).await {
-                Ok(response) => break 'ask response,
+                Ok(response) => {
+                    let members: Vec<Member> = response.members.into_iter().map(member_from_wire).collect();
+                    let found = members.iter().find(|m| {
+                        let mut urls = m.peer_urls.clone();
+                        urls.sort();
+                        urls == own_urls
+                    });
+                    match found {
+                        Some(me) => break 'ask (response.cluster_id, members.clone(), me.clone()),
+                        None => {
+                            last_error = format!(
+                                "{url}: no member of cluster {:x} has the peer URLs {own_urls:?}; add this member \
+                                 first (etcdctl member add {} --peer-urls={})",
+                                response.cluster_id,
+                                config.name,
+                                own_urls.join(",")
+                            )
+                        }
+                    }
+                }
                 Err(error) => last_error = format!("{url}: {error}"),
             }
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ServerError::Join(format!(
-                "could not retrieve the cluster's membership from {peer_urls:?} (last error: {last_error})"
+                "could not learn this member's place in the cluster from {peer_urls:?} (last answer: {last_error})"
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let members: Vec<Member> = response.members.into_iter().map(member_from_wire).collect();
-    let me = members
-        .iter()
-        .find(|m| {
-            let mut urls = m.peer_urls.clone();
-            urls.sort();
-            urls == own_urls
-        })
-        .ok_or_else(|| {
-            ServerError::Join(format!(
-                "no member of cluster {:x} has the peer URLs {own_urls:?}; add this member first \
-                 (etcdctl member add {} --peer-urls={})",
-                response.cluster_id,
-                config.name,
-                own_urls.join(",")
-            ))
-        })?;
     if me.is_started() {
         return Err(ServerError::Join(format!("member {:x} has already been bootstrapped", me.id)));
     }
-    info!(member = %format!("{:x}", me.id), cluster = %format!("{:x}", response.cluster_id), "joining an existing cluster");
-    let cluster =
-        ClusterFile { cluster_id: response.cluster_id, member_id: me.id, members: BTreeMap::new(), joined: true };
+    info!(member = %format!("{:x}", me.id), cluster = %format!("{cluster_id:x}"), "joining an existing cluster");
+    let cluster = ClusterFile { cluster_id, member_id: me.id, members: BTreeMap::new(), joined: true };
     Ok(Identity { cluster, initial_members: members })
 }
 
