@@ -78,6 +78,8 @@ async fn load(client: &Client, count: usize) {
 struct Writer {
     acked: Arc<Mutex<Vec<(String, Instant)>>>,
     errors: Arc<Mutex<BTreeSet<String>>>,
+    /// The longest any one put took, acknowledged or not.
+    slowest: Arc<Mutex<Duration>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,14 +89,23 @@ impl Writer {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(BTreeSet::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
         let (acked2, errors2, stop2, prefix) = (acked.clone(), errors.clone(), stop.clone(), prefix.to_string());
+        let slowest2 = slowest.clone();
         let task = tokio::spawn(async move {
             for seq in 0..20_000u32 {
                 if stop2.load(Ordering::Relaxed) {
                     return;
                 }
                 let key = format!("{prefix}{seq:05}");
-                match tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), "x", None)).await {
+                let sent = Instant::now();
+                let outcome = tokio::time::timeout(Duration::from_secs(10), client.put(key.clone(), "x", None)).await;
+                let took = sent.elapsed();
+                {
+                    let mut slowest = slowest2.lock().unwrap();
+                    *slowest = (*slowest).max(took);
+                }
+                match outcome {
                     Ok(Ok(_)) => acked2.lock().unwrap().push((key, Instant::now())),
                     Ok(Err(error)) => {
                         errors2.lock().unwrap().insert(error.to_string());
@@ -106,7 +117,7 @@ impl Writer {
                 }
             }
         });
-        Writer { acked, errors, stop, task }
+        Writer { acked, errors, slowest, stop, task }
     }
 
     async fn stop(self) -> (Vec<(String, Instant)>, BTreeSet<String>) {
@@ -114,6 +125,7 @@ impl Writer {
         within(Duration::from_secs(15), "the writer stops", self.task).await.expect("writer task");
         let acked = std::mem::take(&mut *self.acked.lock().unwrap());
         let errors = std::mem::take(&mut *self.errors.lock().unwrap());
+        eprintln!("MEASURE writer: {} acknowledged, slowest put {:?}", acked.len(), *self.slowest.lock().unwrap());
         (acked, errors)
     }
 }
