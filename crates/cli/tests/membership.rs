@@ -190,7 +190,7 @@ async fn a_learner_catches_up_with_a_loaded_cluster_and_is_promoted() {
         .expect("member add --learner");
     let member = added.member().expect("the added member").clone();
     assert!(member.is_learner());
-    assert_eq!(member.peer_urls(), [peer_url.clone()]);
+    assert_eq!(member.peer_urls(), std::slice::from_ref(&peer_url));
     assert_eq!(member.name(), "", "not started yet");
     assert_eq!(added.member_list().len(), 4);
     let learner_id = member.id();
@@ -215,6 +215,11 @@ async fn a_learner_catches_up_with_a_loaded_cluster_and_is_promoted() {
     let caught_up = joined_at.elapsed();
     assert_eq!(learner_hash, leader_hash, "the learner's HashKV at revision {target}");
     eprintln!("MEASURE learner caught up with {keys} keys (revision {target}) in {caught_up:?} after its start");
+    // A learner serves linearizable reads (through the leader's ReadIndex) and says it is one.
+    let mut on_learner = cluster.client(learner).await;
+    let read = on_learner.get("load/000000", None).await.expect("a linearizable read through the learner");
+    assert_eq!(read.kvs().len(), 1);
+    assert!(on_learner.status().await.expect("status of the learner").is_learner());
 
     // In sync now (the writes go on): promote, retrying while it closes the last gap.
     let promoted = eventually(Duration::from_secs(10), "the learner to be promotable", || {
@@ -419,7 +424,7 @@ async fn member_update_moves_a_member_to_new_peer_urls() {
     );
     let response = on_leader.member_update(moved_id, [new_url.clone()]).await.expect("member update");
     let listed = response.members().iter().find(|m| m.id() == moved_id).expect("the moved member is listed");
-    assert_eq!(listed.peer_urls(), [new_url.clone()]);
+    assert_eq!(listed.peer_urls(), std::slice::from_ref(&new_url));
 
     // Restarted with the new URLs, it is reached there (the old port is closed).
     cluster.terminate(moved, Duration::from_secs(10));
