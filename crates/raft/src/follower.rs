@@ -25,10 +25,9 @@ impl<S: LogStore> Raft<S> {
                 self.log.commit_to(commit);
                 self.send(message.from, MessageBody::HeartbeatResponse { read_round });
             }
-            MessageBody::TimeoutNow => {
-                // The leader hands over: campaign now, skipping pre-vote and the lease.
-                self.start_election(true);
-            }
+            // The leader hands over: campaign now, skipping pre-vote and the lease (unless
+            // a change since made us a learner or removed us).
+            MessageBody::TimeoutNow if self.is_promotable() => self.start_election(true),
             MessageBody::ReadIndexResponse { request_id, index } => {
                 self.read_states.push(ReadState { request_id, index });
             }
@@ -99,6 +98,13 @@ impl<S: LogStore> Raft<S> {
             self.incoming_snapshot = None;
             self.log.commit_to(index);
             self.send(leader, MessageBody::AppendEntriesResponse { result: Ok(index) });
+            return;
+        }
+        if self.install_snapshot.as_ref().is_some_and(|adopted| *adopted != chunk.meta) {
+            // A snapshot adopted since the last Ready has not been handed out: chunks of
+            // another one staged in the same Ready would replace its bytes before the
+            // application installs them. Ask for this one again later.
+            self.send(leader, MessageBody::InstallSnapshotResponse { index, next_offset: 0 });
             return;
         }
         let expected = match &self.incoming_snapshot {

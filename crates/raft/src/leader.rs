@@ -21,7 +21,13 @@ impl<S: LogStore> Raft<S> {
         self.role = Role::Leader;
         self.leader = self.config.id;
         let next = self.log.last_index() + 1;
-        let members: Vec<NodeId> = self.membership.current().members().collect();
+        // Ourselves too, even when our latest configuration drops us (we were elected to
+        // commit that change): our own progress tracks what our disk holds.
+        let id = self.config.id;
+        let mut members: Vec<NodeId> = self.membership.current().members().collect();
+        if !members.contains(&id) {
+            members.push(id);
+        }
         for member in members {
             let mut progress = Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
             if member == self.config.id {
@@ -270,9 +276,7 @@ impl<S: LogStore> Raft<S> {
                 if self.transfer_target == Some(from) && progress.match_index == last_index {
                     // The TimeoutNow may have been lost: say it again.
                     self.send(from, MessageBody::TimeoutNow);
-                    return;
-                }
-                if progress.match_index < last_index {
+                } else if progress.match_index < last_index {
                     // Even with nothing new to send: if our earlier messages were lost
                     // (the follower restarted), this probe provokes a rejection that
                     // restarts replication from where the follower really is.
@@ -356,8 +360,10 @@ impl<S: LogStore> Raft<S> {
         if next_offset > transfer.acked_offset && next_offset <= transfer.sent_offset {
             transfer.acked_offset = next_offset;
             transfer.stalled_heartbeats = 0;
-        } else if next_offset < transfer.acked_offset {
-            // The follower lost what it had (it restarted): start over from where it is.
+        } else if next_offset == 0 && transfer.acked_offset > 0 {
+            // The follower lost what it had (it restarted): start over. (Other answers
+            // below what was acknowledged are late duplicates; a gap is repaired by the
+            // stall rule on heartbeat replies.)
             transfer.acked_offset = next_offset;
             transfer.sent_offset = next_offset;
             transfer.all_sent = false;

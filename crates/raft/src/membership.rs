@@ -252,6 +252,16 @@ impl MembershipLog {
         self.changes.last().map(|(_, m)| m).unwrap_or(&self.base)
     }
 
+    /// The configuration before the current one, if the current one was set by an entry
+    /// still held (not folded into the base by compaction).
+    pub fn previous(&self) -> Option<&Membership> {
+        match self.changes.len() {
+            0 => None,
+            1 => Some(&self.base),
+            n => Some(&self.changes[n - 2].1),
+        }
+    }
+
     /// Index of the entry that set the current configuration (the base index if none).
     pub fn current_index(&self) -> Index {
         self.changes.last().map(|&(i, _)| i).unwrap_or(self.base_index)
@@ -339,8 +349,10 @@ mod tests {
         assert_eq!(log.current(), &Membership::new([1, 2, 4], []));
         assert_eq!(log.at(7), &Membership::new([1, 2, 3, 4], []));
         assert_eq!(log.at(4), &Membership::new([1, 2, 3], []));
+        assert_eq!(log.previous(), Some(&Membership::new([1, 2, 3, 4], [])));
         log.truncate_from(9);
         assert_eq!(log.current(), &Membership::new([1, 2, 3, 4], []));
+        assert_eq!(log.previous(), Some(&Membership::new([1, 2, 3], [])));
         log.compact_to(6);
         assert_eq!(log.current_index(), 6);
         assert_eq!(log.at(6), &Membership::new([1, 2, 3, 4], []));

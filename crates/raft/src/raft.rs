@@ -219,9 +219,19 @@ impl<S: LogStore> Raft<S> {
     pub fn membership_index(&self) -> Index {
         self.membership.current_index()
     }
-    /// Whether this node may campaign: it is a voter in its configuration.
+    /// Whether this node may campaign: it is a voter in its configuration, or the latest
+    /// configuration drops it but is not committed yet and it was a voter of the one
+    /// before. Until that change commits, this node may be the only one able to win (its
+    /// log may be the only one holding the change) and so to commit it (Raft
+    /// dissertation §4.2.2); it then asks the voters of its latest configuration and does
+    /// not count its own vote.
     pub fn is_promotable(&self) -> bool {
-        self.membership.current().is_voter(self.config.id)
+        let id = self.config.id;
+        if self.membership.current().is_voter(id) {
+            return true;
+        }
+        self.membership.current_index() > self.log.committed()
+            && self.membership.previous().is_some_and(|previous| previous.is_voter(id))
     }
     /// The first index still in the log (entries before it were compacted).
     pub fn first_index(&self) -> Index {
@@ -267,8 +277,10 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn tick_election(&mut self) {
-        self.election_elapsed += 1;
-        // Learners, removed members and members still joining never campaign.
+        // Saturating: a node that never campaigns (a learner) ticks forever.
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        // Learners, members still joining and members whose removal is committed never
+        // campaign.
         if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable() {
             self.election_elapsed = 0;
             self.start_election(false);
@@ -283,17 +295,14 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Handles a message from a peer. Messages for other nodes or stale in term are
-    /// dropped (or answered so the stale sender learns the term). Vote requests from nodes
-    /// that are not voters in our configuration are ignored without looking at their
-    /// term: a removed member can neither win an election nor raise anyone's term. Other
-    /// messages are accepted from anyone (a member that joined or a leader that is
-    /// removing itself is legitimately unknown to some configurations).
+    /// dropped (or answered so the stale sender learns the term). Messages are handled
+    /// without consulting our configuration (dissertation §4.1): a member that was just
+    /// added is unknown to nodes that have not received its entry yet, and refusing its
+    /// vote requests can leave a cluster unable to elect anyone. A removed member is kept
+    /// from disrupting the cluster by pre-vote and the check-quorum lease instead (see
+    /// docs/membership.md).
     pub fn step(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
-            return;
-        }
-        if matches!(message.body, MessageBody::RequestVote { .. }) && !self.membership.current().is_voter(message.from)
-        {
             return;
         }
         if message.term > self.term {
