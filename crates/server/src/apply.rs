@@ -5,16 +5,17 @@
 //! bounded channel between them is the back-pressure. A batch of entries is applied in
 //! one redb transaction.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use concord_mvcc::{Command, Event, MvccError, Response, Store};
-use concord_raft::{Entry, NodeId};
+use concord_mvcc::{Command, Event, Response, Store};
+use concord_raft::{ConfChangeEntry, Entry, EntryKind, NodeId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use crate::envelope::{self, Envelope};
+use crate::envelope::{self, ChangeContext, Envelope};
+use crate::errors::EtcdError;
+use crate::members::MemberDirectory;
 use crate::node::CommittedBatch;
 
 /// For each applied index, the request id this member waits for there (if any).
@@ -25,9 +26,9 @@ const DURABLE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 /// Most entries applied in one redb transaction.
 const MAX_ENTRIES_PER_TRANSACTION: usize = 4096;
 
-/// The outcome a waiting client receives: the state machine's answer and the revision
-/// the store was at after the entry.
-pub type Outcome = Result<Response, MvccError>;
+/// The outcome a waiting client receives: the state machine's answer (membership entries
+/// answer `Response::Noop` or the error the client gets).
+pub type Outcome = Result<Response, EtcdError>;
 
 /// Clients waiting for their proposals to be applied, by request id.
 #[derive(Clone, Default)]
@@ -47,51 +48,9 @@ impl Waiters {
         self.inner.lock().expect("waiters lock").remove(&request_id);
     }
 
-    fn complete(&self, request_id: u64, outcome: Outcome) {
+    pub(crate) fn complete(&self, request_id: u64, outcome: Outcome) {
         if let Some(sender) = self.inner.lock().expect("waiters lock").remove(&request_id) {
             let _ = sender.send(outcome);
-        }
-    }
-}
-
-/// Client URLs each member published, shared with the Cluster service and kept in the
-/// data directory so a restarted member knows them before the others publish again.
-#[derive(Clone)]
-pub struct MemberDirectory {
-    inner: Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>,
-    path: PathBuf,
-}
-
-impl MemberDirectory {
-    pub fn load(path: PathBuf) -> MemberDirectory {
-        let mut known = BTreeMap::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines() {
-                if let Some((id, urls)) = line.split_once(' ') {
-                    if let Ok(id) = u64::from_str_radix(id, 16) {
-                        known.insert(id, urls.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect());
-                    }
-                }
-            }
-        }
-        MemberDirectory { inner: Arc::new(Mutex::new(known)), path }
-    }
-
-    pub fn client_urls(&self, member: NodeId) -> Vec<String> {
-        self.inner.lock().expect("directory lock").get(&member).cloned().unwrap_or_default()
-    }
-
-    fn publish(&self, member: NodeId, client_urls: Vec<String>) {
-        let mut known = self.inner.lock().expect("directory lock");
-        if known.get(&member) == Some(&client_urls) {
-            return;
-        }
-        known.insert(member, client_urls);
-        let text: String = known.iter().map(|(id, urls)| format!("{id:x} {}\n", urls.join(","))).collect();
-        let temporary = self.path.with_extension("tmp");
-        // Best effort: members publish again on every start, so a lost write heals.
-        if std::fs::write(&temporary, text).is_ok() {
-            let _ = std::fs::rename(&temporary, &self.path);
         }
     }
 }
@@ -166,7 +125,7 @@ impl ApplyLoop {
                     events.extend(applied.events.iter().cloned());
                 }
                 if let Some(request_id) = origins.get(&applied.index) {
-                    self.waiters.complete(*request_id, applied.result);
+                    self.waiters.complete(*request_id, applied.result.map_err(EtcdError::from));
                 }
             }
             if !events.is_empty() {
@@ -200,18 +159,33 @@ impl ApplyLoop {
         }
     }
 
-    /// Turns entries into commands. Returns, per index, the request id if this member is
-    /// the one waiting for it.
+    /// Turns entries into commands, applying membership entries to the member directory
+    /// on the way (before the state machine records their index, so the directory is
+    /// never behind it). Returns, per index, the request id if this member is the one
+    /// waiting for it.
     fn decode(&self, entries: &[Entry]) -> (Vec<(u64, Command)>, RequestsByIndex) {
         let mut commands = Vec::with_capacity(entries.len());
         let mut origins = HashMap::with_capacity(entries.len());
         for entry in entries {
+            if entry.kind == EntryKind::ConfChange {
+                self.apply_conf_change(entry);
+                commands.push((entry.index, Command::Noop));
+                continue;
+            }
             let command = match envelope::decode(&entry.data) {
                 Ok(Envelope::Empty) => Command::Noop,
-                Ok(Envelope::MemberAttributes { member, request_id, name: _, client_urls }) => {
-                    self.directory.publish(member, client_urls);
+                Ok(Envelope::MemberAttributes { member, request_id, name, client_urls }) => {
+                    fatal_on_error(self.directory.apply_attributes(entry.index, member, &name, &client_urls));
                     if member == self.member_id {
                         origins.insert(entry.index, request_id);
+                    }
+                    Command::Noop
+                }
+                Ok(Envelope::MemberUpdate { origin, request_id, member, peer_urls }) => {
+                    let outcome =
+                        fatal_on_error(self.directory.apply_peer_urls_update(entry.index, member, &peer_urls));
+                    if origin == self.member_id {
+                        self.waiters.complete(request_id, outcome.map(|()| Response::Noop));
                     }
                     Command::Noop
                 }
@@ -237,5 +211,42 @@ impl ApplyLoop {
             commands.push((entry.index, command));
         }
         (commands, origins)
+    }
+
+    /// A committed membership change: the directory follows it, and whoever proposed it
+    /// here learns it is done.
+    fn apply_conf_change(&self, entry: &Entry) {
+        let decoded = match ConfChangeEntry::decode(&entry.data) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                // The core decoded this entry when it was appended; failing now is a bug.
+                error!(index = entry.index, "undecodable configuration entry, stopping: {error}");
+                std::process::exit(1);
+            }
+        };
+        // Every member decodes the same context bytes the same way.
+        let context = ChangeContext::decode(&decoded.change.context).unwrap_or_default();
+        fatal_on_error(self.directory.apply_conf_change(entry.index, &decoded, &context.peer_urls));
+        info!(
+            index = entry.index,
+            change = ?decoded.change.kind,
+            member = %format!("{:x}", decoded.change.node),
+            "membership change applied"
+        );
+        if context.origin == self.member_id {
+            self.waiters.complete(context.request_id, Ok(Response::Noop));
+        }
+    }
+}
+
+/// The member directory could not be written: the replicated state cannot be kept, so the
+/// member stops (as for a state-machine failure).
+fn fatal_on_error<T>(result: std::io::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => {
+            error!("cannot write the member directory, stopping: {error}");
+            std::process::exit(1);
+        }
     }
 }

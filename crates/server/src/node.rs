@@ -5,17 +5,29 @@
 //!
 //! Group commit falls out of the loop's shape: everything that arrives while one fsync is
 //! running is handled in the next iteration and shares the next fsync.
+//!
+//! Membership: configuration changes are proposed here (the core decides whether they are
+//! allowed; this task adds etcd's liveness checks, which need to know whom the leader
+//! hears from), and the transport's peers follow the membership: a member added by an
+//! entry in the log is dialed as soon as the entry is appended (a new voter's
+//! acknowledgement may be needed to commit it), a member gone from the directory is
+//! dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use concord_raft::{Entry, Index, Message, NodeId, ProposeError, Raft, Role, SoftState, Term, NO_NODE};
+use concord_raft::{
+    ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, Message, NodeId, ProposeError, Raft, Role,
+    SoftState, Term, NO_NODE,
+};
 use concord_wal::Wal;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::envelope::ChangeContext;
 use crate::errors::EtcdError;
+use crate::members::MemberDirectory;
 use crate::transport::Transport;
 
 /// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
@@ -36,6 +48,40 @@ pub enum Request {
     ReadIndex { reply: oneshot::Sender<Result<Index, EtcdError>>, deadline: Instant },
     /// Hand leadership to another member.
     TransferLeader { to: NodeId, reply: oneshot::Sender<Result<(), EtcdError>> },
+    /// Propose a membership change (leader only). `expected_membership_index` is the
+    /// configuration the caller validated the change against: if another change was
+    /// appended since, the caller must validate again. Answers with the entry's index.
+    ConfChange {
+        change: ConfChange,
+        expected_membership_index: Index,
+        check: QuorumCheck,
+        reply: oneshot::Sender<Result<Index, ConfChangeRefusal>>,
+    },
+}
+
+/// etcd's strict reconfiguration check (on by default there): a change must not leave the
+/// voters that are actually reachable short of a quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumCheck {
+    /// Adding a learner or promoting one: nothing to protect.
+    None,
+    /// Adding a voter: every current voter must be live, or the larger quorum may not be
+    /// reachable.
+    AddVoter,
+    /// Removing this voter must leave a live quorum.
+    RemoveVoter(NodeId),
+}
+
+/// Why a membership change was not proposed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfChangeRefusal {
+    /// This member does not lead (any more): ask the leader.
+    NotLeader,
+    /// Not now (an earlier change is uncommitted, the leader is new or handing over, or
+    /// the configuration moved since it was validated): validate again and retry.
+    Retry,
+    /// Refused for good, with the error the client gets.
+    Failed(EtcdError),
 }
 
 /// Messages from peers.
@@ -53,6 +99,8 @@ pub struct NodeStatus {
     pub is_leader: bool,
     pub commit_index: Index,
     pub last_index: Index,
+    /// Index of the entry that set the configuration in effect (committed or not).
+    pub membership_index: Index,
 }
 
 /// Committed entries for the apply task, in log order.
@@ -67,6 +115,19 @@ pub struct NodeLoop {
     pub status: watch::Sender<NodeStatus>,
     pub tick_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// The member directory (written by the apply task); its peer URLs feed the transport.
+    pub directory: MemberDirectory,
+}
+
+/// What the loop keeps about membership between iterations.
+#[derive(Default)]
+struct PeerTracking {
+    /// When each peer was last heard from (any Raft message): the liveness behind etcd's
+    /// reconfiguration checks.
+    last_heard: HashMap<NodeId, Instant>,
+    /// Peer URLs of members added by configuration entries this log holds but the
+    /// directory has not applied yet.
+    pending_urls: BTreeMap<NodeId, String>,
 }
 
 struct WaitingRead {
@@ -86,25 +147,27 @@ impl NodeLoop {
         let mut next_read_id: u64 = 1;
         let mut last_soft =
             SoftState { leader: NO_NODE, role: Role::Follower, term: self.raft.term().saturating_sub(1) };
+        let mut peers = PeerTracking::default();
+        let mut directory_changes = self.directory.subscribe();
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.raft.tick(),
                 request = self.requests.recv() => {
                     let Some(request) = request else { break };
-                    self.take_request(request, &mut waiting_proposals, &mut waiting_reads);
+                    self.take_request(request, &mut waiting_proposals, &mut waiting_reads, &peers);
                     for _ in 0..MAX_INPUTS_PER_ITERATION {
                         match self.requests.try_recv() {
-                            Ok(request) => self.take_request(request, &mut waiting_proposals, &mut waiting_reads),
+                            Ok(request) => self.take_request(request, &mut waiting_proposals, &mut waiting_reads, &peers),
                             Err(_) => break,
                         }
                     }
                 }
                 inbound = self.inbound.recv() => {
                     let Some(inbound) = inbound else { break };
-                    self.take_inbound(inbound);
+                    self.take_inbound(inbound, &mut peers);
                     for _ in 0..MAX_INPUTS_PER_ITERATION {
                         match self.inbound.try_recv() {
-                            Ok(inbound) => self.take_inbound(inbound),
+                            Ok(inbound) => self.take_inbound(inbound, &mut peers),
                             Err(_) => break,
                         }
                     }
@@ -119,10 +182,15 @@ impl NodeLoop {
                 if !self.raft.has_ready() {
                     break;
                 }
-                if let Err(error) = self.handle_ready(&mut reads_in_flight).await {
+                if let Err(error) = self.handle_ready(&mut reads_in_flight, &mut peers).await {
                     error!("storage failure, stopping: {error}");
                     std::process::exit(1);
                 }
+            }
+
+            if directory_changes.has_changed().unwrap_or(false) {
+                directory_changes.borrow_and_update();
+                self.update_transport_peers(&mut peers);
             }
 
             let soft = self.raft.soft_state();
@@ -142,6 +210,7 @@ impl NodeLoop {
                 is_leader: soft.role == Role::Leader,
                 commit_index: self.raft.commit_index(),
                 last_index: self.raft.last_index(),
+                membership_index: self.raft.membership_index(),
             };
             self.status.send_if_modified(|current| {
                 let changed = *current != status;
@@ -160,6 +229,7 @@ impl NodeLoop {
         request: Request,
         proposals: &mut VecDeque<(Bytes, Instant)>,
         reads: &mut Vec<WaitingRead>,
+        peers: &PeerTracking,
     ) {
         match request {
             Request::Propose { data, deadline } => {
@@ -182,12 +252,96 @@ impl NodeLoop {
                 });
                 let _ = reply.send(result);
             }
+            Request::ConfChange { change, expected_membership_index, check, reply } => {
+                let _ = reply.send(self.propose_conf_change(change, expected_membership_index, check, peers));
+            }
         }
     }
 
-    fn take_inbound(&mut self, inbound: Inbound) {
+    fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        expected_membership_index: Index,
+        check: QuorumCheck,
+        peers: &PeerTracking,
+    ) -> Result<Index, ConfChangeRefusal> {
+        if self.raft.role() != Role::Leader {
+            return Err(ConfChangeRefusal::NotLeader);
+        }
+        if self.raft.membership_index() != expected_membership_index {
+            return Err(ConfChangeRefusal::Retry);
+        }
+        self.check_quorum_after(check, peers)?;
+        self.raft.propose_conf_change(change).map_err(|error| match error {
+            ProposeError::NotLeader { .. } | ProposeError::NoLeader => ConfChangeRefusal::NotLeader,
+            ProposeError::TransferInProgress
+            | ProposeError::ConfChange(ConfChangeError::Pending { .. })
+            | ProposeError::ConfChange(ConfChangeError::LeaderNotReady) => ConfChangeRefusal::Retry,
+            ProposeError::ConfChange(ConfChangeError::LearnerNotReady { .. }) => {
+                ConfChangeRefusal::Failed(EtcdError::LearnerNotReady)
+            }
+            ProposeError::ConfChange(ConfChangeError::AlreadyVoter(_) | ConfChangeError::AlreadyLearner(_)) => {
+                ConfChangeRefusal::Failed(EtcdError::MemberExists)
+            }
+            ProposeError::ConfChange(ConfChangeError::NotAMember(_)) => {
+                ConfChangeRefusal::Failed(EtcdError::MemberNotFound)
+            }
+            ProposeError::ConfChange(ConfChangeError::LastVoter(_)) => {
+                ConfChangeRefusal::Failed(EtcdError::NotEnoughStartedMembers)
+            }
+            other => ConfChangeRefusal::Failed(EtcdError::Internal(other.to_string())),
+        })
+    }
+
+    /// etcd's liveness checks (`mayAddMember`, `mayRemoveMember`), with "live" meaning
+    /// heard from within an election timeout (etcd: connected for the last 5 s).
+    fn check_quorum_after(&self, check: QuorumCheck, peers: &PeerTracking) -> Result<(), ConfChangeRefusal> {
+        let now = Instant::now();
+        let window = self.tick_interval * self.raft.config().election_tick;
+        let me = self.raft.id();
+        let live =
+            |id: NodeId| id == me || peers.last_heard.get(&id).is_some_and(|at| now.duration_since(*at) < window);
+        let voters = self.raft.voters();
+        match check {
+            QuorumCheck::None => Ok(()),
+            QuorumCheck::AddVoter if voters.iter().all(|&v| live(v)) => Ok(()),
+            QuorumCheck::AddVoter => Err(ConfChangeRefusal::Failed(EtcdError::Unhealthy)),
+            // A member that is down is not part of the live quorum: removing it is safe.
+            QuorumCheck::RemoveVoter(id) if id != me && !live(id) => Ok(()),
+            QuorumCheck::RemoveVoter(_) => {
+                let active = voters.iter().filter(|&&v| live(v)).count();
+                if active.saturating_sub(1) < 1 + (voters.len().saturating_sub(1)) / 2 {
+                    Err(ConfChangeRefusal::Failed(EtcdError::Unhealthy))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Points the transport at every member of the directory, plus members that entries
+    /// in the log added and the directory does not have yet.
+    fn update_transport_peers(&mut self, peers: &mut PeerTracking) {
+        let mut wanted = self.directory.peer_addresses();
+        let membership = self.raft.membership();
+        peers.pending_urls.retain(|id, _| membership.contains(*id) && !wanted.contains_key(id));
+        for (id, url) in &peers.pending_urls {
+            wanted.insert(*id, url.clone());
+        }
+        wanted.remove(&self.raft.id());
+        peers.last_heard.retain(|id, _| wanted.contains_key(id));
+        if wanted != self.transport.peers() {
+            info!(peers = ?wanted.keys().map(|id| format!("{id:x}")).collect::<Vec<_>>(), "peers changed");
+            self.transport.set_peers(&wanted);
+        }
+    }
+
+    fn take_inbound(&mut self, inbound: Inbound, peers: &mut PeerTracking) {
         match inbound {
-            Inbound::Raft(message) => self.raft.step(message),
+            Inbound::Raft(message) => {
+                peers.last_heard.insert(message.from, Instant::now());
+                self.raft.step(message)
+            }
             Inbound::Proposals(data) => {
                 if self.raft.role() == Role::Leader {
                     // Refusals (leadership lost meanwhile) leave the follower's client to
@@ -253,8 +407,23 @@ impl NodeLoop {
     async fn handle_ready(
         &mut self,
         reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
+        peers: &mut PeerTracking,
     ) -> Result<(), concord_wal::WalError> {
         let ready = self.raft.ready();
+        // A member added by one of these entries must be reachable before this Ready's
+        // messages go out: they may be the first append to it.
+        let mut added = false;
+        for entry in ready.entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            let Ok(decoded) = ConfChangeEntry::decode(&entry.data) else { continue };
+            let Ok(context) = ChangeContext::decode(&decoded.change.context) else { continue };
+            if let Some(url) = context.peer_urls.first() {
+                peers.pending_urls.insert(decoded.change.node, url.clone());
+                added = true;
+            }
+        }
+        if added {
+            self.update_transport_peers(peers);
+        }
         for message in ready.messages {
             self.transport.send(message);
         }
