@@ -5,17 +5,22 @@
 //!
 //! Group commit falls out of the loop's shape: everything that arrives while one fsync is
 //! running is handled in the next iteration and shares the next fsync.
+//!
+//! Snapshots pass through here twice. The apply task's periodic snapshot is recorded in
+//! the WAL and the log compacted behind it (keeping a tail for slow followers). A snapshot
+//! from the leader is staged chunk by chunk, installed before the Ready's entries are
+//! written, and queued to the apply task in order with the committed entries.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use concord_raft::{Entry, Index, Message, NodeId, ProposeError, Raft, Role, SoftState, Term, NO_NODE};
-use concord_wal::Wal;
+use concord_raft::{Entry, Index, LogStore, Message, NodeId, ProposeError, Raft, Role, SoftState, Term, NO_NODE};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::errors::EtcdError;
+use crate::storage::{LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
 
 /// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
@@ -55,15 +60,33 @@ pub struct NodeStatus {
     pub last_index: Index,
 }
 
-/// Committed entries for the apply task, in log order.
-pub type CommittedBatch = Vec<Entry>;
+/// What the apply task is handed, in log order.
+pub enum ApplyInput {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// A snapshot from the leader, installed in the log: the state machine becomes it.
+    Restore(SnapshotToRestore),
+}
+
+/// A snapshot the state machine must be replaced with.
+pub struct SnapshotToRestore {
+    pub index: Index,
+    /// The state file, open at its start (it stays readable even if a newer snapshot
+    /// replaces it on disk meanwhile).
+    pub file: std::fs::File,
+}
 
 pub struct NodeLoop {
-    pub raft: Raft<Wal>,
+    pub raft: Raft<RaftStorage>,
     pub requests: mpsc::Receiver<Request>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub transport: Transport,
-    pub apply: mpsc::Sender<CommittedBatch>,
+    pub apply: mpsc::Sender<ApplyInput>,
+    /// Snapshots the apply task wrote, to record and compact behind.
+    pub snapshots: mpsc::Receiver<LocalSnapshot>,
+    /// Entries kept in the log behind a snapshot, so that a follower a little behind
+    /// catches up from the log rather than through a whole snapshot.
+    pub snapshot_catchup_entries: u64,
     pub status: watch::Sender<NodeStatus>,
     pub tick_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -106,6 +129,14 @@ impl NodeLoop {
                         match self.inbound.try_recv() {
                             Ok(inbound) => self.take_inbound(inbound),
                             Err(_) => break,
+                        }
+                    }
+                }
+                made = self.snapshots.recv() => {
+                    if let Some(made) = made {
+                        if let Err(error) = self.adopt_snapshot(made) {
+                            error!("storage failure while recording a snapshot, stopping: {error}");
+                            std::process::exit(1);
                         }
                     }
                 }
@@ -250,13 +281,63 @@ impl NodeLoop {
         }
     }
 
+    /// Records a snapshot the apply task wrote and compacts the log behind it, keeping
+    /// `snapshot_catchup_entries` entries, and never past what the state machine holds
+    /// durably (a crash must find every entry after its durable state in the log).
+    fn adopt_snapshot(&mut self, made: LocalSnapshot) -> Result<(), RaftStorageError> {
+        let current = self.raft.store().snapshot_meta().index;
+        let meta = match self.raft.snapshot_meta_at(made.index) {
+            Ok(meta) if meta.index > current => meta,
+            // A snapshot from the leader overtook this one: nothing to record.
+            _ => {
+                self.raft.store_mut().discard_local(&made);
+                return Ok(());
+            }
+        };
+        self.raft.store_mut().adopt_local(meta.clone(), &made)?;
+        let compact_to = meta.index.saturating_sub(self.snapshot_catchup_entries).min(made.durable_applied);
+        let compacted_before = self.raft.store().first_index() - 1;
+        if compact_to > compacted_before {
+            self.raft.store_mut().compact(compact_to)?;
+            self.raft.compact(compact_to);
+        }
+        info!(
+            index = meta.index,
+            term = meta.term,
+            bytes = made.bytes,
+            log_starts_at = self.raft.store().first_index(),
+            "saved a snapshot of the state machine"
+        );
+        Ok(())
+    }
+
     async fn handle_ready(
         &mut self,
         reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
-    ) -> Result<(), concord_wal::WalError> {
+    ) -> Result<(), RaftStorageError> {
         let ready = self.raft.ready();
         for message in ready.messages {
             self.transport.send(message);
+        }
+        let storage = self.raft.store_mut();
+        for chunk in &ready.snapshot_chunks {
+            storage.stage_chunk(chunk)?;
+        }
+        if let Some(meta) = &ready.install_snapshot {
+            let started = Instant::now();
+            let file = storage.install_incoming(meta)?;
+            info!(
+                index = meta.index,
+                term = meta.term,
+                millis = started.elapsed().as_millis() as u64,
+                "installed a snapshot from the leader"
+            );
+            // In the apply channel's order: after every entry handed over before, before
+            // every entry after it.
+            let restore = ApplyInput::Restore(SnapshotToRestore { index: meta.index, file });
+            if self.apply.send(restore).await.is_err() {
+                warn!("apply task is gone");
+            }
         }
         let wal = self.raft.store_mut();
         if !ready.entries.is_empty() {
@@ -274,7 +355,9 @@ impl NodeLoop {
         for message in ready.messages_after_persist {
             self.transport.send(message);
         }
-        if !ready.committed_entries.is_empty() && self.apply.send(ready.committed_entries).await.is_err() {
+        if !ready.committed_entries.is_empty()
+            && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
+        {
             warn!("apply task is gone");
         }
         for read in ready.read_states {

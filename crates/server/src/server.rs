@@ -2,8 +2,8 @@
 //! task and the transport together, and serve the client and peer gRPC endpoints until
 //! asked to stop.
 //!
-//! Data directory layout: `raft/` (the WAL and snapshot files), `kv.redb` (the state
-//! machine), `cluster` (the membership this member was created with; once it exists the
+//! Data directory layout: `raft/` (the WAL, its snapshot record and the state-machine
+//! snapshot files, see `storage`), `kv.redb` (the state machine), `cluster` (the membership this member was created with; once it exists the
 //! `--initial-cluster*` flags are ignored, as with etcd).
 
 use std::collections::BTreeMap;
@@ -17,12 +17,12 @@ use concord_api::etcdserverpb::{
 };
 use concord_api::peerpb::peer_server::PeerServer;
 use concord_mvcc::Store;
-use concord_raft::{Config, NodeId, Raft};
-use concord_wal::{Wal, WalOptions};
+use concord_raft::{Config, LogStore, NodeId, Raft};
+use concord_wal::WalOptions;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::info;
 
-use crate::apply::{ApplyLoop, MemberDirectory, Waiters};
+use crate::apply::{ApplyLoop, MemberDirectory, SnapshotPolicy, Waiters};
 use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
 use crate::errors::EtcdError;
 use crate::kv::KvService;
@@ -30,6 +30,7 @@ use crate::maintenance::{ClusterService, MaintenanceService};
 use crate::node::{NodeLoop, NodeStatus};
 use crate::peer_service::PeerService;
 use crate::shared::Shared;
+use crate::storage::{RaftStorage, RaftStorageError};
 use crate::transport::{Transport, FRAME_LIMIT_BYTES};
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
@@ -47,6 +48,8 @@ pub enum ServerError {
     Locked { path: String },
     #[error(transparent)]
     Wal(#[from] concord_wal::WalError),
+    #[error(transparent)]
+    Storage(#[from] RaftStorageError),
     #[error(transparent)]
     Store(#[from] concord_mvcc::MvccError),
     #[error(transparent)]
@@ -168,8 +171,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let _lock = lock_data_dir(&config.data_dir)?;
     let cluster = load_or_create_cluster(&config, member_id)?;
     remove_stale_snapshot_copies(&config.data_dir);
-    let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
+    let wal_options = WalOptions { segment_bytes: config.wal_segment_bytes, ..WalOptions::default() };
+    let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
+    storage.bring_up_to_snapshot(&store)?;
     let applied_index = store.applied_index();
 
     let voters: Vec<NodeId> = cluster.members.keys().copied().collect();
@@ -178,7 +183,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     raft_config.heartbeat_tick = 1;
     raft_config.max_proposal_bytes = (config.max_request_bytes + 1024) as u64;
     raft_config.seed = member_id ^ std::process::id() as u64;
-    let mut raft = Raft::new(raft_config, wal, applied_index)?;
+    let snapshot_index = storage.snapshot_meta().index;
+    let state_dir = storage.state_dir().to_path_buf();
+    let mut raft = Raft::new(raft_config, storage, applied_index)?;
     if voters.len() == 1 {
         raft.campaign();
     }
@@ -187,6 +194,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         cluster = %format!("{:x}", cluster.cluster_id),
         data_dir = %config.data_dir.display(),
         applied_index,
+        snapshot_index,
+        first_index = raft.first_index(),
         last_index = raft.last_index(),
         "starting member"
     );
@@ -194,6 +203,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (requests_tx, requests_rx) = mpsc::channel(4096);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (apply_tx, apply_rx) = mpsc::channel(256);
+    // One snapshot is written at a time; the Raft task takes it at once.
+    let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let (events_tx, _) = broadcast::channel(1024);
@@ -212,6 +223,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         inbound: inbound_rx,
         transport,
         apply: apply_tx,
+        snapshots: snapshots_rx,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
         status: status_tx,
         tick_interval,
         shutdown: shutdown_rx,
@@ -235,6 +248,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         directory: directory.clone(),
         store: store.clone(),
         batches: apply_rx,
+        snapshots: SnapshotPolicy {
+            every: config.snapshot_count.max(1),
+            last_index: snapshot_index,
+            dir: state_dir,
+            made: snapshots_tx,
+        },
         waiters: waiters.clone(),
         applied: applied_tx,
         events: events_tx,
