@@ -15,7 +15,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use concord_raft::{Entry, Index, LogStore, Message, NodeId, ProposeError, Raft, Role, SoftState, Term, NO_NODE};
+use concord_raft::{
+    Entry, Index, LogStore, Message, NodeId, ProposeError, Raft, Role, SnapshotChunk, SnapshotMeta, SoftState, Term,
+    NO_NODE,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -311,6 +314,25 @@ impl NodeLoop {
         Ok(())
     }
 
+    /// Installs the staged snapshot `meta` in the log and queues the state machine's
+    /// restore from it, in the apply channel's order: after every entry handed over
+    /// before, before every entry after it.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), RaftStorageError> {
+        let started = Instant::now();
+        let file = self.raft.store_mut().install_incoming(meta)?;
+        info!(
+            index = meta.index,
+            term = meta.term,
+            millis = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        let restore = ApplyInput::Restore(SnapshotToRestore { index: meta.index, file });
+        if self.apply.send(restore).await.is_err() {
+            warn!("apply task is gone");
+        }
+        Ok(())
+    }
+
     async fn handle_ready(
         &mut self,
         reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
@@ -319,24 +341,10 @@ impl NodeLoop {
         for message in ready.messages {
             self.transport.send(message);
         }
-        let storage = self.raft.store_mut();
-        for chunk in &ready.snapshot_chunks {
-            storage.stage_chunk(chunk)?;
-        }
-        if let Some(meta) = &ready.install_snapshot {
-            let started = Instant::now();
-            let file = storage.install_incoming(meta)?;
-            info!(
-                index = meta.index,
-                term = meta.term,
-                millis = started.elapsed().as_millis() as u64,
-                "installed a snapshot from the leader"
-            );
-            // In the apply channel's order: after every entry handed over before, before
-            // every entry after it.
-            let restore = ApplyInput::Restore(SnapshotToRestore { index: meta.index, file });
-            if self.apply.send(restore).await.is_err() {
-                warn!("apply task is gone");
+        for step in snapshot_steps(&ready.snapshot_chunks, ready.install_snapshot.as_ref()) {
+            match step {
+                SnapshotStep::Stage(chunk) => self.raft.store_mut().stage_chunk(chunk)?,
+                SnapshotStep::Install(meta) => self.install_snapshot(meta).await?,
             }
         }
         let wal = self.raft.store_mut();
@@ -371,6 +379,26 @@ impl NodeLoop {
     }
 }
 
+/// One thing to do with a Ready's snapshot chunks.
+#[derive(Debug, PartialEq, Eq)]
+enum SnapshotStep<'a> {
+    Stage(&'a SnapshotChunk),
+    Install(&'a SnapshotMeta),
+}
+
+/// The order in which to stage a Ready's chunks and install its snapshot. The core adopts a
+/// snapshot when its last chunk arrives, so that chunk is in the same Ready; but chunks of
+/// a newer transfer may follow it there, and staging them first would overwrite the
+/// snapshot to install. So the install goes right after its last chunk.
+fn snapshot_steps<'a>(chunks: &'a [SnapshotChunk], install: Option<&'a SnapshotMeta>) -> Vec<SnapshotStep<'a>> {
+    let mut steps: Vec<SnapshotStep<'a>> = chunks.iter().map(SnapshotStep::Stage).collect();
+    if let Some(meta) = install {
+        let after_last_chunk = chunks.iter().rposition(|c| c.last && c.meta == *meta).map_or(steps.len(), |at| at + 1);
+        steps.insert(after_last_chunk, SnapshotStep::Install(meta));
+    }
+    steps
+}
+
 fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
     if after.role == Role::Leader && before.role != Role::Leader {
         info!(member = %format!("{id:x}"), term = after.term, "elected leader");
@@ -382,5 +410,32 @@ fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
         info!(member = %format!("{id:x}"), term = after.term, "lost leader");
     } else if after.term != before.term {
         info!(member = %format!("{id:x}"), term = after.term, role = ?after.role, "term changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use concord_raft::Membership;
+
+    fn chunk(index: Index, offset: u64, last: bool) -> SnapshotChunk {
+        let meta = SnapshotMeta { index, term: 1, membership: Membership::new([1, 2, 3], []) };
+        SnapshotChunk { meta, offset, data: Bytes::from_static(b"abc"), last }
+    }
+
+    #[test]
+    fn a_snapshot_is_installed_right_after_its_last_chunk() {
+        let (a, b, c) = (chunk(10, 0, false), chunk(10, 3, true), chunk(20, 0, false));
+        // The core hands out exactly this when the last chunk of the snapshot at 10 and
+        // the first of a newer one at 20 arrive before one Ready is taken.
+        let chunks = [a.clone(), b.clone(), c.clone()];
+        let steps = snapshot_steps(&chunks, Some(&b.meta));
+        assert_eq!(
+            steps,
+            [SnapshotStep::Stage(&a), SnapshotStep::Stage(&b), SnapshotStep::Install(&b.meta), SnapshotStep::Stage(&c)]
+        );
+        assert_eq!(snapshot_steps(&chunks[..1], None), [SnapshotStep::Stage(&a)]);
+        assert_eq!(snapshot_steps(&[], None), []);
     }
 }

@@ -97,6 +97,8 @@ struct Incoming {
     meta: SnapshotMeta,
     file: File,
     received: u64,
+    /// The last chunk was staged.
+    complete: bool,
 }
 
 /// The current snapshot's state file, open for chunk reads.
@@ -288,12 +290,12 @@ impl RaftStorage {
                 .truncate(true)
                 .open(&path)
                 .map_err(io_error(&path))?;
-            self.incoming = Some(Incoming { meta: chunk.meta.clone(), file, received: 0 });
+            self.incoming = Some(Incoming { meta: chunk.meta.clone(), file, received: 0, complete: false });
         }
         let incoming = self
             .incoming
             .as_mut()
-            .filter(|incoming| incoming.meta == chunk.meta && incoming.received == chunk.offset)
+            .filter(|incoming| incoming.meta == chunk.meta && incoming.received == chunk.offset && !incoming.complete)
             .ok_or_else(|| {
                 RaftStorageError::Invalid(format!(
                     "a chunk at byte {} of the snapshot at index {} does not continue the one being received",
@@ -302,6 +304,7 @@ impl RaftStorage {
             })?;
         incoming.file.write_all_at(&chunk.data, chunk.offset).map_err(io_error(&path))?;
         incoming.received += chunk.data.len() as u64;
+        incoming.complete = chunk.last;
         Ok(())
     }
 
@@ -311,12 +314,13 @@ impl RaftStorage {
     /// restored from.
     pub fn install_incoming(&mut self, meta: &SnapshotMeta) -> Result<File, RaftStorageError> {
         let staged = self.state_dir.join(INCOMING_FILE);
-        let incoming = self.incoming.take().filter(|incoming| incoming.meta == *meta).ok_or_else(|| {
-            RaftStorageError::Invalid(format!(
-                "asked to install the snapshot at index {} but none is staged",
-                meta.index
-            ))
-        })?;
+        let incoming =
+            self.incoming.take().filter(|incoming| incoming.meta == *meta && incoming.complete).ok_or_else(|| {
+                RaftStorageError::Invalid(format!(
+                    "asked to install the snapshot at index {} but it is not staged whole",
+                    meta.index
+                ))
+            })?;
         incoming.file.sync_all().map_err(io_error(&staged))?;
         let reader = BufReader::with_capacity(1 << 20, File::open(&staged).map_err(io_error(&staged))?);
         let checked = Store::verify_snapshot(reader).map_err(|error| {
