@@ -365,3 +365,70 @@ async fn members_killed_while_compacting_lose_nothing_acknowledged() {
         );
     }
 }
+
+/// The figure for docs/operations.md: how long a member takes to catch up through a
+/// snapshot of many keys. Ignored by default; it loads `CONCORD_FIGURE_KEYS` keys (100 000
+/// unless set) of 256-byte values while one follower is down, then restarts it:
+///
+/// `cargo test --release -p concord --test compaction -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figure_catch_up_through_a_snapshot() {
+    let keys: usize = std::env::var("CONCORD_FIGURE_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let value = "x".repeat(256);
+    let mut cluster = compacting_cluster(3).start().await;
+    let leader = cluster.wait_for_leader().await;
+    let lagging = cluster.followers(leader)[0];
+    cluster.kill(lagging);
+
+    // Txns of 128 puts (etcd's --max-txn-ops), 4 in flight.
+    let client = cluster.client(leader).await;
+    let loading = Instant::now();
+    let batches: Vec<Vec<usize>> = (0..keys).collect::<Vec<_>>().chunks(128).map(<[usize]>::to_vec).collect();
+    let batches = Arc::new(Mutex::new(batches));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (batches, mut client, value) = (batches.clone(), client.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(batch) = batches.lock().unwrap().pop() else { return };
+                let puts: Vec<etcd_client::TxnOp> =
+                    batch.iter().map(|n| etcd_client::TxnOp::put(format!("f/{n:07}"), value.clone(), None)).collect();
+                client.txn(etcd_client::Txn::new().and_then(puts)).await.expect("a txn of puts");
+            }
+        }));
+    }
+    for task in tasks {
+        within(Duration::from_secs(600), "loading keys", task).await.expect("a loader panicked");
+    }
+    let loaded = loading.elapsed();
+    let (leader_index, _) = indexes(&mut client.clone()).await.expect("the leader's status");
+
+    let restarted_at = Instant::now();
+    cluster.restart(lagging);
+    wait_applied(&cluster, lagging, leader_index, Duration::from_secs(300)).await;
+    let caught_up = restarted_at.elapsed();
+    let log = log_since_last_start(&cluster, lagging);
+    let field = |message: &str, name: &str| logged_field(&log, message, name).unwrap_or(0);
+    let index = field("installed a snapshot from the leader", "index");
+    assert!(index > 0, "the member caught up without a snapshot; its log:\n{log}");
+    let mut local = cluster.client(lagging).await;
+    let counted = local
+        .get("f/", Some(GetOptions::new().with_prefix().with_serializable().with_count_only()))
+        .await
+        .expect("a serializable count");
+    assert_eq!(counted.count() as usize, keys, "every key on the member that caught up");
+    let mut reader = cluster.client(leader).await;
+    assert_hash_kv_agrees(&cluster, current_revision(&mut reader).await).await;
+    eprintln!(
+        "figure: {keys} keys of 256 bytes loaded in {loaded:?}; the member that was down caught up to index \
+         {leader_index} in {caught_up:?} (process start included) through a snapshot at index {index} of {} bytes \
+         (install {} ms, state machine restore {} ms)",
+        field("restored the state machine from the leader's snapshot", "bytes"),
+        field("installed a snapshot from the leader", "millis"),
+        field("restored the state machine from the leader's snapshot", "millis"),
+    );
+    for line in log.lines().filter(|l| l.contains("starting member") || l.contains("snapshot")) {
+        eprintln!("figure: {} log: {line}", cluster.members[lagging].name);
+    }
+}

@@ -34,6 +34,12 @@ const MAX_WAITING_PROPOSALS: usize = 16_384;
 const MAX_WAITING_READS: usize = 16_384;
 /// Most Readies handled before going back to inputs.
 const MAX_READIES_PER_ITERATION: usize = 64;
+/// A snapshot transfer from which no chunk was read for this long is over (done, or the
+/// follower is gone).
+const SNAPSHOT_TRANSFER_IDLE: Duration = Duration::from_secs(5);
+/// Longest a new snapshot (and the compaction behind it) waits for a transfer of the
+/// current one to finish.
+const MAX_COMPACTION_DELAY_FOR_TRANSFER: Duration = Duration::from_secs(600);
 
 /// What clients (through the gRPC services) ask of the Raft task.
 pub enum Request {
@@ -90,9 +96,20 @@ pub struct NodeLoop {
     /// Entries kept in the log behind a snapshot, so that a follower a little behind
     /// catches up from the log rather than through a whole snapshot.
     pub snapshot_catchup_entries: u64,
+    /// A snapshot the apply task wrote that waits for a transfer of the current one.
+    pub held_snapshot: HeldSnapshot,
     pub status: watch::Sender<NodeStatus>,
     pub tick_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// A snapshot the apply task wrote, waiting for a transfer of the current one to end.
+#[derive(Default)]
+pub struct HeldSnapshot {
+    /// The snapshot and since when it waits.
+    snapshot: Option<(LocalSnapshot, Instant)>,
+    /// The wait was logged.
+    logged: bool,
 }
 
 struct WaitingRead {
@@ -137,13 +154,17 @@ impl NodeLoop {
                 }
                 made = self.snapshots.recv() => {
                     if let Some(made) = made {
-                        if let Err(error) = self.adopt_snapshot(made) {
-                            error!("storage failure while recording a snapshot, stopping: {error}");
-                            std::process::exit(1);
+                        let since = self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
+                        if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
+                            self.raft.store_mut().discard_local(&superseded);
                         }
                     }
                 }
                 _ = self.shutdown.changed() => break,
+            }
+            if let Err(error) = self.adopt_held_snapshot() {
+                error!("storage failure while recording a snapshot, stopping: {error}");
+                std::process::exit(1);
             }
 
             self.flush_proposals(&mut waiting_proposals);
@@ -284,6 +305,27 @@ impl NodeLoop {
         }
     }
 
+    /// Adopts the snapshot the apply task wrote, unless this leader is sending its current
+    /// snapshot to a follower: adopting would make that snapshot unreadable and restart
+    /// the transfer, and a big snapshot taken again faster than it can be sent would never
+    /// arrive. Compaction waits for the transfer (bounded, so a follower that keeps
+    /// failing cannot keep the log from being compacted forever).
+    fn adopt_held_snapshot(&mut self) -> Result<(), RaftStorageError> {
+        let Some((_, held_since)) = &self.held_snapshot.snapshot else { return Ok(()) };
+        if self.raft.store().is_sending_snapshot(SNAPSHOT_TRANSFER_IDLE)
+            && held_since.elapsed() < MAX_COMPACTION_DELAY_FOR_TRANSFER
+        {
+            if !self.held_snapshot.logged {
+                info!("a snapshot is being sent to a follower: a newer snapshot and compaction wait for it");
+                self.held_snapshot.logged = true;
+            }
+            return Ok(());
+        }
+        self.held_snapshot.logged = false;
+        let (made, _) = self.held_snapshot.snapshot.take().expect("checked above");
+        self.adopt_snapshot(made)
+    }
+
     /// Records a snapshot the apply task wrote and compacts the log behind it, keeping
     /// `snapshot_catchup_entries` entries, and never past what the state machine holds
     /// durably (a crash must find every entry after its durable state in the log).
@@ -343,7 +385,12 @@ impl NodeLoop {
         }
         for step in snapshot_steps(&ready.snapshot_chunks, ready.install_snapshot.as_ref()) {
             match step {
-                SnapshotStep::Stage(chunk) => self.raft.store_mut().stage_chunk(chunk)?,
+                SnapshotStep::Stage(chunk) => {
+                    if chunk.offset == 0 {
+                        info!(index = chunk.meta.index, term = chunk.meta.term, "receiving a snapshot from the leader");
+                    }
+                    self.raft.store_mut().stage_chunk(chunk)?
+                }
                 SnapshotStep::Install(meta) => self.install_snapshot(meta).await?,
             }
         }

@@ -31,7 +31,7 @@ use crate::node::{NodeLoop, NodeStatus};
 use crate::peer_service::PeerService;
 use crate::shared::Shared;
 use crate::storage::{RaftStorage, RaftStorageError};
-use crate::transport::{Transport, FRAME_LIMIT_BYTES};
+use crate::transport::{Transport, FRAME_LIMIT_BYTES, PEER_RECEIVE_WINDOW_BYTES};
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -225,6 +225,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         apply: apply_tx,
         snapshots: snapshots_rx,
         snapshot_catchup_entries: config.snapshot_catchup_entries,
+        held_snapshot: Default::default(),
         status: status_tx,
         tick_interval,
         shutdown: shutdown_rx,
@@ -324,8 +325,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             PeerServer::new(PeerService { cluster_id: cluster.cluster_id, member_id, inbound: inbound_tx.clone() })
                 .max_decoding_message_size(FRAME_LIMIT_BYTES);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        peer_servers
-            .push(tokio::spawn(tonic::transport::Server::builder().add_service(peer).serve_with_incoming(incoming)));
+        // HTTP/2's default 64 KiB receive window would let a snapshot chunk through only
+        // 64 KiB per round trip; the peer stream carries up to 4 chunks of 1 MiB in flight.
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(PEER_RECEIVE_WINDOW_BYTES)
+            .initial_connection_window_size(PEER_RECEIVE_WINDOW_BYTES)
+            .add_service(peer)
+            .serve_with_incoming(incoming);
+        peer_servers.push(tokio::spawn(server));
     }
     info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
 

@@ -18,10 +18,12 @@
 //! before the log is compacted. Whatever a crash interrupts, `open` finds either the old
 //! snapshot with its file or the new one with its file, and removes the rest.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use concord_mvcc::Store;
@@ -115,6 +117,8 @@ pub struct RaftStorage {
     snapshot: SnapshotMeta,
     state_file: Option<StateFile>,
     incoming: Option<Incoming>,
+    /// When a leader last read a chunk of the current snapshot to send it.
+    last_chunk_read: Cell<Option<Instant>>,
 }
 
 /// The name of the state file of the snapshot at `index`.
@@ -136,8 +140,14 @@ impl RaftStorage {
             std::fs::create_dir_all(&state_dir).map_err(io_error(&state_dir))?;
             fsync_dir(raft_dir)?;
         }
-        let mut storage =
-            RaftStorage { wal, state_dir, snapshot: SnapshotMeta::default(), state_file: None, incoming: None };
+        let mut storage = RaftStorage {
+            wal,
+            state_dir,
+            snapshot: SnapshotMeta::default(),
+            state_file: None,
+            incoming: None,
+            last_chunk_read: Cell::new(None),
+        };
         if let Some(saved) = storage.wal.load_snapshot()? {
             let snap_dir = raft_dir.join("snap");
             let record = SnapshotRecord::decode(&saved.data).map_err(|e| {
@@ -209,6 +219,11 @@ impl RaftStorage {
     /// Drops the log through `index`, which the snapshot covers (see [`Wal::compact`]).
     pub fn compact(&mut self, index: Index) -> Result<(), WalError> {
         self.wal.compact(index)
+    }
+
+    /// Whether a chunk of the current snapshot was read (to be sent) within `recently`.
+    pub fn is_sending_snapshot(&self, recently: Duration) -> bool {
+        self.last_chunk_read.get().is_some_and(|at| at.elapsed() < recently)
     }
 
     /// A reader over the current snapshot's state file, from its first byte.
@@ -413,6 +428,7 @@ impl LogStore for RaftStorage {
         state.file.read_exact_at(&mut data, start).map_err(|error| {
             StorageError::Fatal(format!("reading the snapshot at index {index} (byte {start}): {error}"))
         })?;
+        self.last_chunk_read.set(Some(Instant::now()));
         Ok(SnapshotData { data: Bytes::from(data), last: end == state.bytes })
     }
 }
@@ -480,7 +496,9 @@ mod tests {
         let made = LocalSnapshot { index: 30, path, bytes: state.len() as u64, durable_applied: 30 };
         storage.adopt_local(meta(30, 1), &made).unwrap();
         assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        assert!(!storage.is_sending_snapshot(Duration::from_secs(60)));
         assert_eq!(read_chunks(&storage, 30, 1000), state);
+        assert!(storage.is_sending_snapshot(Duration::from_secs(60)));
         assert_eq!(storage.snapshot_chunk(29, 0, 10), Err(StorageError::Compacted(29)));
 
         storage.compact(25).unwrap();
