@@ -433,10 +433,12 @@ enum SnapshotStep<'a> {
     Install(&'a SnapshotMeta),
 }
 
-/// The order in which to stage a Ready's chunks and install its snapshot. The core adopts a
-/// snapshot when its last chunk arrives, so that chunk is in the same Ready; but chunks of
-/// a newer transfer may follow it there, and staging them first would overwrite the
-/// snapshot to install. So the install goes right after its last chunk.
+/// The order in which to stage a Ready's chunks and install its snapshot: the install goes
+/// right after the chunk that completes it. The core adopts a snapshot when its last chunk
+/// arrives, so that chunk is in the same Ready. At 164ca5e chunks of a newer transfer
+/// could follow it there, and staging them first would overwrite the snapshot to install;
+/// the core refuses them since 3458316, when the install's chunk is always the last one
+/// and this order is the documented one.
 fn snapshot_steps<'a>(chunks: &'a [SnapshotChunk], install: Option<&'a SnapshotMeta>) -> Vec<SnapshotStep<'a>> {
     let mut steps: Vec<SnapshotStep<'a>> = chunks.iter().map(SnapshotStep::Stage).collect();
     if let Some(meta) = install {
