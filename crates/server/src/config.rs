@@ -26,6 +26,11 @@ pub struct ServerConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot for slow followers to catch up from
+    /// (etcd 3.5's `--experimental-snapshot-catchup-entries`, default 5000).
+    pub snapshot_catchup_entries: u64,
+    /// Size of a WAL segment file (64 MiB; smaller only in tests, to see segments go).
+    pub wal_segment_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
 }
@@ -45,6 +50,8 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             snapshot_count: 10_000,
+            snapshot_catchup_entries: 5000,
+            wal_segment_bytes: 64 << 20,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
         }

@@ -5,6 +5,7 @@
 //! API to clients.
 //!
 //! - `node`: the task that owns the Raft core and handles every `Ready`.
+//! - `storage`: the log the core reads (the WAL) and the snapshot files behind it.
 //! - `apply`: the task that applies committed entries and answers waiting clients.
 //! - `transport`, `peer_service`, `convert`: the peer protocol.
 //! - `shared`, `kv`, `maintenance`, `cluster`: the client-facing services.
@@ -26,6 +27,7 @@ pub mod node;
 pub mod peer_service;
 pub mod server;
 pub mod shared;
+pub mod storage;
 pub mod transport;
 
 pub use config::ServerConfig;

@@ -12,22 +12,26 @@
 //! entry in the log is dialed as soon as the entry is appended (a new voter's
 //! acknowledgement may be needed to commit it), a member gone from the directory is
 //! dropped.
+//! Snapshots pass through here twice. The apply task's periodic snapshot is recorded in
+//! the WAL and the log compacted behind it (keeping a tail for slow followers). A snapshot
+//! from the leader is staged chunk by chunk, installed before the Ready's entries are
+//! written, and queued to the apply task in order with the committed entries.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use concord_raft::{
-    ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, Message, NodeId, ProposeError, Raft, Role,
-    SoftState, Term, NO_NODE,
+    ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, LogStore, Message, NodeId, ProposeError,
+    Raft, Role, SnapshotChunk, SnapshotMeta, SoftState, Term, NO_NODE,
 };
-use concord_wal::Wal;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::envelope::ChangeContext;
 use crate::errors::EtcdError;
 use crate::members::MemberDirectory;
+use crate::storage::{LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
 
 /// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
@@ -38,6 +42,12 @@ const MAX_WAITING_PROPOSALS: usize = 16_384;
 const MAX_WAITING_READS: usize = 16_384;
 /// Most Readies handled before going back to inputs.
 const MAX_READIES_PER_ITERATION: usize = 64;
+/// A snapshot transfer from which no chunk was read for this long is over (done, or the
+/// follower is gone).
+const SNAPSHOT_TRANSFER_IDLE: Duration = Duration::from_secs(5);
+/// Longest a new snapshot (and the compaction behind it) waits for a transfer of the
+/// current one to finish.
+const MAX_COMPACTION_DELAY_FOR_TRANSFER: Duration = Duration::from_secs(600);
 
 /// What clients (through the gRPC services) ask of the Raft task.
 pub enum Request {
@@ -103,15 +113,35 @@ pub struct NodeStatus {
     pub membership_index: Index,
 }
 
-/// Committed entries for the apply task, in log order.
-pub type CommittedBatch = Vec<Entry>;
+/// What the apply task is handed, in log order.
+pub enum ApplyInput {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// A snapshot from the leader, installed in the log: the state machine becomes it.
+    Restore(SnapshotToRestore),
+}
+
+/// A snapshot the state machine must be replaced with.
+pub struct SnapshotToRestore {
+    pub index: Index,
+    /// The state file, open at its start (it stays readable even if a newer snapshot
+    /// replaces it on disk meanwhile).
+    pub file: std::fs::File,
+}
 
 pub struct NodeLoop {
-    pub raft: Raft<Wal>,
+    pub raft: Raft<RaftStorage>,
     pub requests: mpsc::Receiver<Request>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub transport: Transport,
-    pub apply: mpsc::Sender<CommittedBatch>,
+    pub apply: mpsc::Sender<ApplyInput>,
+    /// Snapshots the apply task wrote, to record and compact behind.
+    pub snapshots: mpsc::Receiver<LocalSnapshot>,
+    /// Entries kept in the log behind a snapshot, so that a follower a little behind
+    /// catches up from the log rather than through a whole snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// A snapshot the apply task wrote that waits for a transfer of the current one.
+    pub held_snapshot: HeldSnapshot,
     pub status: watch::Sender<NodeStatus>,
     pub tick_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -128,6 +158,15 @@ struct PeerTracking {
     /// Peer URLs of members added by configuration entries this log holds but the
     /// directory has not applied yet.
     pending_urls: BTreeMap<NodeId, String>,
+}
+
+/// A snapshot the apply task wrote, waiting for a transfer of the current one to end.
+#[derive(Default)]
+pub struct HeldSnapshot {
+    /// The snapshot and since when it waits.
+    snapshot: Option<(LocalSnapshot, Instant)>,
+    /// The wait was logged.
+    logged: bool,
 }
 
 struct WaitingRead {
@@ -172,7 +211,19 @@ impl NodeLoop {
                         }
                     }
                 }
+                made = self.snapshots.recv() => {
+                    if let Some(made) = made {
+                        let since = self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
+                        if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
+                            self.raft.store_mut().discard_local(&superseded);
+                        }
+                    }
+                }
                 _ = self.shutdown.changed() => break,
+            }
+            if let Err(error) = self.adopt_held_snapshot() {
+                error!("storage failure while recording a snapshot, stopping: {error}");
+                std::process::exit(1);
             }
 
             self.flush_proposals(&mut waiting_proposals);
@@ -404,11 +455,81 @@ impl NodeLoop {
         }
     }
 
+    /// Adopts the snapshot the apply task wrote, unless this leader is sending its current
+    /// snapshot to a follower: adopting would make that snapshot unreadable and restart
+    /// the transfer, and a big snapshot taken again faster than it can be sent would never
+    /// arrive. Compaction waits for the transfer (bounded, so a follower that keeps
+    /// failing cannot keep the log from being compacted forever).
+    fn adopt_held_snapshot(&mut self) -> Result<(), RaftStorageError> {
+        let Some((_, held_since)) = &self.held_snapshot.snapshot else { return Ok(()) };
+        if self.raft.store().is_sending_snapshot(SNAPSHOT_TRANSFER_IDLE)
+            && held_since.elapsed() < MAX_COMPACTION_DELAY_FOR_TRANSFER
+        {
+            if !self.held_snapshot.logged {
+                info!("a snapshot is being sent to a follower: a newer snapshot and compaction wait for it");
+                self.held_snapshot.logged = true;
+            }
+            return Ok(());
+        }
+        self.held_snapshot.logged = false;
+        let (made, _) = self.held_snapshot.snapshot.take().expect("checked above");
+        self.adopt_snapshot(made)
+    }
+
+    /// Records a snapshot the apply task wrote and compacts the log behind it, keeping
+    /// `snapshot_catchup_entries` entries, and never past what the state machine holds
+    /// durably (a crash must find every entry after its durable state in the log).
+    fn adopt_snapshot(&mut self, made: LocalSnapshot) -> Result<(), RaftStorageError> {
+        let current = self.raft.store().snapshot_meta().index;
+        let meta = match self.raft.snapshot_meta_at(made.index) {
+            Ok(meta) if meta.index > current => meta,
+            // A snapshot from the leader overtook this one: nothing to record.
+            _ => {
+                self.raft.store_mut().discard_local(&made);
+                return Ok(());
+            }
+        };
+        self.raft.store_mut().adopt_local(meta.clone(), &made)?;
+        let compact_to = meta.index.saturating_sub(self.snapshot_catchup_entries).min(made.durable_applied);
+        let compacted_before = self.raft.store().first_index() - 1;
+        if compact_to > compacted_before {
+            self.raft.store_mut().compact(compact_to)?;
+            self.raft.compact(compact_to);
+        }
+        info!(
+            index = meta.index,
+            term = meta.term,
+            bytes = made.bytes,
+            log_starts_at = self.raft.store().first_index(),
+            "saved a snapshot of the state machine"
+        );
+        Ok(())
+    }
+
+    /// Installs the staged snapshot `meta` in the log and queues the state machine's
+    /// restore from it, in the apply channel's order: after every entry handed over
+    /// before, before every entry after it.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), RaftStorageError> {
+        let started = Instant::now();
+        let file = self.raft.store_mut().install_incoming(meta)?;
+        info!(
+            index = meta.index,
+            term = meta.term,
+            millis = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        let restore = ApplyInput::Restore(SnapshotToRestore { index: meta.index, file });
+        if self.apply.send(restore).await.is_err() {
+            warn!("apply task is gone");
+        }
+        Ok(())
+    }
+
     async fn handle_ready(
         &mut self,
         reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
         peers: &mut PeerTracking,
-    ) -> Result<(), concord_wal::WalError> {
+    ) -> Result<(), RaftStorageError> {
         let ready = self.raft.ready();
         // A member added by one of these entries must be reachable before this Ready's
         // messages go out: they may be the first append to it.
@@ -427,6 +548,17 @@ impl NodeLoop {
         for message in ready.messages {
             self.transport.send(message);
         }
+        for step in snapshot_steps(&ready.snapshot_chunks, ready.install_snapshot.as_ref()) {
+            match step {
+                SnapshotStep::Stage(chunk) => {
+                    if chunk.offset == 0 {
+                        info!(index = chunk.meta.index, term = chunk.meta.term, "receiving a snapshot from the leader");
+                    }
+                    self.raft.store_mut().stage_chunk(chunk)?
+                }
+                SnapshotStep::Install(meta) => self.install_snapshot(meta).await?,
+            }
+        }
         let wal = self.raft.store_mut();
         if !ready.entries.is_empty() {
             wal.append(&ready.entries)?;
@@ -443,7 +575,9 @@ impl NodeLoop {
         for message in ready.messages_after_persist {
             self.transport.send(message);
         }
-        if !ready.committed_entries.is_empty() && self.apply.send(ready.committed_entries).await.is_err() {
+        if !ready.committed_entries.is_empty()
+            && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
+        {
             warn!("apply task is gone");
         }
         for read in ready.read_states {
@@ -457,6 +591,28 @@ impl NodeLoop {
     }
 }
 
+/// One thing to do with a Ready's snapshot chunks.
+#[derive(Debug, PartialEq, Eq)]
+enum SnapshotStep<'a> {
+    Stage(&'a SnapshotChunk),
+    Install(&'a SnapshotMeta),
+}
+
+/// The order in which to stage a Ready's chunks and install its snapshot: the install goes
+/// right after the chunk that completes it. The core adopts a snapshot when its last chunk
+/// arrives, so that chunk is in the same Ready. At 164ca5e chunks of a newer transfer
+/// could follow it there, and staging them first would overwrite the snapshot to install;
+/// the core refuses them since 3458316, when the install's chunk is always the last one
+/// and this order is the documented one.
+fn snapshot_steps<'a>(chunks: &'a [SnapshotChunk], install: Option<&'a SnapshotMeta>) -> Vec<SnapshotStep<'a>> {
+    let mut steps: Vec<SnapshotStep<'a>> = chunks.iter().map(SnapshotStep::Stage).collect();
+    if let Some(meta) = install {
+        let after_last_chunk = chunks.iter().rposition(|c| c.last && c.meta == *meta).map_or(steps.len(), |at| at + 1);
+        steps.insert(after_last_chunk, SnapshotStep::Install(meta));
+    }
+    steps
+}
+
 fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
     if after.role == Role::Leader && before.role != Role::Leader {
         info!(member = %format!("{id:x}"), term = after.term, "elected leader");
@@ -468,5 +624,32 @@ fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
         info!(member = %format!("{id:x}"), term = after.term, "lost leader");
     } else if after.term != before.term {
         info!(member = %format!("{id:x}"), term = after.term, role = ?after.role, "term changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use concord_raft::Membership;
+
+    fn chunk(index: Index, offset: u64, last: bool) -> SnapshotChunk {
+        let meta = SnapshotMeta { index, term: 1, membership: Membership::new([1, 2, 3], []) };
+        SnapshotChunk { meta, offset, data: Bytes::from_static(b"abc"), last }
+    }
+
+    #[test]
+    fn a_snapshot_is_installed_right_after_its_last_chunk() {
+        let (a, b, c) = (chunk(10, 0, false), chunk(10, 3, true), chunk(20, 0, false));
+        // The core hands out exactly this when the last chunk of the snapshot at 10 and
+        // the first of a newer one at 20 arrive before one Ready is taken.
+        let chunks = [a.clone(), b.clone(), c.clone()];
+        let steps = snapshot_steps(&chunks, Some(&b.meta));
+        assert_eq!(
+            steps,
+            [SnapshotStep::Stage(&a), SnapshotStep::Stage(&b), SnapshotStep::Install(&b.meta), SnapshotStep::Stage(&c)]
+        );
+        assert_eq!(snapshot_steps(&chunks[..1], None), [SnapshotStep::Stage(&a)]);
+        assert_eq!(snapshot_steps(&[], None), []);
     }
 }

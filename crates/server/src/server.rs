@@ -2,11 +2,11 @@
 //! task and the transport together, and serve the client and peer gRPC endpoints until
 //! asked to stop.
 //!
-//! Data directory layout: `raft/` (the WAL and snapshot files), `kv.redb` (the state
-//! machine), `cluster` (the cluster and member ids, and the membership this member was
-//! bootstrapped with, or that it joined an existing cluster; once it exists the
-//! `--initial-cluster*` flags are ignored, as with etcd), `members` (the member
-//! directory).
+//! Data directory layout: `raft/` (the WAL, its snapshot record and the state-machine
+//! snapshot files, see `storage`), `kv.redb` (the state machine), `cluster` (the cluster
+//! and member ids, and the membership this member was bootstrapped with, or that it
+//! joined an existing cluster; once it exists the `--initial-cluster*` flags are ignored,
+//! as with etcd), `members` (the member directory).
 //!
 //! Joining (`--initial-cluster-state existing`, after `etcdctl member add`): the member
 //! asks the peers named in `--initial-cluster` for the cluster id and the member list,
@@ -29,12 +29,12 @@ use concord_api::etcdserverpb::{
 };
 use concord_api::peerpb::{self, peer_client::PeerClient, peer_server::PeerServer};
 use concord_mvcc::Store;
-use concord_raft::{Config, NodeId, Raft};
-use concord_wal::{Wal, WalOptions};
+use concord_raft::{Config, LogStore, NodeId, Raft};
+use concord_wal::WalOptions;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::apply::{ApplyLoop, Waiters};
+use crate::apply::{ApplyLoop, SnapshotPolicy, Waiters};
 use crate::cluster::{member_from_wire, ClusterService, Reconfigurer};
 use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
 use crate::errors::EtcdError;
@@ -44,7 +44,8 @@ use crate::members::{Member, MemberDirectory};
 use crate::node::{NodeLoop, NodeStatus};
 use crate::peer_service::PeerService;
 use crate::shared::Shared;
-use crate::transport::{Transport, FRAME_LIMIT_BYTES};
+use crate::storage::{RaftStorage, RaftStorageError};
+use crate::transport::{Transport, FRAME_LIMIT_BYTES, PEER_RECEIVE_WINDOW_BYTES};
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -61,6 +62,8 @@ pub enum ServerError {
     Locked { path: String },
     #[error(transparent)]
     Wal(#[from] concord_wal::WalError),
+    #[error(transparent)]
+    Storage(#[from] RaftStorageError),
     #[error(transparent)]
     Store(#[from] concord_mvcc::MvccError),
     #[error(transparent)]
@@ -335,8 +338,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         }
     }
     remove_stale_snapshot_copies(&config.data_dir);
-    let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
+    let wal_options = WalOptions { segment_bytes: config.wal_segment_bytes, ..WalOptions::default() };
+    let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
+    storage.bring_up_to_snapshot(&store)?;
     let applied_index = store.applied_index();
 
     // The bootstrap membership; a member that joined has none (the log brings it).
@@ -346,7 +351,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     raft_config.heartbeat_tick = 1;
     raft_config.max_proposal_bytes = (config.max_request_bytes + 1024) as u64;
     raft_config.seed = member_id ^ std::process::id() as u64;
-    let mut raft = Raft::new(raft_config, wal, applied_index)?;
+    let snapshot_index = storage.snapshot_meta().index;
+    let state_dir = storage.state_dir().to_path_buf();
+    let mut raft = Raft::new(raft_config, storage, applied_index)?;
     if raft.voters() == [member_id] {
         raft.campaign();
     }
@@ -355,6 +362,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         cluster = %format!("{:x}", cluster.cluster_id),
         data_dir = %config.data_dir.display(),
         applied_index,
+        snapshot_index,
+        first_index = raft.first_index(),
         last_index = raft.last_index(),
         "starting member"
     );
@@ -362,6 +371,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (requests_tx, requests_rx) = mpsc::channel(4096);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (apply_tx, apply_rx) = mpsc::channel(256);
+    // One snapshot is written at a time; the Raft task takes it at once.
+    let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let (events_tx, _) = broadcast::channel(1024);
@@ -377,6 +388,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         inbound: inbound_rx,
         transport,
         apply: apply_tx,
+        snapshots: snapshots_rx,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
+        held_snapshot: Default::default(),
         status: status_tx,
         tick_interval,
         shutdown: shutdown_rx,
@@ -401,6 +415,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         directory: directory.clone(),
         store: store.clone(),
         batches: apply_rx,
+        snapshots: SnapshotPolicy {
+            every: config.snapshot_count.max(1),
+            last_index: snapshot_index,
+            dir: state_dir,
+            made: snapshots_tx,
+        },
         waiters: waiters.clone(),
         applied: applied_tx,
         events: events_tx,
@@ -477,8 +497,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         })
         .max_decoding_message_size(FRAME_LIMIT_BYTES);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        peer_servers
-            .push(tokio::spawn(tonic::transport::Server::builder().add_service(peer).serve_with_incoming(incoming)));
+        // HTTP/2's default 64 KiB receive window would let a snapshot chunk through only
+        // 64 KiB per round trip; the peer stream carries up to 4 chunks of 1 MiB in flight.
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(PEER_RECEIVE_WINDOW_BYTES)
+            .initial_connection_window_size(PEER_RECEIVE_WINDOW_BYTES)
+            .add_service(peer)
+            .serve_with_incoming(incoming);
+        peer_servers.push(tokio::spawn(server));
     }
     info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
 

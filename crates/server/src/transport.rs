@@ -27,6 +27,9 @@ const FRAME_MAX_ITEMS: usize = 512;
 const FRAME_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Largest frame a member accepts.
 pub const FRAME_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+/// HTTP/2 receive window of a peer stream: room for the snapshot chunks the core keeps in
+/// flight (4 of 1 MiB) and the frames around them.
+pub const PEER_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
