@@ -12,6 +12,14 @@ mod harness;
 use concord_raft::{ConfChangeKind, Role};
 use harness::Cluster;
 
+/// Prints the cluster's state (shown when the test fails) and asserts someone leads.
+fn expect_a_leader(c: &mut Cluster, why: &str) {
+    c.status();
+    c.members();
+    print!("{}", c.take_output());
+    assert!(leader_of(c).is_some(), "{why}");
+}
+
 fn leader_of(c: &Cluster) -> Option<u64> {
     c.nodes.iter().find(|(_, n)| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader)).map(|(id, _)| *id)
 }
@@ -40,10 +48,7 @@ fn f1_lagging_voter_ignores_votes_from_a_newly_added_voter_forever() {
     c.crash(2); // the removed member is decommissioned (keeping it up does not help either)
     c.heal();
     c.tick(&[3, 4], 500);
-    c.status();
-    c.members();
-    print!("{}", c.take_output());
-    assert!(leader_of(&c).is_some(), "n3 and n4 are a majority of {{1,3,4}} but can never elect a leader");
+    expect_a_leader(&mut c, "n3 and n4 are a majority of {{1,3,4}} but can never elect a leader");
 }
 
 /// F1 variant with n2 kept alive: still no leader.
@@ -61,9 +66,7 @@ fn f1b_same_with_the_removed_member_still_running() {
     c.crash(1);
     c.heal();
     c.tick(&[2, 3, 4], 500);
-    c.status();
-    print!("{}", c.take_output());
-    assert!(leader_of(&c).is_some(), "no leader with n2, n3, n4 all up");
+    expect_a_leader(&mut c, "no leader with n2, n3, n4 all up");
 }
 
 /// F1 (LIVENESS), the plain form: n4 is added directly as a voter; the change commits on
@@ -83,10 +86,7 @@ fn f1c_new_voter_with_empty_membership_ignores_every_candidate() {
     c.crash(1);
     c.heal();
     c.tick(&[2, 3, 4], 500);
-    c.status();
-    c.members();
-    print!("{}", c.take_output());
-    assert!(leader_of(&c).is_some(), "three of four voters are up, yet no leader is ever elected");
+    expect_a_leader(&mut c, "three of four voters are up, yet no leader is ever elected");
 }
 
 /// F2 (LIVENESS): a 2-voter cluster {1,2}; leader n1 proposes its own removal while n2 is
@@ -106,10 +106,7 @@ fn f2_uncommitted_self_removal_deadlocks_a_two_voter_cluster() {
     c.tick(&[1, 2], 30); // n1 steps down by check-quorum
     c.heal();
     c.tick(&[1, 2], 500);
-    c.status();
-    c.members();
-    print!("{}", c.take_output());
-    assert!(leader_of(&c).is_some(), "both nodes up and connected, yet no leader is ever elected");
+    expect_a_leader(&mut c, "both nodes up and connected, yet no leader is ever elected");
 }
 
 /// F2 variant with a crash instead of a partition: leader n1 crashes right after writing
@@ -127,10 +124,7 @@ fn f2b_uncommitted_self_removal_then_leader_restart() {
     c.restart(1);
     c.heal();
     c.tick(&[1, 2], 500);
-    c.status();
-    c.members();
-    print!("{}", c.take_output());
-    assert!(leader_of(&c).is_some(), "both nodes up and connected, yet no leader is ever elected");
+    expect_a_leader(&mut c, "both nodes up and connected, yet no leader is ever elected");
 }
 
 mod snapshot_ready {

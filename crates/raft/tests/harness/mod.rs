@@ -290,13 +290,10 @@ impl Cluster {
             node.staging.extend_from_slice(&chunk.data);
         }
         if let Some(meta) = ready.install_snapshot {
-            // Installs wait for earlier writes, then are durable at once.
+            // Installs wait for earlier writes (the snapshot supersedes what they wrote, so
+            // they are not reported persisted), then are durable at once.
             while let Some(job) = node.disk_queue.pop_front() {
-                if let Some(hard_state) = job.hard_state {
-                    node.durable.hard_state = hard_state;
-                }
-                node.durable.append(&job.entries);
-                self.in_flight.extend(job.messages_after_persist);
+                complete_write(&mut node.durable, &mut self.in_flight, job);
             }
             let data = Bytes::from(std::mem::take(&mut node.staging));
             node.applied = decode_applied(&data);
@@ -341,13 +338,8 @@ impl Cluster {
     pub fn flush_disk(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("node exists");
         while let Some(job) = node.disk_queue.pop_front() {
-            if let Some(hard_state) = job.hard_state {
-                node.durable.hard_state = hard_state;
-            }
-            node.durable.append(&job.entries);
-            self.in_flight.extend(job.messages_after_persist);
-            if let Some(last) = job.entries.last() {
-                node.raft.as_mut().expect("live").on_persisted(last.index, last.term);
+            if let Some((index, term)) = complete_write(&mut node.durable, &mut self.in_flight, job) {
+                node.raft.as_mut().expect("live").on_persisted(index, term);
             }
         }
     }
@@ -474,6 +466,17 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Makes one queued write durable and releases the messages that waited for it; returns
+/// the last entry written.
+fn complete_write(durable: &mut MemoryLog, in_flight: &mut Vec<Message>, job: DiskJob) -> Option<(u64, u64)> {
+    if let Some(hard_state) = job.hard_state {
+        durable.hard_state = hard_state;
+    }
+    durable.append(&job.entries);
+    in_flight.extend(job.messages_after_persist);
+    job.entries.last().map(|last| (last.index, last.term))
 }
 
 pub fn render_data(data: &Bytes) -> String {
