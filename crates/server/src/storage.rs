@@ -7,7 +7,8 @@
 //!   record is small: the core's `SnapshotMeta` (index, term, membership) and the length
 //!   of the state-machine file ([`SnapshotRecord`]).
 //! - `snapdata/<index>.mvcc` (16 hex digits): the state machine at that index, as
-//!   concord-mvcc's checksummed snapshot stream. Chunks are read from it at an offset, so
+//!   concord-mvcc's checksummed snapshot stream, with the member directory at the same
+//!   index as the stream's application metadata. Chunks are read from it at an offset, so
 //!   a snapshot of any size costs one chunk of memory.
 //! - `snapdata/incoming.part`: a snapshot being received from the leader.
 //! - `snapdata/local.tmp`: a snapshot the apply task is writing.
