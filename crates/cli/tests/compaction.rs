@@ -17,16 +17,23 @@
 //! - SIGKILL of members (the leader first) while writes make them snapshot and compact,
 //!   then of all three at once: after restarts every acknowledged write is there, on every
 //!   member, and HashKV agrees.
+//! - The member directory travels with snapshots: with one member down, a fourth member
+//!   is added (learner, `--initial-cluster-state existing`) after the log was compacted, so
+//!   it catches up through a snapshot and holds every key (HashKV equal); more writes
+//!   compact the log past its addition and publication, so the member that was down also
+//!   catches up through a snapshot covering them. Both list all four members with names,
+//!   peer and client URLs; after the new member is promoted and another removed, every
+//!   member lists the same three.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, GetOptions, MemberAddOptions};
 
 const SNAPSHOT_COUNT: u64 = 100;
 const CATCHUP_ENTRIES: u64 = 50;
@@ -247,6 +254,167 @@ async fn a_restarted_member_comes_back_from_its_snapshot_and_log() {
     let linearizable = client.get("k/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
     assert_eq!(linearizable.count() as usize, expected.len());
     assert_eq!(revision(linearizable.header()), revision_before, "the same revision after the restart");
+}
+
+/// A member as MemberList shows it: id, name, peer URLs, client URLs, learner.
+type Listed = (u64, String, Vec<String>, Vec<String>, bool);
+
+/// What every member should list for the members `members` of the harness (all started),
+/// with `learner` (if any) a learner.
+fn expected_list(cluster: &Cluster, members: &[usize], learner: Option<usize>) -> BTreeSet<Listed> {
+    members
+        .iter()
+        .map(|&i| {
+            let m = &cluster.members[i];
+            (m.id, m.name.clone(), vec![m.peer_url()], vec![m.client_url()], Some(i) == learner)
+        })
+        .collect()
+}
+
+/// Waits until member `member` lists exactly `expected`.
+async fn wait_member_list(cluster: &Cluster, member: usize, expected: &BTreeSet<Listed>) {
+    let client = cluster.client(member).await;
+    let what = format!("{} to list {expected:?}", cluster.members[member].name);
+    eventually(Duration::from_secs(20), &what, || {
+        let mut client = client.clone();
+        async move {
+            let list = client.member_list().await.map_err(|e| e.to_string())?;
+            let got: BTreeSet<Listed> = list
+                .members()
+                .iter()
+                .map(|m| {
+                    (m.id(), m.name().to_string(), m.peer_urls().to_vec(), m.client_urls().to_vec(), m.is_learner())
+                })
+                .collect();
+            if &got == expected {
+                Ok(())
+            } else {
+                Err(format!("lists {got:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+/// The index of the snapshot member `member` installed from the leader since its last
+/// start, having restored its state machine from it.
+fn installed_snapshot(cluster: &Cluster, member: usize) -> u64 {
+    let log = log_since_last_start(cluster, member);
+    let installed = logged_field(&log, "installed a snapshot from the leader", "index")
+        .unwrap_or_else(|| panic!("{} installed no snapshot; its log:\n{log}", cluster.members[member].name));
+    let restored = logged_field(&log, "restored the state machine from the leader's snapshot", "index")
+        .unwrap_or_else(|| panic!("{} restored no snapshot; its log:\n{log}", cluster.members[member].name));
+    assert_eq!(installed, restored, "the state machine was restored from the snapshot installed");
+    installed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_directory_travels_with_snapshots() {
+    let mut cluster = compacting_cluster(3).start().await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client(leader).await;
+    let mut expected = write_keys(&client, "k/", 500).await;
+    wait_for_compaction_everywhere(&cluster).await;
+
+    // One member goes down for a while: every membership change below happens without it.
+    let down = cluster.followers(leader)[0];
+    cluster.kill(down);
+
+    // A fourth member, added after the log was compacted: it can only catch up through a
+    // snapshot.
+    let new = cluster.add_member("n4");
+    let mut on_leader = cluster.client(leader).await;
+    let added = on_leader
+        .member_add([cluster.members[new].peer_url()], Some(MemberAddOptions::new().with_is_learner()))
+        .await
+        .expect("member add --learner");
+    cluster.members[new].id = added.member().expect("the added member").id();
+    let all: Vec<usize> = (0..4).collect();
+    let initial_cluster = cluster.initial_cluster_of(&all);
+    let started = Instant::now();
+    cluster.start_joining(new, &initial_cluster);
+    let (leader_index, _) = indexes(&mut on_leader).await.expect("the leader's status");
+    wait_applied(&cluster, new, leader_index, Duration::from_secs(30)).await;
+    let new_snapshot = installed_snapshot(&cluster, new);
+    eprintln!(
+        "observed: n4 caught up to index {leader_index} in {:?} through a snapshot at index {new_snapshot}",
+        started.elapsed()
+    );
+    // The new member has published its name and client URLs (through the log).
+    let up: Vec<usize> = (0..4).filter(|&i| i != down).collect();
+    let four = expected_list(&cluster, &all, Some(new));
+    wait_member_list(&cluster, leader, &four).await;
+    let (published_by, _) = indexes(&mut on_leader).await.expect("the leader's status");
+
+    // More writes: the leader's snapshot covers the addition and the publication, and its
+    // log no longer holds them.
+    expected.extend(write_keys(&client, "k/", 400).await);
+    // The leader holds its newer snapshots back while it has been sending one (to n4) in
+    // the last 5 s; then it compacts.
+    let leader_name = cluster.members[leader].name.clone();
+    eventually(Duration::from_secs(20), &format!("{leader_name} to compact its log past {published_by}"), || {
+        let log = log_since_last_start(&cluster, leader);
+        async move {
+            match logged_field(&log, "saved a snapshot of the state machine", "log_starts_at") {
+                Some(first) if first > published_by => Ok(()),
+                other => Err(format!("its log starts at {other:?}")),
+            }
+        }
+    })
+    .await;
+    let started = Instant::now();
+    cluster.restart(down);
+    let (leader_index, _) = indexes(&mut on_leader).await.expect("the leader's status");
+    wait_applied(&cluster, down, leader_index, Duration::from_secs(30)).await;
+    let down_snapshot = installed_snapshot(&cluster, down);
+    assert!(
+        down_snapshot >= published_by,
+        "the snapshot {} installed (index {down_snapshot}) covers n4's addition and publication (by {published_by})",
+        cluster.members[down].name
+    );
+    eprintln!(
+        "observed: {} caught up to index {leader_index} in {:?} through a snapshot at index {down_snapshot}",
+        cluster.members[down].name,
+        started.elapsed()
+    );
+
+    // Every key everywhere, and every member lists all four with names and URLs.
+    let mut reader = cluster.client(leader).await;
+    assert_hash_kv_agrees(&cluster, current_revision(&mut reader).await).await;
+    for &member in &[new, down] {
+        assert_eq!(local_keys(&cluster, member, "k/").await, expected, "every key on {}", cluster.members[member].name);
+    }
+    for member in 0..4 {
+        wait_member_list(&cluster, member, &four).await;
+    }
+
+    // Promote the new member, then remove an original one other than the member that was
+    // down: the directories installed from snapshots go on with the log.
+    let new_id = cluster.members[new].id;
+    eventually(Duration::from_secs(20), "n4 to be promotable", || {
+        let mut client = on_leader.clone();
+        async move { client.member_promote(new_id).await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    let voters = expected_list(&cluster, &all, None);
+    for member in 0..4 {
+        wait_member_list(&cluster, member, &voters).await;
+    }
+    let removed = up.iter().copied().find(|&i| i != leader && i != new).expect("a follower to remove");
+    let removed_id = cluster.members[removed].id;
+    on_leader.member_remove(removed_id).await.expect("member remove");
+    let status = cluster.wait_exit(removed, Duration::from_secs(15));
+    assert!(!status.success(), "a removed member exits with an error ({status})");
+    let rest: Vec<usize> = (0..4).filter(|&i| i != removed).collect();
+    let three = expected_list(&cluster, &rest, None);
+    for &member in &rest {
+        wait_member_list(&cluster, member, &three).await;
+    }
+    // The three still commit, including the member that caught up through a snapshot.
+    let leader = cluster.wait_for_leader().await;
+    let mut on_leader = cluster.client(leader).await;
+    on_leader.put("after/remove", "ok", None).await.expect("a write after the removal");
+    assert_hash_kv_agrees(&cluster, current_revision(&mut on_leader).await).await;
 }
 
 /// A write a client saw acknowledged: key, value.

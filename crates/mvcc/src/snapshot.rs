@@ -6,13 +6,24 @@
 //! the derived tables (`revs`, `current`, `lease_keys`) are rebuilt on restore, so the
 //! format does not depend on how indexes are laid out.
 //!
+//! The stream also carries the application's own metadata: opaque bytes the caller hands
+//! over when the read transaction is open (the server puts its member directory there, the
+//! replicated state that lives outside this store), given back by verify and restore.
+//!
 //! Format (all integers big-endian): the magic `CONCORD-MVCC-SNAP` and a format byte, then
 //! records, each a tag byte and a payload:
 //!
 //! - `1` meta: applied index `u64`, revision `i64`, compacted revision `i64` (first, once);
+//! - `5` application metadata: length `u32`, bytes (format 2: right after the meta, once);
 //! - `2` version: key length `u32`, key, main `u64`, sub `u64`, record length `u32`, record;
 //! - `3` lease: id `i64`, ttl `i64`;
-//! - `4` end: CRC-32C `u32` of every byte before it, this tag included.
+//! - `4` end: CRC-32C `u32` of every byte before it, this tag included (so it covers the
+//!   application metadata too).
+//!
+//! Format 1 (before application metadata) is the same without record `5`; it is still read,
+//! and reported as having no application metadata (`None`), so that the caller decides what
+//! a snapshot without it means. Format 2 streams are refused by builds that read only
+//! format 1 ("snapshot format 2, this build reads format 1").
 //!
 //! Restore checks the CRC before it commits, so a truncated or damaged stream never becomes
 //! a store.
@@ -29,14 +40,18 @@ use crate::schema::{
 };
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAP";
-const FORMAT: u8 = 1;
+/// The format this build writes.
+const FORMAT: u8 = 2;
+/// The format before application metadata, still read.
+const FORMAT_WITHOUT_APP_META: u8 = 1;
 const TAG_META: u8 = 1;
 const TAG_VERSION: u8 = 2;
 const TAG_LEASE: u8 = 3;
 const TAG_END: u8 = 4;
+const TAG_APP_META: u8 = 5;
 
 /// What a snapshot holds, as written or restored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotMeta {
     /// The Raft index the snapshot is at.
     pub applied_index: u64,
@@ -44,6 +59,9 @@ pub struct SnapshotMeta {
     pub compacted_revision: i64,
     /// Bytes of the stream.
     pub bytes: u64,
+    /// The application metadata the stream carries (possibly empty); `None` for a stream
+    /// of format 1, written before streams carried any.
+    pub app_meta: Option<Vec<u8>>,
 }
 
 /// A writer that keeps the CRC and the length of what went through it.
@@ -68,16 +86,27 @@ fn len_u32(n: usize) -> Result<[u8; 4], MvccError> {
         .map_err(|_| MvccError::Internal(format!("{n} bytes do not fit a snapshot record")))
 }
 
-pub(crate) fn write(db: &redb::Database, out: impl Write) -> Result<SnapshotMeta, MvccError> {
+/// Writes the stream from one read transaction. `app_meta` is called with the applied
+/// index of that transaction once it is open, before anything is written; what it returns
+/// goes into the stream as the application metadata.
+pub(crate) fn write(
+    db: &redb::Database,
+    out: impl Write,
+    app_meta: impl FnOnce(u64) -> Result<Vec<u8>, MvccError>,
+) -> Result<SnapshotMeta, MvccError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
     let (applied, revision, compacted) = crate::store::read_meta(&meta)?;
+    let app_meta = app_meta(applied)?;
     let mut w = Crc { inner: out, crc: 0, len: 0 };
     w.put(MAGIC)?;
     w.put(&[FORMAT, TAG_META])?;
     w.put(&applied.to_be_bytes())?;
     w.put(&revision.to_be_bytes())?;
     w.put(&compacted.to_be_bytes())?;
+    w.put(&[TAG_APP_META])?;
+    w.put(&len_u32(app_meta.len())?)?;
+    w.put(&app_meta)?;
     let kv = txn.open_table(KV)?;
     for entry in kv.iter()? {
         let (k, v) = entry?;
@@ -102,7 +131,13 @@ pub(crate) fn write(db: &redb::Database, out: impl Write) -> Result<SnapshotMeta
     let crc = w.crc;
     w.put(&crc.to_be_bytes())?;
     w.inner.flush()?;
-    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: w.len })
+    Ok(SnapshotMeta {
+        applied_index: applied,
+        revision,
+        compacted_revision: compacted,
+        bytes: w.len,
+        app_meta: Some(app_meta),
+    })
 }
 
 /// A reader that keeps the CRC of what it read.
@@ -179,8 +214,10 @@ fn parse(
         return Err(MvccError::Corrupt("not a concord-mvcc snapshot".into()));
     }
     let format = r.u8()?;
-    if format != FORMAT {
-        return Err(MvccError::Corrupt(format!("snapshot format {format}, this build reads format {FORMAT}")));
+    if format != FORMAT && format != FORMAT_WITHOUT_APP_META {
+        return Err(MvccError::Corrupt(format!(
+            "snapshot format {format}, this build reads formats {FORMAT_WITHOUT_APP_META} and {FORMAT}"
+        )));
     }
     if r.u8()? != TAG_META {
         return Err(MvccError::Corrupt("snapshot does not start with its meta".into()));
@@ -188,6 +225,14 @@ fn parse(
     let applied = r.u64()?;
     let revision = r.i64()?;
     let compacted = r.i64()?;
+    let app_meta = if format == FORMAT_WITHOUT_APP_META {
+        None
+    } else {
+        if r.u8()? != TAG_APP_META {
+            return Err(MvccError::Corrupt("snapshot has no application metadata after its meta".into()));
+        }
+        Some(r.bytes(MAX_FIELD)?)
+    };
     loop {
         let tag = r.u8()?;
         match tag {
@@ -224,7 +269,7 @@ fn parse(
             }
         }
     }
-    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: r.len })
+    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: r.len, app_meta })
 }
 
 /// Checks a whole stream without storing anything; returns its meta.

@@ -127,11 +127,26 @@ impl Store {
     /// syncs. This is how a running member adopts a snapshot its leader sent, without
     /// closing the store its readers share.
     pub fn replace_with_snapshot(&self, input: impl Read) -> Result<SnapshotMeta, MvccError> {
+        self.replace_with_snapshot_with(input, |_| Ok(()))
+    }
+
+    /// [`replace_with_snapshot`](Store::replace_with_snapshot), calling `before_commit`
+    /// with what the stream holds (its application metadata included) once the whole
+    /// stream is read and checked, and before the replacement commits; an error from it
+    /// aborts the replacement. This is where the application installs state of its own
+    /// that must never be behind the store: if it is installed and the process stops
+    /// before the commit, the store is still at its old index and restores again.
+    pub fn replace_with_snapshot_with(
+        &self,
+        input: impl Read,
+        before_commit: impl FnOnce(&SnapshotMeta) -> Result<(), MvccError>,
+    ) -> Result<SnapshotMeta, MvccError> {
         let db = self.db();
         let mut txn = db.begin_write()?;
         txn.set_durability(if self.sync { Durability::Immediate } else { Durability::None })?;
         snapshot::clear(&txn)?;
         let meta = snapshot::read_into(&txn, input)?;
+        before_commit(&meta)?;
         txn.commit()?;
         self.applied.store(meta.applied_index, Ordering::Release);
         self.revision.store(meta.revision, Ordering::Release);
@@ -341,10 +356,25 @@ impl Store {
     }
 
     /// Writes a snapshot of the whole state (a consistent cut at one applied index) to
-    /// `out`; applies may run meanwhile. See [`restore_snapshot`](Store::restore_snapshot).
+    /// `out`, with empty application metadata; applies may run meanwhile. See
+    /// [`restore_snapshot`](Store::restore_snapshot).
     pub fn write_snapshot(&self, out: impl Write) -> Result<SnapshotMeta, MvccError> {
+        self.write_snapshot_with(out, |_| Ok(Vec::new()))
+    }
+
+    /// [`write_snapshot`](Store::write_snapshot) with application metadata: once the read
+    /// transaction the snapshot is written from is open, `app_meta` is called with its
+    /// applied index, before anything is written, and what it returns travels in the stream
+    /// (restore and verify give it back in [`SnapshotMeta::app_meta`]). A caller that holds
+    /// its applies until `app_meta` has run captures its own state at exactly the
+    /// snapshot's index; an error from `app_meta` abandons the snapshot.
+    pub fn write_snapshot_with(
+        &self,
+        out: impl Write,
+        app_meta: impl FnOnce(u64) -> Result<Vec<u8>, MvccError>,
+    ) -> Result<SnapshotMeta, MvccError> {
         let db = self.db();
-        snapshot::write(&db, out)
+        snapshot::write(&db, out, app_meta)
     }
 
     /// How many keys, versions and leases the store holds.

@@ -9,13 +9,15 @@
 //! state file (off the apply path, from one read transaction) and hands it to the Raft
 //! task, which records it and compacts the log. A snapshot from the leader arrives in the
 //! same channel as the entries, so it replaces the state exactly between the entries
-//! before it and the ones after it.
+//! before it and the ones after it. The member directory travels in the same state file
+//! (as the stream's application metadata), captured at the same index as the state (see
+//! `start_snapshot`) and installed with it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use concord_mvcc::{Command, Event, Response, Store};
+use concord_mvcc::{Command, Event, MvccError, Response, Store};
 use concord_raft::{ConfChangeEntry, Entry, EntryKind, Index, NodeId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
@@ -189,10 +191,15 @@ impl ApplyLoop {
             if snapshot_writer.is_none()
                 && self.store.applied_index() > self.snapshots.last_index + self.snapshots.every
             {
-                // Counted from here even if the write fails, so a failing disk is not
-                // retried after every batch.
-                self.snapshots.last_index = self.store.applied_index();
-                snapshot_writer = Some(self.start_snapshot());
+                // A batch boundary: see `start_snapshot`. `None` while the directory is
+                // ahead of the state machine (replaying after a crash): tried again after
+                // the next batch.
+                if let Some(writer) = self.start_snapshot().await {
+                    // Counted from here even if the write fails, so a failing disk is not
+                    // retried after every batch.
+                    self.snapshots.last_index = self.store.applied_index();
+                    snapshot_writer = Some(writer);
+                }
             }
         }
         if let Some(writer) = snapshot_writer {
@@ -204,18 +211,49 @@ impl ApplyLoop {
         }
     }
 
-    /// Writes the state machine to a new state file on a blocking thread, from one read
-    /// transaction (applies go on meanwhile): temporary name, fsync, rename to its index,
-    /// directory fsync.
-    fn start_snapshot(&self) -> tokio::task::JoinHandle<Result<LocalSnapshot, String>> {
+    /// Writes the state machine and the member directory to a new state file on a blocking
+    /// thread, from one read transaction (applies go on meanwhile): temporary name, fsync,
+    /// rename to its index, directory fsync. Called between batches only.
+    ///
+    /// The member directory must be the one at the snapshot's index, not merely a recent
+    /// one: a member restored from the snapshot takes it as the directory at that index and
+    /// applies the entries after it. Why it is:
+    ///
+    /// 1. Only this task changes the state machine and the directory, and it is between
+    ///    batches here: the state machine's applied index is `at` (the last batch is
+    ///    committed), and the directory has applied every entry up to `at` (it applies an
+    ///    entry before the state machine commits it) and none after (the next batch is not
+    ///    decoded yet) — unless it was ahead already, replaying the log after a crash that
+    ///    took back the state machine's latest commits but not the directory's, which
+    ///    `export_at` detects (its last change is after `at`): no snapshot then.
+    /// 2. The read transaction is opened on the blocking thread, but this task waits until
+    ///    it is open before it applies anything else, so the transaction is at `at` too
+    ///    (the writer checks it, and abandons the snapshot if not).
+    ///
+    /// So the stream holds the state and the directory at the same index. Applies resume
+    /// once the transaction is open; writing the stream takes as long as it takes.
+    async fn start_snapshot(&self) -> Option<tokio::task::JoinHandle<Result<LocalSnapshot, String>>> {
+        let at = self.store.applied_index();
+        let directory = self.directory.export_at(at)?;
         let store = self.store.clone();
         let dir = self.snapshots.dir.clone();
-        tokio::task::spawn_blocking(move || {
+        let (opened_tx, opened) = oneshot::channel::<()>();
+        let writer = tokio::task::spawn_blocking(move || {
             let temporary = dir.join(LOCAL_TEMPORARY_FILE);
             let written = (|| -> Result<(u64, u64), String> {
                 let file = std::fs::File::create(&temporary).map_err(|e| e.to_string())?;
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-                let meta = store.write_snapshot(&mut out).map_err(|e| e.to_string())?;
+                let meta = store
+                    .write_snapshot_with(&mut out, move |cut| {
+                        let _ = opened_tx.send(());
+                        if cut != at {
+                            return Err(MvccError::Internal(format!(
+                                "the read transaction is at index {cut}, the member directory at {at}"
+                            )));
+                        }
+                        Ok(directory)
+                    })
+                    .map_err(|e| e.to_string())?;
                 let file = out.into_inner().map_err(|e| e.to_string())?;
                 file.sync_all().map_err(|e| e.to_string())?;
                 Ok((meta.applied_index, meta.bytes))
@@ -233,7 +271,11 @@ impl ApplyLoop {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
             Ok(LocalSnapshot { index, path, bytes, durable_applied: 0 })
-        })
+        });
+        // Open (or failed before opening: the sender is dropped, and the writer's error
+        // comes through its handle).
+        let _ = opened.await;
+        Some(writer)
     }
 
     /// A state file is written: make the state machine durable at least as far (the log
@@ -267,9 +309,21 @@ impl ApplyLoop {
     async fn restore(&mut self, snapshot: SnapshotToRestore) {
         let started = std::time::Instant::now();
         let store = self.store.clone();
+        let directory = self.directory.clone();
         let index = snapshot.index;
+        // The directory the snapshot carries is installed once the stream is checked and
+        // before the state machine commits: a crash between the two leaves the state
+        // machine behind the snapshot, and the restart restores both again.
         let restored = tokio::task::spawn_blocking(move || {
-            store.replace_with_snapshot(std::io::BufReader::with_capacity(1 << 20, snapshot.file))
+            let input = std::io::BufReader::with_capacity(1 << 20, snapshot.file);
+            store.replace_with_snapshot_with(input, |meta| {
+                if meta.applied_index != index {
+                    return Err(MvccError::Internal(format!("the snapshot holds the state at {}", meta.applied_index)));
+                }
+                directory
+                    .restore_from_snapshot(index, meta.app_meta.as_deref())
+                    .map_err(|e| MvccError::Storage(format!("installing the member directory: {e}")))
+            })
         })
         .await;
         // The Raft task already replaced its log with the snapshot: without the state the

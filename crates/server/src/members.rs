@@ -13,6 +13,12 @@
 //! state machine commits the entry's index, so the file is never behind the state machine;
 //! after a crash the WAL replays entries after the state machine's applied index, and the
 //! directory skips those it already reflects (`applied_index`).
+//!
+//! It travels with snapshots: the state file of a snapshot at index `i` carries the
+//! directory at `i` (`export_at`, captured by the apply task at the same index as the state
+//! machine), and a member whose state machine is replaced with a snapshot, from the leader
+//! or from its own state file at a restart, installs it (`restore_from_snapshot`) before
+//! the state machine commits, so that it is never behind the state machine there either.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -221,22 +227,85 @@ impl MemberDirectory {
         Ok(outcome)
     }
 
-    /// The directory as bytes, to travel with a snapshot of the state machine (it is part
-    /// of the replicated state a member restored from a snapshot must have).
-    pub fn export(&self) -> Vec<u8> {
-        serde_json::to_vec(&*self.lock()).expect("the directory serializes")
+    /// The directory as bytes, to travel with a snapshot of the state machine at `index`
+    /// (it is part of the replicated state a member restored from a snapshot must have);
+    /// `None` if the directory reflects an entry after `index`.
+    ///
+    /// The directory is never behind the state machine (each change is durable before the
+    /// state machine records its entry), so with the state machine at `index` it reflects
+    /// every entry up to `index`; if its last change is at or below `index`, it reflects
+    /// nothing after it either, and is exactly the directory at `index`. It is ahead only
+    /// while the log is replayed after a crash took back the state machine's latest
+    /// commits but not the directory's.
+    pub fn export_at(&self, index: Index) -> Option<Vec<u8>> {
+        let state = self.lock();
+        (state.applied_index <= index).then(|| serde_json::to_vec(&*state).expect("the directory serializes"))
     }
 
-    /// Replaces the directory with one from [`MemberDirectory::export`] (installing a
-    /// snapshot).
-    pub fn install(&self, bytes: &[u8]) -> io::Result<()> {
-        let next: DirectoryState =
-            serde_json::from_slice(bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    /// Replaces the directory with one a snapshot at `index` carried (from
+    /// [`MemberDirectory::export_at`]), durably. It then counts as reflecting every entry up
+    /// to `index`. Refused, changing nothing, if the bytes are not a directory at or below
+    /// `index`.
+    pub fn install(&self, bytes: &[u8], index: Index) -> io::Result<()> {
+        let mut next = parse_snapshot_directory(bytes, index)?;
+        next.applied_index = index;
+        // Held across the write, as `update` does, so a concurrent reader never sees the
+        // new directory before it is durable.
+        let mut state = self.lock();
         write_durably(&self.path, &next)?;
-        *self.lock() = next;
+        *state = next;
+        drop(state);
         self.changes.send_modify(|count| *count += 1);
         Ok(())
     }
+
+    /// The state machine was replaced with a snapshot at `index` (from the leader, or from
+    /// this member's own state file at a restart): the directory becomes the one it
+    /// carried, before the state machine commits (so it is never behind it). A snapshot
+    /// written before snapshots carried the directory (format 1, `None`) leaves the
+    /// directory as it is, as the builds that wrote it did: it misses the changes the
+    /// snapshot covers until members publish again.
+    pub fn restore_from_snapshot(&self, index: Index, carried: Option<&[u8]>) -> io::Result<()> {
+        match carried {
+            Some(bytes) => self.install(bytes, index),
+            None => {
+                tracing::warn!(
+                    index,
+                    "the snapshot carries no member directory (written by an older build): the directory \
+                     is kept as it is and may miss membership changes and publications the snapshot covers"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Checks the directory a snapshot at `index` carries (`None`: an older snapshot without
+/// one, accepted), without installing it.
+pub fn check_snapshot_directory(carried: Option<&[u8]>, index: Index) -> io::Result<()> {
+    match carried {
+        Some(bytes) => parse_snapshot_directory(bytes, index).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+fn parse_snapshot_directory(bytes: &[u8], index: Index) -> io::Result<DirectoryState> {
+    let state: DirectoryState = serde_json::from_slice(bytes).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the member directory in the snapshot is unreadable: {error}"),
+        )
+    })?;
+    if state.applied_index > index {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the member directory in the snapshot at index {index} reflects a later entry ({})",
+                state.applied_index
+            ),
+        ));
+    }
+    Ok(state)
 }
 
 /// Temporary file, fsync, rename, directory fsync: the file is either the old or the new
@@ -319,10 +388,44 @@ mod tests {
     fn export_and_install_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let one = MemberDirectory::open(dir.path().join("one"), || vec![member(1, "a", "http://a:1")]).unwrap();
-        one.apply_conf_change(3, &change(ConfChangeKind::RemoveNode, 7), &[]).unwrap();
-        let two = MemberDirectory::open(dir.path().join("two"), Vec::new).unwrap();
-        two.install(&one.export()).unwrap();
-        assert_eq!(two.snapshot(), one.snapshot());
-        assert!(two.install(b"garbage").is_err());
+        one.apply_conf_change(3, &change(ConfChangeKind::AddLearner, 2), &["http://b:1".into()]).unwrap();
+        one.apply_attributes(4, 2, "b", &["http://b:2".into()]).unwrap();
+        one.apply_conf_change(5, &change(ConfChangeKind::RemoveNode, 1), &[]).unwrap();
+        // The directory reflects index 5: a snapshot at 4 cannot carry it, one at 5 or later can.
+        assert_eq!(one.export_at(4), None);
+        let exported = one.export_at(9).unwrap();
+
+        let two = MemberDirectory::open(dir.path().join("two"), || vec![member(1, "a", "http://a:1")]).unwrap();
+        let changes = two.subscribe();
+        two.install(&exported, 9).unwrap();
+        assert!(changes.has_changed().unwrap(), "watchers (the transport) hear of it");
+        let installed = two.snapshot();
+        assert_eq!(installed.members, one.snapshot().members);
+        assert_eq!(installed.removed, one.snapshot().removed);
+        assert_eq!(installed.applied_index, 9, "it reflects every entry up to the snapshot");
+        // Durable, and entries the snapshot covers are not applied again.
+        let reopened = MemberDirectory::open(dir.path().join("two"), Vec::new).unwrap();
+        assert_eq!(reopened.snapshot(), installed);
+        reopened.apply_attributes(8, 2, "stale", &[]).unwrap();
+        assert_eq!(reopened.member(2).unwrap().name, "b");
+        reopened.apply_attributes(10, 2, "fresh", &[]).unwrap();
+        assert_eq!(reopened.member(2).unwrap().name, "fresh");
+
+        // Refused, changing nothing: garbage, or a directory ahead of the snapshot's index.
+        assert!(two.install(b"garbage", 9).is_err());
+        assert!(two.install(&exported, 4).is_err());
+        assert!(check_snapshot_directory(Some(&exported), 4).is_err());
+        assert!(check_snapshot_directory(Some(b""), 4).is_err());
+        assert!(check_snapshot_directory(Some(&exported), 5).is_ok());
+        assert!(check_snapshot_directory(None, 5).is_ok());
+        assert_eq!(two.snapshot(), installed);
+
+        // A snapshot without a directory (an older build's) keeps the directory.
+        let three = MemberDirectory::open(dir.path().join("three"), || vec![member(1, "a", "http://a:1")]).unwrap();
+        let before = three.snapshot();
+        three.restore_from_snapshot(12, None).unwrap();
+        assert_eq!(three.snapshot(), before);
+        three.restore_from_snapshot(12, Some(&exported)).unwrap();
+        assert_eq!(three.snapshot().members, one.snapshot().members);
     }
 }

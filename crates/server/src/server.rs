@@ -317,6 +317,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let directory_path = config.data_dir.join("members");
     let directory =
         MemberDirectory::open(directory_path.clone(), || initial_members).map_err(|e| io_error(&directory_path, e))?;
+    remove_stale_snapshot_copies(&config.data_dir);
+    let wal_options = WalOptions { segment_bytes: config.wal_segment_bytes, ..WalOptions::default() };
+    let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
+    let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
+    // Before the checks below: a state machine restored from the snapshot brings the member
+    // directory at the snapshot's index with it.
+    storage.bring_up_to_snapshot(&store, &directory)?;
+    let applied_index = store.applied_index();
     if directory.is_removed(member_id) {
         error!(member = %format!("{member_id:x}"), "{}", crate::transport::MEMBER_REMOVED);
         return Err(ServerError::Removed);
@@ -337,12 +345,6 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             });
         }
     }
-    remove_stale_snapshot_copies(&config.data_dir);
-    let wal_options = WalOptions { segment_bytes: config.wal_segment_bytes, ..WalOptions::default() };
-    let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
-    let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
-    storage.bring_up_to_snapshot(&store)?;
-    let applied_index = store.applied_index();
 
     // The bootstrap membership; a member that joined has none (the log brings it).
     let voters: Vec<NodeId> = if cluster.joined { Vec::new() } else { cluster.members.keys().copied().collect() };

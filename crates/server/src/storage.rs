@@ -7,7 +7,8 @@
 //!   record is small: the core's `SnapshotMeta` (index, term, membership) and the length
 //!   of the state-machine file ([`SnapshotRecord`]).
 //! - `snapdata/<index>.mvcc` (16 hex digits): the state machine at that index, as
-//!   concord-mvcc's checksummed snapshot stream. Chunks are read from it at an offset, so
+//!   concord-mvcc's checksummed snapshot stream, with the member directory at the same
+//!   index as the stream's application metadata. Chunks are read from it at an offset, so
 //!   a snapshot of any size costs one chunk of memory.
 //! - `snapdata/incoming.part`: a snapshot being received from the leader.
 //! - `snapdata/local.tmp`: a snapshot the apply task is writing.
@@ -29,6 +30,8 @@ use bytes::Bytes;
 use concord_mvcc::Store;
 use concord_raft::{Entry, HardState, Index, LogStore, SnapshotChunk, SnapshotData, SnapshotMeta, StorageError, Term};
 use concord_wal::{Wal, WalError, WalOptions};
+
+use crate::members::{check_snapshot_directory, MemberDirectory};
 
 /// The directory of state-machine snapshot files, under the raft directory.
 const STATE_DIR: &str = "snapdata";
@@ -238,20 +241,36 @@ impl RaftStorage {
 
     /// A state machine behind the snapshot (the process stopped while it was being
     /// restored from one) cannot be brought forward from the log, which may start after
-    /// it: it is restored from the snapshot here, before the core starts.
-    pub fn bring_up_to_snapshot(&self, store: &Store) -> Result<(), RaftStorageError> {
+    /// it: it is restored from the snapshot here, before the core starts, and the member
+    /// directory with it (installed before the state machine commits, as the apply task
+    /// does). A state machine at or past the snapshot leaves the directory alone: the
+    /// directory is never behind the state machine.
+    pub fn bring_up_to_snapshot(&self, store: &Store, directory: &MemberDirectory) -> Result<(), RaftStorageError> {
         let behind = store.applied_index();
         if behind >= self.snapshot.index {
             return Ok(());
         }
         let Some(reader) = self.state_reader()? else { return Ok(()) };
         let started = std::time::Instant::now();
-        let restored = store.replace_with_snapshot(reader).map_err(|error| {
-            RaftStorageError::Invalid(format!(
-                "restoring the state machine from the snapshot at index {} failed: {error}",
-                self.snapshot.index
-            ))
-        })?;
+        let index = self.snapshot.index;
+        let restored = store
+            .replace_with_snapshot_with(reader, |meta| {
+                if meta.applied_index != index {
+                    return Err(concord_mvcc::MvccError::Corrupt(format!(
+                        "the state file holds the state at index {}",
+                        meta.applied_index
+                    )));
+                }
+                directory
+                    .restore_from_snapshot(index, meta.app_meta.as_deref())
+                    .map_err(|e| concord_mvcc::MvccError::Storage(format!("installing the member directory: {e}")))
+            })
+            .map_err(|error| {
+                RaftStorageError::Invalid(format!(
+                    "restoring the state machine from the snapshot at index {} failed: {error}",
+                    self.snapshot.index
+                ))
+            })?;
         if restored.applied_index != self.snapshot.index {
             return Err(RaftStorageError::Invalid(format!(
                 "the state file of the snapshot at index {} holds the state at index {}",
@@ -347,6 +366,9 @@ impl RaftStorage {
                 meta.index, checked.applied_index, checked.bytes, incoming.received
             )));
         }
+        check_snapshot_directory(checked.app_meta.as_deref(), meta.index).map_err(|error| {
+            RaftStorageError::Invalid(format!("the snapshot received for index {} is damaged: {error}", meta.index))
+        })?;
         let path = self.state_dir.join(state_file_name(meta.index));
         std::fs::rename(&staged, &path).map_err(io_error(&path))?;
         fsync_dir(&self.state_dir)?;
@@ -436,8 +458,9 @@ impl LogStore for RaftStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::members::{DirectoryState, Member};
     use concord_mvcc::{Command, PutRequest};
-    use concord_raft::{EntryKind, Membership};
+    use concord_raft::{EntryKind, Membership, NodeId};
 
     fn entries(from: Index, to: Index, term: Term) -> Vec<Entry> {
         (from..=to)
@@ -445,16 +468,43 @@ mod tests {
             .collect()
     }
 
-    /// A state-machine snapshot at `applied` (one key per entry), as bytes.
+    /// The member directory at `applied`: member 1, and member `applied + 1` (so each index
+    /// has its own), last changed at `applied`.
+    fn directory_at(applied: Index) -> DirectoryState {
+        let member = |id: NodeId| Member {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![format!("http://m{id}:2380")],
+            client_urls: vec![format!("http://m{id}:2379")],
+            is_learner: false,
+        };
+        DirectoryState {
+            applied_index: applied,
+            members: [(1, member(1)), (applied + 1, member(applied + 1))].into_iter().collect(),
+            removed: [applied + 2].into_iter().collect(),
+        }
+    }
+
+    /// A state-machine snapshot at `applied` (one key per entry), with the member directory
+    /// of `directory_at(applied)`, as bytes.
     fn state_at(applied: Index) -> Vec<u8> {
+        state_with(applied, serde_json::to_vec(&directory_at(applied)).unwrap())
+    }
+
+    /// A state-machine snapshot at `applied` carrying `directory`.
+    fn state_with(applied: Index, directory: Vec<u8>) -> Vec<u8> {
         let store = Store::in_memory().unwrap();
         for index in 1..=applied {
             let put = PutRequest { key: format!("k{index}").into(), value: vec![b'v'; 100], ..Default::default() };
             store.apply(index, &Command::Put(put)).unwrap();
         }
         let mut bytes = Vec::new();
-        store.write_snapshot(&mut bytes).unwrap();
+        store.write_snapshot_with(&mut bytes, |_| Ok(directory)).unwrap();
         bytes
+    }
+
+    fn open_directory(dir: &Path) -> MemberDirectory {
+        MemberDirectory::open(dir.join("members"), || directory_at(0).member_list()).unwrap()
     }
 
     fn meta(index: Index, term: Term) -> SnapshotMeta {
@@ -587,6 +637,13 @@ mod tests {
         storage.stage_chunk(&chunk(0, other.len(), &other)).unwrap();
         let error = storage.install_incoming(&incoming).err().unwrap();
         assert!(error.to_string().contains("state at index 19"), "{error}");
+        // A member directory that is unreadable, or reflects entries after the snapshot.
+        for directory in [b"not json".to_vec(), serde_json::to_vec(&directory_at(21)).unwrap()] {
+            let bad = state_with(20, directory);
+            storage.stage_chunk(&chunk(0, bad.len(), &bad)).unwrap();
+            let error = storage.install_incoming(&incoming).err().unwrap();
+            assert!(error.to_string().contains("member directory"), "{error}");
+        }
         assert_eq!(storage.snapshot_meta(), SnapshotMeta::default());
         assert_eq!((storage.first_index(), storage.last_index()), (1, 5));
     }
@@ -619,16 +676,44 @@ mod tests {
         storage.adopt_local(meta(20, 1), &made).unwrap();
 
         let store = Store::open(dir.path().join("kv.redb")).unwrap();
+        let directory = open_directory(dir.path());
         store.apply(1, &Command::Noop).unwrap();
-        storage.bring_up_to_snapshot(&store).unwrap();
+        storage.bring_up_to_snapshot(&store, &directory).unwrap();
         assert_eq!(store.applied_index(), 20);
         let mut bytes = Vec::new();
-        store.write_snapshot(&mut bytes).unwrap();
-        assert_eq!(bytes, state);
-        // Ahead of it already: left alone.
+        store.write_snapshot_with(&mut bytes, |at| Ok(directory.export_at(at).unwrap())).unwrap();
+        assert_eq!(bytes, state, "the state and the directory of the snapshot");
+        assert_eq!(directory.snapshot(), directory_at(20));
+        assert_eq!(open_directory(dir.path()).snapshot(), directory_at(20), "durably");
+        // Ahead of it already: left alone, the directory too.
         store.apply(21, &Command::Noop).unwrap();
-        storage.bring_up_to_snapshot(&store).unwrap();
+        directory.apply_attributes(21, 1, "renamed", &[]).unwrap();
+        storage.bring_up_to_snapshot(&store, &directory).unwrap();
         assert_eq!(store.applied_index(), 21);
+        assert_eq!(directory.member(1).unwrap().name, "renamed");
+    }
+
+    #[test]
+    fn a_state_file_of_another_index_or_with_a_bad_directory_restores_nothing() {
+        let ahead = serde_json::to_vec(&directory_at(21)).unwrap();
+        for (state, why) in [(state_at(19), "state at index 19"), (state_with(20, ahead), "member directory")] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut storage = open(dir.path());
+            storage.append(&entries(1, 20, 1)).unwrap();
+            // Recorded as the snapshot at 20.
+            let path = storage.state_dir().join(state_file_name(20));
+            std::fs::write(&path, &state).unwrap();
+            let made = LocalSnapshot { index: 20, path, bytes: state.len() as u64, durable_applied: 20 };
+            storage.adopt_local(meta(20, 1), &made).unwrap();
+            let store = Store::open(dir.path().join("kv.redb")).unwrap();
+            let directory = open_directory(dir.path());
+            let before = directory.snapshot();
+            store.apply(1, &Command::Noop).unwrap();
+            let error = storage.bring_up_to_snapshot(&store, &directory).unwrap_err();
+            assert!(error.to_string().contains(why), "{error}");
+            assert_eq!(store.applied_index(), 1);
+            assert_eq!(directory.snapshot(), before);
+        }
     }
 
     #[test]

@@ -136,3 +136,135 @@ fn a_damaged_snapshot_leaves_a_live_store_untouched_and_fails_verification() {
         assert_eq!(b.hash_kv(0).unwrap(), before);
     }
 }
+
+/// Offsets in a format-2 stream: the format byte, and the application-metadata record
+/// (tag, length, bytes) right after the meta record.
+const FORMAT_AT: usize = b"CONCORD-MVCC-SNAP".len();
+const APP_META_TAG_AT: usize = FORMAT_AT + 1 + 1 + 8 + 8 + 8;
+
+/// The same stream in format 1 (no application-metadata record), checksum recomputed: what
+/// a build before application metadata wrote.
+fn as_format_1(bytes: &[u8]) -> Vec<u8> {
+    assert_eq!(bytes[FORMAT_AT], 2);
+    assert_eq!(bytes[APP_META_TAG_AT], 5);
+    let len = u32::from_be_bytes(bytes[APP_META_TAG_AT + 1..APP_META_TAG_AT + 5].try_into().unwrap()) as usize;
+    let mut old = bytes[..APP_META_TAG_AT].to_vec();
+    old[FORMAT_AT] = 1;
+    old.extend_from_slice(&bytes[APP_META_TAG_AT + 5 + len..bytes.len() - 4]);
+    let crc = crc32c::crc32c(&old);
+    old.extend_from_slice(&crc.to_be_bytes());
+    old
+}
+
+#[test]
+fn application_metadata_travels_with_the_state_and_comes_back_from_verify_and_restore() {
+    let (a, _) = busy_store(0xa99, 150);
+    let directory = br#"{"members":{"1":"n1"},"removed":[7]}"#.to_vec();
+    let mut bytes = Vec::new();
+    let mut seen_at = None;
+    let meta = a
+        .write_snapshot_with(&mut bytes, |applied| {
+            seen_at = Some(applied);
+            Ok(directory.clone())
+        })
+        .unwrap();
+    assert_eq!(seen_at, Some(150), "called with the applied index of the cut");
+    assert_eq!(meta.applied_index, 150);
+    assert_eq!(meta.app_meta.as_deref(), Some(directory.as_slice()));
+    assert_eq!(meta.bytes, bytes.len() as u64);
+
+    assert_eq!(Store::verify_snapshot(bytes.as_slice()).unwrap(), meta);
+    let (c, cmeta) = Store::restore_snapshot_in_memory(bytes.as_slice()).unwrap();
+    assert_eq!(cmeta, meta);
+    assert_same(&a, &c);
+    let (b, _) = busy_store(0xa99, 60);
+    let mut handed = None;
+    let replaced = b
+        .replace_with_snapshot_with(bytes.as_slice(), |m| {
+            // Called before the commit: the store is still at its old index.
+            handed = Some((m.clone(), b.applied_index()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(replaced, meta);
+    assert_eq!(handed, Some((meta.clone(), 60)));
+    assert_same(&a, &b);
+
+    // Plain write_snapshot carries empty metadata (Some, not None).
+    let mut plain = Vec::new();
+    assert_eq!(a.write_snapshot(&mut plain).unwrap().app_meta, Some(Vec::new()));
+    assert_eq!(Store::verify_snapshot(plain.as_slice()).unwrap().app_meta, Some(Vec::new()));
+}
+
+#[test]
+fn the_checksum_covers_the_application_metadata() {
+    let (a, _) = busy_store(0xc4c, 30);
+    let mut bytes = Vec::new();
+    a.write_snapshot_with(&mut bytes, |_| Ok(b"the member directory".to_vec())).unwrap();
+    let (b, _) = busy_store(0xc4c, 10);
+    let before = b.hash_kv(0).unwrap();
+    // Every byte of the record (tag, length, payload), flipped or cut off, is refused.
+    for at in APP_META_TAG_AT..APP_META_TAG_AT + 5 + b"the member directory".len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x04;
+        assert!(Store::verify_snapshot(bad.as_slice()).is_err(), "flip at {at}");
+        assert!(b.replace_with_snapshot(bad.as_slice()).is_err(), "flip at {at}");
+        assert!(Store::verify_snapshot(&bytes[..at]).is_err(), "cut at {at}");
+    }
+    // Only the payload bytes, with the length kept: the checksum alone must catch it.
+    let mut swapped = bytes.clone();
+    swapped[APP_META_TAG_AT + 5..APP_META_TAG_AT + 5 + 3].copy_from_slice(b"THE");
+    let err = Store::verify_snapshot(swapped.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert_eq!(b.applied_index(), 10);
+    assert_eq!(b.hash_kv(0).unwrap(), before);
+}
+
+#[test]
+fn errors_of_the_application_abandon_the_write_and_the_replacement() {
+    let (a, _) = busy_store(0xe44, 40);
+    let mut bytes = Vec::new();
+    let err = a.write_snapshot_with(&mut bytes, |_| Err(MvccError::Internal("not consistent".into()))).unwrap_err();
+    assert!(err.to_string().contains("not consistent"), "{err}");
+    assert!(bytes.is_empty(), "nothing written before the metadata is known");
+
+    a.write_snapshot_with(&mut bytes, |_| Ok(b"x".to_vec())).unwrap();
+    let (b, _) = busy_store(0xe44, 20);
+    let before = b.hash_kv(0).unwrap();
+    let err = b
+        .replace_with_snapshot_with(bytes.as_slice(), |_| Err(MvccError::Internal("cannot install".into())))
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot install"), "{err}");
+    assert_eq!(b.applied_index(), 20);
+    assert_eq!(b.hash_kv(0).unwrap(), before);
+    drop(b);
+}
+
+#[test]
+fn format_1_streams_are_read_without_application_metadata_and_unknown_formats_refused() {
+    let (a, _) = busy_store(0x01d, 70);
+    let mut bytes = Vec::new();
+    let meta = a.write_snapshot_with(&mut bytes, |_| Ok(b"dir".to_vec())).unwrap();
+    let old = as_format_1(&bytes);
+    let old_meta = Store::verify_snapshot(old.as_slice()).unwrap();
+    assert_eq!(old_meta.app_meta, None);
+    assert_eq!(
+        (old_meta.applied_index, old_meta.revision, old_meta.compacted_revision, old_meta.bytes),
+        (meta.applied_index, meta.revision, meta.compacted_revision, old.len() as u64)
+    );
+    let (c, _) = Store::restore_snapshot_in_memory(old.as_slice()).unwrap();
+    assert_same(&a, &c);
+    // Still checksummed.
+    let mut bad = old.clone();
+    bad[old.len() / 2] ^= 1;
+    assert!(Store::verify_snapshot(bad.as_slice()).is_err());
+
+    let mut future = bytes.clone();
+    future[FORMAT_AT] = 3;
+    let err = Store::verify_snapshot(future.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("snapshot format 3"), "{err}");
+    // A format-2 stream without its metadata record is refused.
+    let mut missing = old.clone();
+    missing[FORMAT_AT] = 2;
+    assert!(Store::verify_snapshot(missing.as_slice()).is_err());
+}
