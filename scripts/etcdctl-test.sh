@@ -217,6 +217,7 @@ until leader_ready; do
     sleep 0.2
 done
 echo "leader elected after $((SECONDS - T0)) s"
+LEADER_AT=$SECONDS
 echo
 
 # ---------------------------------------------------------------------------------------
@@ -425,6 +426,123 @@ while :; do
     sleep 0.2
 done
 check "endpoint status: every member at revision $REV_H" "$REV_H" "$revs"
+
+# ---------------------------------------------------------------------------------------
+# Membership: add a learner, start it with --initial-cluster-state existing, promote it,
+# move leadership, update a member's peer URLs, remove it (it stops by itself).
+
+echo "== member add / promote / move-leader / update / remove"
+# etcd refuses membership changes ("unhealthy cluster") until its leader has been
+# connected to every voter for 5 s; concord asks that each voter was heard from within an
+# election timeout. Wait long enough for both.
+while ((SECONDS < LEADER_AT + 7)); do sleep 0.2; done
+P4=$(free_port)
+C4=$(free_port)
+URL4="http://127.0.0.1:$P4"
+EP4="127.0.0.1:$C4"
+ctl member add n4 --peer-urls="$URL4" --learner
+check "member add --learner: exit status" "0" "$RC"
+[[ $RC -eq 0 ]] || echo "  stderr: $(printf '%q' "$ERR")"
+first_line="$(printf '%s\n' "$OUT" | head -n 1)"
+if [[ "$first_line" =~ ^Member\ +([0-9a-f]+)\ added\ to\ cluster\ +([0-9a-f]+)$ ]]; then
+    ID4="${BASH_REMATCH[1]}"
+    CLUSTER_ID="${BASH_REMATCH[2]}"
+    pass "member add --learner: 'Member ID added to cluster ID'"
+else
+    ID4=""
+    CLUSTER_ID=""
+    fail "member add --learner: 'Member ID added to cluster ID'"
+    echo "  actual: $(printf '%q' "$first_line")"
+fi
+check "member add --learner: the environment for the new member" \
+    "$(printf '%s\n' '' 'ETCD_NAME="n4"' "ETCD_INITIAL_ADVERTISE_PEER_URLS=\"$URL4\"" 'ETCD_INITIAL_CLUSTER_STATE="existing"')" \
+    "$(printf '%s\n' "$OUT" | sed -n '2,$p' | grep -v '^ETCD_INITIAL_CLUSTER=')"
+ADDED_CLUSTER="$(printf '%s\n' "$OUT" | sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p')"
+check "member add --learner: ETCD_INITIAL_CLUSTER lists the 3 members and n4" \
+    "$(printf '%s\n' "${INITIAL_CLUSTER//,/$'\n'}" "n4=$URL4" | sort)" \
+    "$(printf '%s\n' "${ADDED_CLUSTER//,/$'\n'}" | sort)"
+ctl member list
+check "member list: n4 is an unstarted learner" "$ID4, unstarted, , $URL4, , true" \
+    "$(printf '%s\n' "$OUT" | grep "^$ID4, " || true)"
+err "member promote of a learner that has not started" \
+    "Error: etcdserver: can only promote a learner member which is in sync with leader" member promote "$ID4"
+err "member add of a second learner" "Error: etcdserver: too many learner members in cluster" \
+    member add n5 --peer-urls="http://127.0.0.1:$(free_port)" --learner
+err "member add with a peer URL in use" "Error: etcdserver: Peer URLs already exists" \
+    member add n5 --peer-urls="http://127.0.0.1:${PPORT[n1]}"
+
+"${SERVE[@]}" \
+    --name n4 \
+    --data-dir "$WORK/n4.data" \
+    --listen-client-urls "http://$EP4" \
+    --advertise-client-urls "http://$EP4" \
+    --listen-peer-urls "$URL4" \
+    --initial-advertise-peer-urls "$URL4" \
+    --initial-cluster "$ADDED_CLUSTER" \
+    --initial-cluster-state existing \
+    >"$WORK/n4.log" 2>&1 &
+PID4=$!
+PIDS+=("$PID4")
+deadline=$((SECONDS + 20))
+while :; do
+    ctl member promote "$ID4"
+    [[ $RC -eq 0 || $SECONDS -ge $deadline ]] && break
+    sleep 0.2
+done
+check "member promote once n4 caught up" "Member $(printf '%16s' "$ID4") promoted in cluster $(printf '%16s' "$CLUSTER_ID")" "$OUT"
+deadline=$((SECONDS + 20))
+while :; do
+    ctl member list
+    row4="$(printf '%s\n' "$OUT" | grep "^$ID4, " || true)"
+    [[ "$row4" == "$ID4, started, n4, $URL4, http://$EP4, false" || $SECONDS -ge $deadline ]] && break
+    sleep 0.2
+done
+check "member list: n4 started, a voter" "$ID4, started, n4, $URL4, http://$EP4, false" "$row4"
+check "member list: 4 started voters" "4" "$(printf '%s\n' "$OUT" | grep -c ', started, .*, false$' || true)"
+ctl_at "$EP4" get via/n1
+check "n4 serves what was written before it joined" $'via/n1\nwritten-through-'"${EPS[0]}" "$OUT"
+ctl_at "$EP4" get via/n1 --consistency=s
+check "n4 has it locally (serializable read on n4)" $'via/n1\nwritten-through-'"${EPS[0]}" "$OUT"
+err "member promote of a voter" "Error: etcdserver: can only promote a learner member" member promote "$ID4"
+err "member remove of an unknown member" "Error: etcdserver: member not found" member remove 1234abcd
+
+ALL_ENDPOINTS="$ENDPOINTS,$EP4"
+ctl_at "$ALL_ENDPOINTS" endpoint status -w json
+LEADER_ID="$(printf '%x' "$(json_num leader)")"
+ctl_at "$ALL_ENDPOINTS" move-leader "$ID4"
+check "move-leader to n4" "Leadership transferred from $LEADER_ID to $ID4" "$OUT"
+ctl_at "$ALL_ENDPOINTS" endpoint status -w json
+check "n4 leads after move-leader" "$ID4" "$(printf '%x' "$(json_num leader)")"
+ctl_at "$ALL_ENDPOINTS" move-leader "$LEADER_ID"
+check "move-leader back" "Leadership transferred from $ID4 to $LEADER_ID" "$OUT"
+ctl_at "$ALL_ENDPOINTS" move-leader 1234abcd
+check "move-leader to an unknown member" "Error: etcdserver: bad leader transferee" \
+    "$(printf '%s\n' "$ERR" | grep '^Error:' | tail -n 1)"
+
+URL4B="http://127.0.0.1:$(free_port)"
+ok "member update n4 --peer-urls" "Member $(printf '%16s' "$ID4") updated in cluster $(printf '%16s' "$CLUSTER_ID")" \
+    member update "$ID4" --peer-urls="$URL4B"
+ctl member list
+check "member list: n4's new peer URL" "$ID4, started, n4, $URL4B, http://$EP4, false" \
+    "$(printf '%s\n' "$OUT" | grep "^$ID4, " || true)"
+err "member update of an unknown member" "Error: etcdserver: member not found" \
+    member update 1234abcd --peer-urls="http://127.0.0.1:$(free_port)"
+
+ok "member remove n4" "Member $(printf '%16s' "$ID4") removed from cluster $(printf '%16s' "$CLUSTER_ID")" \
+    member remove "$ID4"
+deadline=$((SECONDS + 20))
+while kill -0 "$PID4" 2>/dev/null && [[ $SECONDS -lt $deadline ]]; do sleep 0.2; done
+if kill -0 "$PID4" 2>/dev/null; then
+    fail "removed member n4 stops by itself"
+else
+    pass "removed member n4 stops by itself"
+fi
+check "n4's log says why" "1" \
+    "$(grep -c 'the member has been permanently removed from the cluster' "$WORK/n4.log" | head -n 1 | sed 's/^[1-9][0-9]*$/1/')"
+ctl member list
+check "member list: the 3 members again" "$(printf '%s' "$expected_members" | sort)" \
+    "$(printf '%s\n' "$OUT" | cut -d, -f3- | sed 's/^ //' | sort)"
+ok "the 3 members still commit writes" "OK" put after-membership-changes done
 
 # ---------------------------------------------------------------------------------------
 

@@ -69,6 +69,12 @@ struct ServeArgs {
     /// Number of committed entries to trigger a snapshot.
     #[arg(long, env = "CONCORD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting the raft log.
+    #[arg(long, env = "CONCORD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5000)]
+    experimental_snapshot_catchup_entries: u64,
+    /// Size of one WAL segment file in bytes (for tests that watch segments go).
+    #[arg(long, env = "CONCORD_WAL_SEGMENT_BYTES", default_value_t = 64 << 20, hide = true)]
+    wal_segment_bytes: u64,
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "CONCORD_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     max_request_bytes: usize,
@@ -97,6 +103,8 @@ impl ServeArgs {
             heartbeat_interval_ms: self.heartbeat_interval,
             election_timeout_ms: self.election_timeout,
             snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
+            wal_segment_bytes: self.wal_segment_bytes,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
         }

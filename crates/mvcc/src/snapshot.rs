@@ -162,8 +162,16 @@ impl<R: Read> CrcReader<R> {
 /// Largest key or record a snapshot may carry (a guard against reading garbage lengths).
 const MAX_FIELD: usize = 1 << 30;
 
-/// Fills the empty tables of `txn` from the stream; returns the snapshot's meta.
-pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, MvccError> {
+/// Reads a whole stream, checking its framing, every record and the checksum, and hands
+/// each version and lease to the callbacks in stream order. Returns the snapshot's meta
+/// (with `bytes` = the stream's length). The callbacks may have been called before an
+/// error is found further on: a caller that writes must write in a transaction it can
+/// abort.
+fn parse(
+    input: impl Read,
+    mut on_version: impl FnMut(Vec<u8>, u64, u64, Vec<u8>, Record) -> Result<(), MvccError>,
+    mut on_lease: impl FnMut(i64, i64) -> Result<(), MvccError>,
+) -> Result<SnapshotMeta, MvccError> {
     let mut r = CrcReader { inner: input, crc: 0, len: 0 };
     let mut magic = vec![0u8; MAGIC.len()];
     r.take(&mut magic)?;
@@ -180,23 +188,6 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
     let applied = r.u64()?;
     let revision = r.i64()?;
     let compacted = r.i64()?;
-
-    let mut kv = txn.open_table(KV)?;
-    let mut revs = txn.open_table(REVS)?;
-    let mut current = txn.open_table(CURRENT)?;
-    let mut leases = txn.open_table(LEASES)?;
-    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
-    // Versions come in (key, revision) order: the last one of each key decides `current`.
-    let mut last: Option<(Vec<u8>, u64, u64, Record)> = None;
-    let mut finish_key = |last: Option<(Vec<u8>, u64, u64, Record)>| -> Result<(), MvccError> {
-        if let Some((key, main, sub, Record::Put { lease, .. })) = last {
-            current.insert(key.as_slice(), (main, sub))?;
-            if lease != 0 {
-                lease_keys.insert((lease, key.as_slice()), ())?;
-            }
-        }
-        Ok(())
-    };
     loop {
         let tag = r.u8()?;
         match tag {
@@ -211,18 +202,12 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
                         "snapshot version at {main} above its revision {revision}"
                     )));
                 }
-                kv.insert((key.as_slice(), main, sub), bytes.as_slice())?;
-                revs.insert((main, sub), key.as_slice())?;
-                let next_key = last.as_ref().is_some_and(|(k, ..)| *k != key);
-                if next_key {
-                    finish_key(last.take())?;
-                }
-                last = Some((key, main, sub, record));
+                on_version(key, main, sub, bytes, record)?;
             }
             TAG_LEASE => {
                 let id = r.i64()?;
                 let ttl = r.i64()?;
-                leases.insert(id, ttl)?;
+                on_lease(id, ttl)?;
             }
             TAG_END => {
                 let want = r.crc;
@@ -239,16 +224,70 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
             }
         }
     }
+    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: r.len })
+}
+
+/// Checks a whole stream without storing anything; returns its meta.
+pub(crate) fn verify(input: impl Read) -> Result<SnapshotMeta, MvccError> {
+    parse(input, |_, _, _, _, _| Ok(()), |_, _| Ok(()))
+}
+
+/// Fills the empty tables of `txn` from the stream; returns the snapshot's meta.
+pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, MvccError> {
+    let mut kv = txn.open_table(KV)?;
+    let mut revs = txn.open_table(REVS)?;
+    let mut current = txn.open_table(CURRENT)?;
+    let mut leases = txn.open_table(LEASES)?;
+    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    // Versions come in (key, revision) order: the last one of each key decides `current`.
+    let mut last: Option<(Vec<u8>, u64, u64, Record)> = None;
+    let mut finish_key = |last: Option<(Vec<u8>, u64, u64, Record)>| -> Result<(), MvccError> {
+        if let Some((key, main, sub, Record::Put { lease, .. })) = last {
+            current.insert(key.as_slice(), (main, sub))?;
+            if lease != 0 {
+                lease_keys.insert((lease, key.as_slice()), ())?;
+            }
+        }
+        Ok(())
+    };
+    let snapshot = parse(
+        input,
+        |key, main, sub, bytes, record| {
+            kv.insert((key.as_slice(), main, sub), bytes.as_slice())?;
+            revs.insert((main, sub), key.as_slice())?;
+            let next_key = last.as_ref().is_some_and(|(k, ..)| *k != key);
+            if next_key {
+                finish_key(last.take())?;
+            }
+            last = Some((key, main, sub, record));
+            Ok(())
+        },
+        |id, ttl| {
+            leases.insert(id, ttl)?;
+            Ok(())
+        },
+    )?;
     finish_key(last.take())?;
     let mut meta = txn.open_table(META)?;
     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
     meta.insert(
         META_APPLIED,
-        i64::try_from(applied).map_err(|_| MvccError::Corrupt("applied index overflow".into()))?,
+        i64::try_from(snapshot.applied_index).map_err(|_| MvccError::Corrupt("applied index overflow".into()))?,
     )?;
-    meta.insert(META_REVISION, revision)?;
-    meta.insert(META_COMPACTED, compacted)?;
-    Ok(SnapshotMeta { applied_index: applied, revision, compacted_revision: compacted, bytes: r.len })
+    meta.insert(META_REVISION, snapshot.revision)?;
+    meta.insert(META_COMPACTED, snapshot.compacted_revision)?;
+    Ok(snapshot)
+}
+
+/// Empties every table of `txn`, so that [`read_into`] can fill them again.
+pub(crate) fn clear(txn: &WriteTransaction) -> Result<(), MvccError> {
+    txn.delete_table(KV)?;
+    txn.delete_table(REVS)?;
+    txn.delete_table(CURRENT)?;
+    txn.delete_table(META)?;
+    txn.delete_table(LEASES)?;
+    txn.delete_table(LEASE_KEYS)?;
+    Ok(())
 }
 
 /// Refuses to restore over an existing file.

@@ -121,6 +121,34 @@ impl Store {
         Ok((Store::init(db, None, false)?, meta))
     }
 
+    /// Replaces the whole state of this store with a snapshot, in one transaction: readers
+    /// see the old state until it commits and the new one after, and a damaged stream (or
+    /// a crash meanwhile) leaves the old state as it was. Durable at once for a store that
+    /// syncs. This is how a running member adopts a snapshot its leader sent, without
+    /// closing the store its readers share.
+    pub fn replace_with_snapshot(&self, input: impl Read) -> Result<SnapshotMeta, MvccError> {
+        let db = self.db();
+        let mut txn = db.begin_write()?;
+        txn.set_durability(if self.sync { Durability::Immediate } else { Durability::None })?;
+        snapshot::clear(&txn)?;
+        let meta = snapshot::read_into(&txn, input)?;
+        txn.commit()?;
+        self.applied.store(meta.applied_index, Ordering::Release);
+        self.revision.store(meta.revision, Ordering::Release);
+        self.compacted.store(meta.compacted_revision, Ordering::Release);
+        if self.sync {
+            self.durable_applied.store(meta.applied_index, Ordering::Release);
+        }
+        Ok(meta)
+    }
+
+    /// Reads a whole snapshot stream and checks it (framing, records, checksum) without
+    /// storing anything; returns what it holds. For a snapshot that arrived over the
+    /// network, before anything depends on it.
+    pub fn verify_snapshot(input: impl Read) -> Result<SnapshotMeta, MvccError> {
+        snapshot::verify(input)
+    }
+
     fn fill_from_snapshot(db: &Database, input: impl Read, sync: bool) -> Result<SnapshotMeta, MvccError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(if sync { Durability::Immediate } else { Durability::None })?;

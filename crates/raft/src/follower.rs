@@ -25,10 +25,9 @@ impl<S: LogStore> Raft<S> {
                 self.log.commit_to(commit);
                 self.send(message.from, MessageBody::HeartbeatResponse { read_round });
             }
-            MessageBody::TimeoutNow => {
-                // The leader hands over: campaign now, skipping pre-vote and the lease.
-                self.start_election(true);
-            }
+            // The leader hands over: campaign now, skipping pre-vote and the lease (unless
+            // a change since made us a learner or removed us).
+            MessageBody::TimeoutNow if self.is_promotable() => self.start_election(true),
             MessageBody::ReadIndexResponse { request_id, index } => {
                 self.read_states.push(ReadState { request_id, index });
             }

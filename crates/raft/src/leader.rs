@@ -102,6 +102,12 @@ impl<S: LogStore> Raft<S> {
             if self.transfer_elapsed >= self.config.election_tick {
                 self.transfer_target = None;
                 self.transfer_elapsed = 0;
+                if self.removal_committed() {
+                    // No voter caught up in time: stop anyway, an election follows.
+                    let term = self.term;
+                    self.become_follower(term, NO_NODE);
+                    return;
+                }
             }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
@@ -218,29 +224,58 @@ impl<S: LogStore> Raft<S> {
         }
         // Followers learn the new commit index from the next AppendEntries.
         self.broadcast_append();
-        if !self.self_is_voter() && self.membership.current_index() <= self.log.committed() {
+        if self.removal_committed() {
             self.step_down_after_removal();
         }
         true
     }
 
+    /// The entry that removed us is committed: we lead only to hand over.
+    pub(crate) fn removal_committed(&self) -> bool {
+        !self.self_is_voter() && self.membership.current_index() <= self.log.committed()
+    }
+
     /// Our removal is committed: hand over to the voter whose log is most complete (it
-    /// can win at once) and stop leading.
+    /// can win at once, with TimeoutNow) and stop leading. If entries appended after our
+    /// removal are on no voter yet, that voter is first brought up to date as in a
+    /// leadership transfer (new proposals are refused meanwhile); we stop when it is, or
+    /// when the transfer times out.
     fn step_down_after_removal(&mut self) {
         let last = self.log.last_index();
-        let successor = self
+        let best = self
             .membership
             .current()
             .voters
             .iter()
             .filter_map(|v| self.progress.get(v).map(|p| (p.match_index, *v)))
-            .max()
-            .filter(|&(matched, _)| matched == last);
-        if let Some((_, successor)) = successor {
-            self.send(successor, MessageBody::TimeoutNow);
+            .max();
+        match best {
+            Some((matched, successor)) if matched == last => {
+                self.send(successor, MessageBody::TimeoutNow);
+                self.stop_leading_after_removal();
+            }
+            Some((_, successor)) => {
+                if self.transfer_target.is_none() {
+                    self.transfer_target = Some(successor);
+                    self.transfer_elapsed = 0;
+                    self.send_append(successor, true);
+                }
+            }
+            None => self.stop_leading_after_removal(),
         }
+    }
+
+    fn stop_leading_after_removal(&mut self) {
         let term = self.term;
         self.become_follower(term, NO_NODE);
+    }
+
+    /// Tells the transfer target to campaign; a leader that was removed stops leading.
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.send(to, MessageBody::TimeoutNow);
+        if self.removal_committed() {
+            self.stop_leading_after_removal();
+        }
     }
 
     pub(crate) fn step_leader(&mut self, message: Message) {
@@ -278,10 +313,11 @@ impl<S: LogStore> Raft<S> {
                 }
                 if self.transfer_target == Some(from) && progress.match_index == last_index {
                     // The TimeoutNow may have been lost: say it again.
-                    self.send(from, MessageBody::TimeoutNow);
-                    return;
-                }
-                if progress.match_index < last_index {
+                    self.send_timeout_now(from);
+                    if self.role != Role::Leader {
+                        return;
+                    }
+                } else if progress.match_index < last_index {
                     // Even with nothing new to send: if our earlier messages were lost
                     // (the follower restarted), this probe provokes a rejection that
                     // restarts replication from where the follower really is.
@@ -369,11 +405,22 @@ impl<S: LogStore> Raft<S> {
             transfer.acked_offset = next_offset;
             transfer.sent_offset = transfer.sent_offset.max(next_offset);
             transfer.stalled_heartbeats = 0;
+            transfer.rewound = false;
         } else if next_offset < transfer.acked_offset {
-            // The follower lost what it had (it restarted): start over from where it is.
+            // The follower holds less than it said before: it restarted (and perhaps
+            // took an old chunk since), or this is a late answer. Either way resending
+            // from there is safe, and a late answer is corrected by the next one.
             transfer.acked_offset = next_offset;
             transfer.sent_offset = next_offset;
             transfer.all_sent = false;
+            transfer.rewound = true;
+        } else if next_offset == transfer.acked_offset && transfer.sent_offset > next_offset && !transfer.rewound {
+            // A chunk after the one it wants arrived first: the wanted one was lost or is
+            // late, and the follower drops everything out of order, so resend from there
+            // (once per gap).
+            transfer.sent_offset = next_offset;
+            transfer.all_sent = false;
+            transfer.rewound = true;
         }
         self.send_snapshot_chunks(from);
     }
@@ -418,7 +465,7 @@ impl<S: LogStore> Raft<S> {
             }
         }
         if self.transfer_target == Some(from) && self.progress[&from].match_index == self.log.last_index() {
-            self.send(from, MessageBody::TimeoutNow);
+            self.send_timeout_now(from);
         }
     }
 

@@ -36,6 +36,9 @@ pub struct SnapshotTransfer {
     pub all_sent: bool,
     /// Heartbeat replies since the last acknowledged byte.
     pub stalled_heartbeats: u32,
+    /// We already went back to `acked_offset` for the gap the follower reports; its other
+    /// answers about the same gap must not make us resend the window again.
+    pub rewound: bool,
 }
 
 /// AppendEntries sent but not yet acknowledged, oldest first.
@@ -168,8 +171,14 @@ impl Progress {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
         self.inflights.reset();
-        self.snapshot =
-            Some(SnapshotTransfer { meta, sent_offset: 0, acked_offset: 0, all_sent: false, stalled_heartbeats: 0 });
+        self.snapshot = Some(SnapshotTransfer {
+            meta,
+            sent_offset: 0,
+            acked_offset: 0,
+            all_sent: false,
+            stalled_heartbeats: 0,
+            rewound: false,
+        });
     }
 
     /// Records that an AppendEntries ending at `last_index` (with `bytes` of entries)

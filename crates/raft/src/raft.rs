@@ -286,7 +286,8 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn tick_election(&mut self) {
-        self.election_elapsed += 1;
+        // Saturating: a node that never campaigns (a learner) ticks forever.
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
         // Learners, members still joining and members whose removal is committed never
         // campaign.
         if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable() {
@@ -310,7 +311,7 @@ impl<S: LogStore> Raft<S> {
     /// be a voter added by a change it has not received yet, and one removed by a change
     /// that is not committed may still be needed to commit it. Other messages are
     /// accepted from anyone (a member that joined or a leader that is removing itself is
-    /// legitimately unknown to some configurations).
+    /// legitimately unknown to some configurations). Node ids are never reused.
     pub fn step(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
             return;

@@ -2,7 +2,10 @@
 //! Each test fails if the rule it names is broken.
 
 use bytes::Bytes;
-use concord_raft::{Config, Entry, EntryKind, HardState, MemoryLog, Message, MessageBody, Raft, Ready, Role};
+use concord_raft::{
+    ConfChange, ConfChangeEntry, ConfChangeError, ConfChangeKind, Config, Entry, EntryKind, HardState, Membership,
+    MemoryLog, Message, MessageBody, ProposeError, Raft, Ready, Role, SnapshotChunk, SnapshotMeta,
+};
 
 fn entry(index: u64, term: u64) -> Entry {
     Entry { index, term, kind: EntryKind::Normal, data: Bytes::from(format!("{index}/{term}")) }
@@ -246,6 +249,258 @@ fn a_pre_vote_changes_no_one_s_term() {
     assert_eq!(vote_granted(&ready), Some(true));
 }
 
+// ----- membership ----------------------------------------------------------------------
+
+/// Node 1 leading `voters` in term 1, its empty entry (index 1) committed and persisted.
+fn elected_leader(voters: Vec<u64>) -> Raft<MemoryLog> {
+    let mut config = Config::new(1, voters.clone());
+    config.pre_vote = false;
+    config.check_quorum = false;
+    let mut leader = Raft::new(config, MemoryLog::new(), 0).unwrap();
+    leader.campaign();
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    for &voter in voters.iter().filter(|&&v| v != 1) {
+        leader.step(message(voter, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    }
+    assert_eq!(leader.role(), Role::Leader);
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    for &voter in voters.iter().filter(|&&v| v != 1) {
+        leader.step(message(voter, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(1) }));
+    }
+    assert_eq!(leader.commit_index(), 1);
+    leader
+}
+
+fn change(kind: ConfChangeKind, node: u64) -> ConfChange {
+    ConfChange { kind, node, context: Bytes::new() }
+}
+
+fn conf_entry(index: u64, term: u64, kind: ConfChangeKind, node: u64, membership: Membership) -> Entry {
+    let data = ConfChangeEntry { change: change(kind, node), membership }.encode();
+    Entry { index, term, kind: EntryKind::ConfChange, data }
+}
+
+/// Proposes `change` at the leader and persists it; returns its index.
+fn propose_change(leader: &mut Raft<MemoryLog>, kind: ConfChangeKind, node: u64) -> u64 {
+    let index = leader.propose_conf_change(change(kind, node)).expect("the change is accepted");
+    let ready = leader.ready();
+    persist(leader, &ready);
+    index
+}
+
+fn ack(leader: &mut Raft<MemoryLog>, from: u64, index: u64) {
+    leader.step(message(from, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(index) }));
+}
+
+#[test]
+fn a_membership_change_waits_for_a_commit_in_the_leaders_term() {
+    // The dissertation's errata: a leader that has not committed an entry of its term may
+    // hold an uncommitted change from an earlier term; a second change could then form a
+    // quorum that does not overlap the first.
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.pre_vote = false;
+    let mut leader = Raft::new(config, MemoryLog::new(), 0).unwrap();
+    leader.campaign();
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    leader.step(message(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    assert_eq!(
+        leader.propose_conf_change(change(ConfChangeKind::AddLearner, 4)),
+        Err(ProposeError::ConfChange(ConfChangeError::LeaderNotReady))
+    );
+    ack(&mut leader, 2, 1);
+    assert!(leader.propose_conf_change(change(ConfChangeKind::AddLearner, 4)).is_ok());
+}
+
+#[test]
+fn one_membership_change_at_a_time() {
+    let mut leader = elected_leader(vec![1, 2, 3]);
+    let index = propose_change(&mut leader, ConfChangeKind::AddVoter, 4);
+    assert_eq!(
+        leader.propose_conf_change(change(ConfChangeKind::RemoveNode, 3)),
+        Err(ProposeError::ConfChange(ConfChangeError::Pending { index }))
+    );
+    ack(&mut leader, 2, index);
+    ack(&mut leader, 3, index);
+    assert_eq!(leader.commit_index(), index);
+    assert!(leader.propose_conf_change(change(ConfChangeKind::RemoveNode, 3)).is_ok());
+}
+
+#[test]
+fn a_change_is_committed_by_a_majority_of_the_new_configuration() {
+    // Adding voter 4 makes four voters: a majority is three. The leader and the new voter
+    // are a majority of the old three-voter size but not of the new configuration.
+    let mut leader = elected_leader(vec![1, 2, 3]);
+    let index = propose_change(&mut leader, ConfChangeKind::AddVoter, 4);
+    ack(&mut leader, 4, index);
+    assert_eq!(leader.commit_index(), 1, "two of four voters are not a majority");
+    ack(&mut leader, 2, index);
+    assert_eq!(leader.commit_index(), index);
+}
+
+#[test]
+fn learner_acknowledgements_do_not_count_toward_commit() {
+    let mut leader = elected_leader(vec![1, 2, 3]);
+    let added = propose_change(&mut leader, ConfChangeKind::AddLearner, 4);
+    ack(&mut leader, 2, added);
+    assert_eq!(leader.commit_index(), added);
+    let index = leader.propose(Bytes::from_static(b"x")).unwrap();
+    let ready = leader.ready();
+    persist(&mut leader, &ready);
+    ack(&mut leader, 4, index);
+    assert_eq!(leader.commit_index(), added, "a learner's copy does not make a majority");
+    ack(&mut leader, 3, index);
+    assert_eq!(leader.commit_index(), index);
+}
+
+#[test]
+fn a_configuration_takes_effect_when_appended_and_reverts_when_truncated() {
+    let mut follower = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1)]);
+    let grown = Membership::new([1, 2, 3, 4], []);
+    let entry = conf_entry(2, 1, ConfChangeKind::AddVoter, 4, grown.clone());
+    follower.step(message(
+        1,
+        2,
+        1,
+        MessageBody::AppendEntries { prev_log_index: 1, prev_log_term: 1, entries: vec![entry], leader_commit: 1 },
+    ));
+    assert_eq!(follower.membership(), &grown, "in effect before it commits");
+    // A new leader of term 2 never had the entry: it replaces it.
+    follower.step(append(3, 2, 2, (1, 1), &[(2, 2)], 1));
+    assert_eq!(follower.membership(), &Membership::new([1, 2, 3], []), "the replaced change no longer counts");
+}
+
+#[test]
+fn a_removed_member_cannot_win_a_pre_vote_or_raise_a_term() {
+    // The entry at index 2 removes node 4, which never received it, still thinks it is a
+    // voter, and campaigns with pre-vote.
+    let removal = conf_entry(2, 1, ConfChangeKind::RemoveNode, 4, Membership::new([1, 2, 3], []));
+    let node_with_removal = |commit| {
+        let mut store = MemoryLog::new();
+        store.hard_state = HardState { term: 1, vote: 1, commit };
+        store.append(&[entry(1, 1), removal.clone()]);
+        let mut config = Config::new(2, vec![1, 2, 3, 4]);
+        config.pre_vote = true;
+        config.check_quorum = true;
+        Raft::new(config, store, 0).unwrap()
+    };
+    let pre_vote = |term| {
+        message(
+            4,
+            2,
+            term,
+            MessageBody::RequestVote { pre_vote: true, last_log_index: 1, last_log_term: 1, leader_transfer: false },
+        )
+    };
+    // A node that knows the removal is committed does not answer at all.
+    let mut node = node_with_removal(2);
+    node.step(pre_vote(2));
+    let ready = node.ready();
+    assert_eq!(vote_granted(&ready), None);
+    assert!(ready.hard_state.is_none());
+    // One that holds it uncommitted still answers (the removed node may be needed to
+    // commit it), but the log decides: a log without its own removal is behind.
+    let mut node = node_with_removal(1);
+    node.step(pre_vote(2));
+    assert_eq!(vote_granted(&node.ready()), Some(false));
+    assert_eq!(node.term(), 1);
+    // With a live leader, the check-quorum lease ignores the request altogether.
+    node.step(append(1, 2, 1, (2, 1), &[], 1));
+    let _ = node.ready();
+    node.step(pre_vote(2));
+    assert_eq!(vote_granted(&node.ready()), None);
+    assert_eq!(node.term(), 1);
+}
+
+#[test]
+fn learners_and_nodes_outside_the_configuration_never_campaign() {
+    for (voters, learners) in [(vec![1, 2, 3], vec![4]), (vec![], vec![])] {
+        let mut config = Config::new(4, voters);
+        config.learners = learners;
+        let mut node = Raft::new(config, MemoryLog::new(), 0).unwrap();
+        for _ in 0..100 {
+            node.tick();
+        }
+        node.campaign();
+        assert_eq!((node.role(), node.term()), (Role::Follower, 0));
+        let ready = node.ready();
+        assert!(ready.messages.is_empty() && ready.messages_after_persist.is_empty());
+    }
+}
+
+#[test]
+fn a_leader_removing_itself_does_not_count_itself_and_steps_down_once_committed() {
+    let mut leader = elected_leader(vec![1, 2, 3]);
+    let index = propose_change(&mut leader, ConfChangeKind::RemoveNode, 1);
+    ack(&mut leader, 2, index);
+    assert_eq!(leader.commit_index(), 1, "without itself, the leader needs both remaining voters");
+    assert_eq!(leader.role(), Role::Leader, "it leads until the removal commits");
+    ack(&mut leader, 3, index);
+    assert_eq!(leader.commit_index(), index);
+    assert_eq!(leader.role(), Role::Follower);
+    let ready = leader.ready();
+    assert!(
+        ready.messages.iter().any(|m| m.body == MessageBody::TimeoutNow),
+        "it hands over to an up-to-date voter: {:?}",
+        ready.messages
+    );
+    for _ in 0..100 {
+        leader.tick();
+    }
+    assert_eq!(leader.role(), Role::Follower, "a removed node never campaigns");
+}
+
+fn snapshot_chunk(index: u64, term: u64, last: bool) -> MessageBody {
+    let meta = SnapshotMeta { index, term, membership: Membership::new([1, 2, 3], []) };
+    MessageBody::InstallSnapshot { chunk: SnapshotChunk { meta, offset: 0, data: Bytes::from_static(b"state"), last } }
+}
+
+#[test]
+fn a_snapshot_never_replaces_committed_or_matching_entries() {
+    // Behind our commit index: nothing to install; the answer says where we match.
+    let log = [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)];
+    let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 5 }, &log);
+    node.step(message(1, 2, 1, snapshot_chunk(3, 1, true)));
+    let ready = node.ready();
+    assert!(ready.install_snapshot.is_none() && ready.snapshot_chunks.is_empty());
+    assert!(ready
+        .messages_after_persist
+        .iter()
+        .any(|m| m.body == MessageBody::AppendEntriesResponse { result: Ok(5) }));
+    assert_eq!(node.last_index(), 5);
+    // Our log holds the snapshot's last entry: keep the log (and its suffix), commit
+    // through the snapshot.
+    let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 2 }, &log);
+    node.step(message(1, 2, 1, snapshot_chunk(4, 1, true)));
+    let ready = node.ready();
+    assert!(ready.install_snapshot.is_none());
+    assert_eq!((node.commit_index(), node.last_index()), (4, 5));
+}
+
+#[test]
+fn an_installed_snapshot_replaces_a_conflicting_log() {
+    let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1), (3, 2)]);
+    node.step(message(1, 2, 3, snapshot_chunk(4, 3, false)));
+    assert!(node.ready().install_snapshot.is_none(), "not installed before the last chunk");
+    let mut last = snapshot_chunk(4, 3, true);
+    if let MessageBody::InstallSnapshot { chunk } = &mut last {
+        chunk.offset = 5;
+    }
+    node.step(message(1, 2, 3, last));
+    let ready = node.ready();
+    assert_eq!(ready.install_snapshot.map(|m| (m.index, m.term)), Some((4, 3)));
+    assert_eq!((node.commit_index(), node.last_index()), (4, 4));
+    assert_eq!(node.entry_term(4), Some(3));
+    assert!(
+        ready.messages_after_persist.iter().any(|m| m.body == MessageBody::AppendEntriesResponse { result: Ok(4) }),
+        "the install is acknowledged only after it is durable"
+    );
+}
+
 /// With a rule's planted bug switched on, the test of that rule must see the violation:
 /// proof that the tests above can fail.
 #[cfg(feature = "planted-bugs")]
@@ -279,6 +534,26 @@ mod planted_bugs_are_caught {
         persist(&mut leader, &ready);
         leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) }));
         assert_eq!(leader.commit_index(), 2);
+    }
+
+    #[test]
+    fn config_quorum_commits_with_the_old_majority_size() {
+        let leader = elected_leader(vec![1, 2, 3]);
+        let mut leader = with_bugs(leader, |b| b.config_quorum = true);
+        // Restarted from the same store, the leader must win again (term 2).
+        leader.campaign();
+        let ready = leader.ready();
+        persist(&mut leader, &ready);
+        leader.step(message(2, 1, 2, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+        let ready = leader.ready();
+        persist(&mut leader, &ready);
+        leader.step(message(2, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+        leader.step(message(3, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+        let index = leader.propose_conf_change(change(ConfChangeKind::AddVoter, 4)).unwrap();
+        let ready = leader.ready();
+        persist(&mut leader, &ready);
+        leader.step(message(4, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(index) }));
+        assert_eq!(leader.commit_index(), index, "two of four voters counted as a majority");
     }
 
     #[test]

@@ -5,18 +5,22 @@
 //!
 //! Commands (node ids are numbers; lists are comma-separated):
 //! - `cluster nodes=N [pre_vote=false] [check_quorum=false] [max_message_bytes=B]`
-//! - `tick [nodes=(1,2)] [count=N]`: tick the nodes (default: all live), stabilizing after each
+//! - `tick [nodes=(1,2)] [count=N] [verbose]`: tick the nodes (default: all live), stabilizing
+//!   after each (printing every delivered message with `verbose`)
 //! - `campaign N`, `propose N data=(a,b)`, `read N id=7`, `transfer N to=M`
 //! - `stabilize [verbose]`: handle Readies and deliver messages until quiet
 //! - `partition left=(1,2) right=(3,4,5)`, `isolate N`, `cut from=N to=M` (one way), `heal`
 //! - `crash N`, `restart N`, `stall N` (disk writes wait), `unstall N`
 //! - `manual`: stop stabilizing after each command; then `process N` (handle N's Readies),
 //!   `deliver to=N` (deliver messages in flight to N), `drop from=N`; `auto` resumes
-//! - `status`, `logs`
+//! - `status`, `logs`, `members` (each node's configuration and first log index)
+//! - `add-node N`: a node joins with an empty disk and no bootstrap membership
+//! - `conf N add-learner=M | add-voter=M | remove=M`: N proposes a membership change
+//! - `snapshot N [keep=K]`: N snapshots what it applied and compacts its log, keeping K entries
 
 mod harness;
 
-use concord_raft::NodeId;
+use concord_raft::{ConfChangeKind, NodeId};
 use harness::Cluster;
 
 fn ids(text: &str) -> Vec<NodeId> {
@@ -46,13 +50,15 @@ fn scenarios() {
                 let pre_vote = arg(case, "pre_vote").as_deref() != Some("false");
                 let check_quorum = arg(case, "check_quorum").as_deref() != Some("false");
                 let max_message_bytes: Option<u64> = arg(case, "max_message_bytes").map(|v| v.parse().unwrap());
-                cluster = Some(Cluster::new(size, |config| {
+                let mut created = Cluster::new(size, |config| {
                     config.pre_vote = pre_vote;
                     config.check_quorum = check_quorum;
                     if let Some(limit) = max_message_bytes {
                         config.max_message_bytes = limit;
                     }
-                }));
+                });
+                created.max_message_bytes = max_message_bytes;
+                cluster = Some(created);
                 return "ok\n".into();
             }
             let c = cluster.as_mut().expect("a scenario starts with `cluster`");
@@ -60,7 +66,9 @@ fn scenarios() {
                 "tick" => {
                     let targets = arg(case, "nodes").map(|n| ids(&n)).unwrap_or_else(|| c.live_ids());
                     let count: u32 = arg(case, "count").unwrap_or("1".into()).parse().unwrap();
+                    c.verbose = case.args.contains_key("verbose");
                     c.tick(&targets, count);
+                    c.verbose = false;
                 }
                 "campaign" => {
                     c.raft(node(case)).campaign();
@@ -131,6 +139,34 @@ fn scenarios() {
                 "process" => c.process(node(case)),
                 "deliver" => c.deliver_to(arg(case, "to").expect("to=").parse().unwrap()),
                 "drop" => c.drop_from(arg(case, "from").expect("from=").parse().unwrap()),
+                "add-node" => {
+                    let limit = c.max_message_bytes;
+                    c.add_node(node(case), |config| {
+                        if let Some(limit) = limit {
+                            config.max_message_bytes = limit;
+                        }
+                    });
+                }
+                "conf" => {
+                    let id = node(case);
+                    let (kind, target) = [
+                        ("add-learner", ConfChangeKind::AddLearner),
+                        ("add-voter", ConfChangeKind::AddVoter),
+                        ("remove", ConfChangeKind::RemoveNode),
+                    ]
+                    .into_iter()
+                    .find_map(|(key, kind)| arg(case, key).map(|v| (kind, v.parse::<NodeId>().unwrap())))
+                    .expect("add-learner=, add-voter= or remove=");
+                    c.conf_change(id, kind, target);
+                    if c.auto {
+                        c.stabilize();
+                    }
+                }
+                "snapshot" => {
+                    let keep: u64 = arg(case, "keep").unwrap_or("0".into()).parse().unwrap();
+                    c.snapshot(node(case), keep);
+                }
+                "members" => c.members(),
                 "status" => c.status(),
                 "logs" => c.logs(),
                 other => panic!("unknown command {other}"),

@@ -4,18 +4,27 @@
 //! It runs beside the Raft task so a slow state machine does not stall replication; the
 //! bounded channel between them is the back-pressure. A batch of entries is applied in
 //! one redb transaction.
+//!
+//! Snapshots: every `snapshot_count` applied entries it writes the state machine to a
+//! state file (off the apply path, from one read transaction) and hands it to the Raft
+//! task, which records it and compacts the log. A snapshot from the leader arrives in the
+//! same channel as the entries, so it replaces the state exactly between the entries
+//! before it and the ones after it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use concord_mvcc::{Command, Event, MvccError, Response, Store};
-use concord_raft::{Entry, NodeId};
+use concord_mvcc::{Command, Event, Response, Store};
+use concord_raft::{ConfChangeEntry, Entry, EntryKind, Index, NodeId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use crate::envelope::{self, Envelope};
-use crate::node::CommittedBatch;
+use crate::envelope::{self, ChangeContext, Envelope};
+use crate::errors::EtcdError;
+use crate::members::MemberDirectory;
+use crate::node::{ApplyInput, SnapshotToRestore};
+use crate::storage::{state_file_name, LocalSnapshot, LOCAL_TEMPORARY_FILE};
 
 /// For each applied index, the request id this member waits for there (if any).
 type RequestsByIndex = HashMap<u64, u64>;
@@ -25,9 +34,9 @@ const DURABLE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 /// Most entries applied in one redb transaction.
 const MAX_ENTRIES_PER_TRANSACTION: usize = 4096;
 
-/// The outcome a waiting client receives: the state machine's answer and the revision
-/// the store was at after the entry.
-pub type Outcome = Result<Response, MvccError>;
+/// The outcome a waiting client receives: the state machine's answer (membership entries
+/// answer `Response::Noop` or the error the client gets).
+pub type Outcome = Result<Response, EtcdError>;
 
 /// Clients waiting for their proposals to be applied, by request id.
 #[derive(Clone, Default)]
@@ -47,60 +56,32 @@ impl Waiters {
         self.inner.lock().expect("waiters lock").remove(&request_id);
     }
 
-    fn complete(&self, request_id: u64, outcome: Outcome) {
+    pub(crate) fn complete(&self, request_id: u64, outcome: Outcome) {
         if let Some(sender) = self.inner.lock().expect("waiters lock").remove(&request_id) {
             let _ = sender.send(outcome);
         }
     }
 }
 
-/// Client URLs each member published, shared with the Cluster service and kept in the
-/// data directory so a restarted member knows them before the others publish again.
-#[derive(Clone)]
-pub struct MemberDirectory {
-    inner: Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>,
-    path: PathBuf,
-}
-
-impl MemberDirectory {
-    pub fn load(path: PathBuf) -> MemberDirectory {
-        let mut known = BTreeMap::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines() {
-                if let Some((id, urls)) = line.split_once(' ') {
-                    if let Ok(id) = u64::from_str_radix(id, 16) {
-                        known.insert(id, urls.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect());
-                    }
-                }
-            }
-        }
-        MemberDirectory { inner: Arc::new(Mutex::new(known)), path }
-    }
-
-    pub fn client_urls(&self, member: NodeId) -> Vec<String> {
-        self.inner.lock().expect("directory lock").get(&member).cloned().unwrap_or_default()
-    }
-
-    fn publish(&self, member: NodeId, client_urls: Vec<String>) {
-        let mut known = self.inner.lock().expect("directory lock");
-        if known.get(&member) == Some(&client_urls) {
-            return;
-        }
-        known.insert(member, client_urls);
-        let text: String = known.iter().map(|(id, urls)| format!("{id:x} {}\n", urls.join(","))).collect();
-        let temporary = self.path.with_extension("tmp");
-        // Best effort: members publish again on every start, so a lost write heals.
-        if std::fs::write(&temporary, text).is_ok() {
-            let _ = std::fs::rename(&temporary, &self.path);
-        }
-    }
+/// When and where the apply task writes snapshots of the state machine.
+pub struct SnapshotPolicy {
+    /// A snapshot is written once more than this many entries were applied since the
+    /// last one (`--snapshot-count`).
+    pub every: u64,
+    /// The index of the newest snapshot when the task starts.
+    pub last_index: Index,
+    /// The state-file directory (`RaftStorage::state_dir`).
+    pub dir: PathBuf,
+    /// To the Raft task, which records and compacts.
+    pub made: mpsc::Sender<LocalSnapshot>,
 }
 
 pub struct ApplyLoop {
     pub member_id: NodeId,
     pub directory: MemberDirectory,
     pub store: Arc<Store>,
-    pub batches: mpsc::Receiver<CommittedBatch>,
+    pub batches: mpsc::Receiver<ApplyInput>,
+    pub snapshots: SnapshotPolicy,
     pub waiters: Waiters,
     /// The highest index applied, for reads waiting on a ReadIndex.
     pub applied: watch::Sender<u64>,
@@ -116,23 +97,49 @@ impl ApplyLoop {
         // batch interval does) and lets redb free pages.
         let mut last_durable = tokio::time::Instant::now();
         let mut dirty = false;
+        // Input taken from the channel but not handled yet (a restore that ended a batch).
+        let mut held: Option<ApplyInput> = None;
+        let mut snapshot_writer: Option<tokio::task::JoinHandle<Result<LocalSnapshot, String>>> = None;
         loop {
-            let batch = tokio::select! {
-                batch = self.batches.recv() => batch,
-                _ = tokio::time::sleep_until(last_durable + DURABLE_COMMIT_INTERVAL), if dirty => {
-                    self.sync_store().await;
+            let input = match held.take() {
+                Some(input) => Some(input),
+                None => tokio::select! {
+                    input = self.batches.recv() => input,
+                    _ = tokio::time::sleep_until(last_durable + DURABLE_COMMIT_INTERVAL), if dirty => {
+                        self.sync_store().await;
+                        last_durable = tokio::time::Instant::now();
+                        dirty = false;
+                        continue;
+                    }
+                    written = async { snapshot_writer.as_mut().expect("guarded").await }, if snapshot_writer.is_some() => {
+                        snapshot_writer = None;
+                        self.snapshot_written(written).await;
+                        last_durable = tokio::time::Instant::now();
+                        dirty = false;
+                        continue;
+                    }
+                },
+            };
+            let Some(input) = input else { break };
+            let batch = match input {
+                ApplyInput::Entries(batch) => batch,
+                ApplyInput::Restore(snapshot) => {
+                    self.restore(snapshot).await;
                     last_durable = tokio::time::Instant::now();
                     dirty = false;
                     continue;
                 }
             };
-            let Some(batch) = batch else { break };
-            // Take whatever else is queued: one transaction for all of it.
+            // Take whatever else is queued, up to a restore: one transaction for all of it.
             let mut entries = batch;
-            while let Ok(more) = self.batches.try_recv() {
-                entries.extend(more);
-                if entries.len() >= MAX_ENTRIES_PER_TRANSACTION {
-                    break;
+            while entries.len() < MAX_ENTRIES_PER_TRANSACTION {
+                match self.batches.try_recv() {
+                    Ok(ApplyInput::Entries(more)) => entries.extend(more),
+                    Ok(restore) => {
+                        held = Some(restore);
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
             let last_index = entries.last().map(|e| e.index).unwrap_or(0);
@@ -166,7 +173,7 @@ impl ApplyLoop {
                     events.extend(applied.events.iter().cloned());
                 }
                 if let Some(request_id) = origins.get(&applied.index) {
-                    self.waiters.complete(*request_id, applied.result);
+                    self.waiters.complete(*request_id, applied.result.map_err(EtcdError::from));
                 }
             }
             if !events.is_empty() {
@@ -179,10 +186,125 @@ impl ApplyLoop {
                 }
                 advanced
             });
+            if snapshot_writer.is_none()
+                && self.store.applied_index() > self.snapshots.last_index + self.snapshots.every
+            {
+                // Counted from here even if the write fails, so a failing disk is not
+                // retried after every batch.
+                self.snapshots.last_index = self.store.applied_index();
+                snapshot_writer = Some(self.start_snapshot());
+            }
+        }
+        if let Some(writer) = snapshot_writer {
+            // The Raft task is gone; the file is removed as a leftover on the next start.
+            let _ = writer.await;
         }
         if dirty {
             self.sync_store().await;
         }
+    }
+
+    /// Writes the state machine to a new state file on a blocking thread, from one read
+    /// transaction (applies go on meanwhile): temporary name, fsync, rename to its index,
+    /// directory fsync.
+    fn start_snapshot(&self) -> tokio::task::JoinHandle<Result<LocalSnapshot, String>> {
+        let store = self.store.clone();
+        let dir = self.snapshots.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let temporary = dir.join(LOCAL_TEMPORARY_FILE);
+            let written = (|| -> Result<(u64, u64), String> {
+                let file = std::fs::File::create(&temporary).map_err(|e| e.to_string())?;
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                let meta = store.write_snapshot(&mut out).map_err(|e| e.to_string())?;
+                let file = out.into_inner().map_err(|e| e.to_string())?;
+                file.sync_all().map_err(|e| e.to_string())?;
+                Ok((meta.applied_index, meta.bytes))
+            })();
+            let (index, bytes) = match written {
+                Ok(written) => written,
+                Err(error) => {
+                    let _ = std::fs::remove_file(&temporary);
+                    return Err(format!("writing {}: {error}", temporary.display()));
+                }
+            };
+            let path = dir.join(state_file_name(index));
+            std::fs::rename(&temporary, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
+            Ok(LocalSnapshot { index, path, bytes, durable_applied: 0 })
+        })
+    }
+
+    /// A state file is written: make the state machine durable at least as far (the log
+    /// before it may then go), and hand the file to the Raft task.
+    async fn snapshot_written(&mut self, written: Result<Result<LocalSnapshot, String>, tokio::task::JoinError>) {
+        let mut snapshot = match written {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(error)) => {
+                error!("could not write a snapshot of the state machine (the log is not compacted): {error}");
+                return;
+            }
+            Err(panic) => {
+                error!("writing a snapshot of the state machine panicked: {panic}");
+                return;
+            }
+        };
+        self.sync_store().await;
+        snapshot.durable_applied = self.store.durable_applied_index();
+        self.snapshots.last_index = self.snapshots.last_index.max(snapshot.index);
+        // One snapshot is written at a time, and the Raft task takes each at once; if it
+        // could not, this one is dropped (the next one will do) rather than waiting here
+        // while the Raft task may be waiting for us.
+        if let Err(refused) = self.snapshots.made.try_send(snapshot) {
+            let snapshot = refused.into_inner();
+            let _ = std::fs::remove_file(&snapshot.path);
+        }
+    }
+
+    /// Replaces the state machine with a snapshot from the leader. Everything handed over
+    /// before it is applied; nothing after it is until this is done.
+    async fn restore(&mut self, snapshot: SnapshotToRestore) {
+        let started = std::time::Instant::now();
+        let store = self.store.clone();
+        let index = snapshot.index;
+        let restored = tokio::task::spawn_blocking(move || {
+            store.replace_with_snapshot(std::io::BufReader::with_capacity(1 << 20, snapshot.file))
+        })
+        .await;
+        // The Raft task already replaced its log with the snapshot: without the state the
+        // member cannot go on. A restart restores from the state file again.
+        let meta = match restored {
+            Ok(Ok(meta)) if meta.applied_index == index => meta,
+            Ok(Ok(meta)) => {
+                error!(index, "the snapshot restored the state at index {}, stopping", meta.applied_index);
+                std::process::exit(1);
+            }
+            Ok(Err(error)) => {
+                error!(index, "restoring the state machine from a snapshot failed, stopping: {error}");
+                std::process::exit(1);
+            }
+            Err(panic) => {
+                error!(index, "restoring the state machine from a snapshot panicked, stopping: {panic}");
+                std::process::exit(1);
+            }
+        };
+        // The replacement committed durably: no sync needed.
+        self.snapshots.last_index = index;
+        info!(
+            index,
+            revision = meta.revision,
+            bytes = meta.bytes,
+            millis = started.elapsed().as_millis() as u64,
+            "restored the state machine from the leader's snapshot"
+        );
+        self.applied.send_if_modified(|current| {
+            let advanced = index > *current;
+            if advanced {
+                *current = index;
+            }
+            advanced
+        });
     }
 
     async fn sync_store(&self) {
@@ -200,18 +322,33 @@ impl ApplyLoop {
         }
     }
 
-    /// Turns entries into commands. Returns, per index, the request id if this member is
-    /// the one waiting for it.
+    /// Turns entries into commands, applying membership entries to the member directory
+    /// on the way (before the state machine records their index, so the directory is
+    /// never behind it). Returns, per index, the request id if this member is the one
+    /// waiting for it.
     fn decode(&self, entries: &[Entry]) -> (Vec<(u64, Command)>, RequestsByIndex) {
         let mut commands = Vec::with_capacity(entries.len());
         let mut origins = HashMap::with_capacity(entries.len());
         for entry in entries {
+            if entry.kind == EntryKind::ConfChange {
+                self.apply_conf_change(entry);
+                commands.push((entry.index, Command::Noop));
+                continue;
+            }
             let command = match envelope::decode(&entry.data) {
                 Ok(Envelope::Empty) => Command::Noop,
-                Ok(Envelope::MemberAttributes { member, request_id, name: _, client_urls }) => {
-                    self.directory.publish(member, client_urls);
+                Ok(Envelope::MemberAttributes { member, request_id, name, client_urls }) => {
+                    fatal_on_error(self.directory.apply_attributes(entry.index, member, &name, &client_urls));
                     if member == self.member_id {
                         origins.insert(entry.index, request_id);
+                    }
+                    Command::Noop
+                }
+                Ok(Envelope::MemberUpdate { origin, request_id, member, peer_urls }) => {
+                    let outcome =
+                        fatal_on_error(self.directory.apply_peer_urls_update(entry.index, member, &peer_urls));
+                    if origin == self.member_id {
+                        self.waiters.complete(request_id, outcome.map(|()| Response::Noop));
                     }
                     Command::Noop
                 }
@@ -237,5 +374,42 @@ impl ApplyLoop {
             commands.push((entry.index, command));
         }
         (commands, origins)
+    }
+
+    /// A committed membership change: the directory follows it, and whoever proposed it
+    /// here learns it is done.
+    fn apply_conf_change(&self, entry: &Entry) {
+        let decoded = match ConfChangeEntry::decode(&entry.data) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                // The core decoded this entry when it was appended; failing now is a bug.
+                error!(index = entry.index, "undecodable configuration entry, stopping: {error}");
+                std::process::exit(1);
+            }
+        };
+        // Every member decodes the same context bytes the same way.
+        let context = ChangeContext::decode(&decoded.change.context).unwrap_or_default();
+        fatal_on_error(self.directory.apply_conf_change(entry.index, &decoded, &context.peer_urls));
+        info!(
+            index = entry.index,
+            change = ?decoded.change.kind,
+            member = %format!("{:x}", decoded.change.node),
+            "membership change applied"
+        );
+        if context.origin == self.member_id {
+            self.waiters.complete(context.request_id, Ok(Response::Noop));
+        }
+    }
+}
+
+/// The member directory could not be written: the replicated state cannot be kept, so the
+/// member stops (as for a state-machine failure).
+fn fatal_on_error<T>(result: std::io::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => {
+            error!("cannot write the member directory, stopping: {error}");
+            std::process::exit(1);
+        }
     }
 }

@@ -26,6 +26,11 @@ pub struct ServerConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot for slow followers to catch up from
+    /// (etcd 3.5's `--experimental-snapshot-catchup-entries`, default 5000).
+    pub snapshot_catchup_entries: u64,
+    /// Size of a WAL segment file (64 MiB; smaller only in tests, to see segments go).
+    pub wal_segment_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
 }
@@ -45,6 +50,8 @@ impl Default for ServerConfig {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             snapshot_count: 10_000,
+            snapshot_catchup_entries: 5000,
+            wal_segment_bytes: 64 << 20,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
         }
@@ -95,8 +102,9 @@ impl ServerConfig {
         Ok(members)
     }
 
-    /// Checks the flags against each other; returns this member's id.
-    pub fn validate(&self) -> Result<NodeId, ConfigError> {
+    /// Checks the flags that matter on every start (a member restarted on its data
+    /// directory ignores `--initial-cluster*`, as etcd does).
+    pub fn validate_flags(&self) -> Result<(), ConfigError> {
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms || self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::BadTimeouts {
                 heartbeat: self.heartbeat_interval_ms,
@@ -112,6 +120,16 @@ impl ServerConfig {
         for url in &self.listen_peer_urls {
             check_url("--listen-peer-urls", url)?;
         }
+        for url in &self.initial_advertise_peer_urls {
+            check_url("--initial-advertise-peer-urls", url)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every flag, `--initial-cluster*` included (first start); returns the id
+    /// `--initial-cluster` gives this member.
+    pub fn validate(&self) -> Result<NodeId, ConfigError> {
+        self.validate_flags()?;
         let members = self.initial_members()?;
         let me = members
             .values()
@@ -174,6 +192,25 @@ pub fn member_id(sorted_peer_urls: &[String], token: &str) -> NodeId {
     hash.max(1)
 }
 
+/// The id for a member added at run time (MemberAdd): the id its URLs would get in
+/// `--initial-cluster` unless that one is `taken` (in use, or once used by a removed
+/// member: ids are never reused), else the first free id of the same hash salted with
+/// 1, 2, ... Deterministic, so a retried request gets the same id.
+pub fn new_member_id(sorted_peer_urls: &[String], token: &str, taken: impl Fn(NodeId) -> bool) -> NodeId {
+    let mut id = member_id(sorted_peer_urls, token);
+    let mut salt: u64 = 0;
+    while taken(id) {
+        salt += 1;
+        id = fnv1a(&salt.to_be_bytes(), member_id(sorted_peer_urls, token)).max(1);
+    }
+    id
+}
+
+/// Whether `url` is a peer or client URL concord can use (`http://host:port`).
+pub fn is_valid_url(url: &str) -> bool {
+    check_url("", url).is_ok()
+}
+
 /// The cluster's id: a hash of its initial member ids.
 pub fn cluster_id(member_ids: impl Iterator<Item = NodeId>) -> u64 {
     let mut ids: Vec<NodeId> = member_ids.collect();
@@ -203,6 +240,16 @@ mod tests {
         assert_eq!(a, member_id(&["http://a:1".into()], "t"));
         assert_ne!(a, member_id(&["http://a:1".into()], "u"));
         assert_ne!(a, member_id(&["http://a:2".into()], "t"));
+    }
+
+    #[test]
+    fn run_time_member_ids_avoid_taken_ones() {
+        let urls = vec!["http://a:1".to_string()];
+        let first = new_member_id(&urls, "t", |_| false);
+        assert_eq!(first, member_id(&urls, "t"));
+        let second = new_member_id(&urls, "t", |id| id == first);
+        assert_ne!(second, first);
+        assert_eq!(second, new_member_id(&urls, "t", |id| id == first), "deterministic");
     }
 
     #[test]

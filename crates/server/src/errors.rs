@@ -26,8 +26,26 @@ pub enum EtcdError {
     Stopped,
     #[error("etcdserver: request timed out")]
     Timeout,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
     /// Anything else: a storage failure, a bug. The text is ours.
@@ -42,9 +60,17 @@ impl EtcdError {
             Mvcc(error) => mvcc_code(error),
             RequestTooLarge => Code::InvalidArgument,
             MemberNotFound => Code::NotFound,
-            NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            MemberBadUrls => Code::InvalidArgument,
+            NotLeader
+            | BadLeaderTransferee
+            | MemberExists
+            | PeerUrlExists
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | NotEnoughStartedMembers => Code::FailedPrecondition,
             TooManyRequests => Code::ResourceExhausted,
-            NoLeader | LeaderChanged | Stopped | Timeout => Code::Unavailable,
+            NoLeader | LeaderChanged | Stopped | Timeout | LeaderTransferTimeout | Unhealthy => Code::Unavailable,
             Internal(_) => Code::Internal,
         }
     }

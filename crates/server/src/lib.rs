@@ -5,13 +5,16 @@
 //! API to clients.
 //!
 //! - `node`: the task that owns the Raft core and handles every `Ready`.
+//! - `storage`: the log the core reads (the WAL) and the snapshot files behind it.
 //! - `apply`: the task that applies committed entries and answers waiting clients.
 //! - `transport`, `peer_service`, `convert`: the peer protocol.
-//! - `shared`, `kv`, `maintenance`: the client-facing services.
+//! - `shared`, `kv`, `maintenance`, `cluster`: the client-facing services.
+//! - `members`: the member directory (who is in the cluster, with names and URLs).
 //! - `envelope`: what an entry carries. `errors`: etcd's error codes and texts.
-//! - `config`: flags and identities. `server`: start and stop.
+//! - `config`: flags and identities. `server`: start, join, and stop.
 
 pub mod apply;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod envelope;
@@ -19,10 +22,12 @@ pub mod errors;
 pub mod kv;
 pub mod kv_convert;
 pub mod maintenance;
+pub mod members;
 pub mod node;
 pub mod peer_service;
 pub mod server;
 pub mod shared;
+pub mod storage;
 pub mod transport;
 
 pub use config::ServerConfig;

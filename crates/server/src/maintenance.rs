@@ -1,10 +1,10 @@
-//! The etcd Maintenance and Cluster services: status, hashes, alarms, defragmentation,
-//! leadership moves, and the member list.
+//! The etcd Maintenance service: status, hashes, alarms, defragmentation, snapshots and
+//! leadership moves.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_api::etcdserverpb::{self as pb, cluster_server::Cluster, maintenance_server::Maintenance};
+use concord_api::etcdserverpb::{self as pb, maintenance_server::Maintenance};
 use tonic::{Request, Status};
 
 use crate::errors::EtcdError;
@@ -57,7 +57,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: applied,
             errors: Vec::new(),
             db_size_in_use: db_size_in_use as i64,
-            is_learner: false,
+            is_learner: self.shared.directory.member(self.shared.member_id).is_some_and(|m| m.is_learner),
             storage_version: String::new(),
             db_size_quota: 0,
             downgrade_info: None,
@@ -148,7 +148,11 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
-        if !self.shared.members.iter().any(|m| m.id == target) {
+        // As etcd: only the leader moves leadership, and only to a voting member.
+        if !self.shared.status.borrow().is_leader {
+            return Err(EtcdError::NotLeader.into());
+        }
+        if self.shared.directory.member(target).is_none_or(|m| m.is_learner) {
             return Err(EtcdError::BadLeaderTransferee.into());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -167,7 +171,7 @@ impl Maintenance for MaintenanceService {
                 let header = self.shared.header(self.shared.store.current_revision());
                 Ok(tonic::Response::new(pb::MoveLeaderResponse { header: Some(header) }))
             }
-            _ => Err(EtcdError::Timeout.into()),
+            _ => Err(EtcdError::LeaderTransferTimeout.into()),
         }
     }
 
@@ -229,69 +233,4 @@ fn stream_snapshot_file(
         }
     }
     Ok(())
-}
-
-pub struct ClusterService {
-    pub shared: Arc<Shared>,
-    pub directory: crate::apply::MemberDirectory,
-}
-
-impl ClusterService {
-    fn members(&self) -> Vec<pb::Member> {
-        self.shared
-            .members
-            .iter()
-            .map(|m| pb::Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: self.directory.client_urls(m.id),
-                is_learner: false,
-            })
-            .collect()
-    }
-}
-
-const MEMBERSHIP_CHANGES: &str = "concord: membership changes are not supported yet";
-
-#[tonic::async_trait]
-impl Cluster for ClusterService {
-    async fn member_add(
-        &self,
-        _request: Request<pb::MemberAddRequest>,
-    ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
-    }
-
-    async fn member_remove(
-        &self,
-        _request: Request<pb::MemberRemoveRequest>,
-    ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
-    }
-
-    async fn member_update(
-        &self,
-        _request: Request<pb::MemberUpdateRequest>,
-    ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
-    }
-
-    async fn member_list(
-        &self,
-        request: Request<pb::MemberListRequest>,
-    ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
-        if request.into_inner().linearizable {
-            self.shared.read_barrier().await?;
-        }
-        let header = self.shared.header(self.shared.store.current_revision());
-        Ok(tonic::Response::new(pb::MemberListResponse { header: Some(header), members: self.members() }))
-    }
-
-    async fn member_promote(
-        &self,
-        _request: Request<pb::MemberPromoteRequest>,
-    ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_CHANGES))
-    }
 }

@@ -5,17 +5,33 @@
 //!
 //! Group commit falls out of the loop's shape: everything that arrives while one fsync is
 //! running is handled in the next iteration and shares the next fsync.
+//!
+//! Membership: configuration changes are proposed here (the core decides whether they are
+//! allowed; this task adds etcd's liveness checks, which need to know whom the leader
+//! hears from), and the transport's peers follow the membership: a member added by an
+//! entry in the log is dialed as soon as the entry is appended (a new voter's
+//! acknowledgement may be needed to commit it), a member gone from the directory is
+//! dropped.
+//! Snapshots pass through here twice. The apply task's periodic snapshot is recorded in
+//! the WAL and the log compacted behind it (keeping a tail for slow followers). A snapshot
+//! from the leader is staged chunk by chunk, installed before the Ready's entries are
+//! written, and queued to the apply task in order with the committed entries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use concord_raft::{Entry, Index, Message, NodeId, ProposeError, Raft, Role, SoftState, Term, NO_NODE};
-use concord_wal::Wal;
+use concord_raft::{
+    ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, LogStore, Message, NodeId, ProposeError,
+    Raft, Role, SnapshotChunk, SnapshotMeta, SoftState, Term, NO_NODE,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::envelope::ChangeContext;
 use crate::errors::EtcdError;
+use crate::members::MemberDirectory;
+use crate::storage::{LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
 
 /// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
@@ -26,6 +42,12 @@ const MAX_WAITING_PROPOSALS: usize = 16_384;
 const MAX_WAITING_READS: usize = 16_384;
 /// Most Readies handled before going back to inputs.
 const MAX_READIES_PER_ITERATION: usize = 64;
+/// A snapshot transfer from which no chunk was read for this long is over (done, or the
+/// follower is gone).
+const SNAPSHOT_TRANSFER_IDLE: Duration = Duration::from_secs(5);
+/// Longest a new snapshot (and the compaction behind it) waits for a transfer of the
+/// current one to finish.
+const MAX_COMPACTION_DELAY_FOR_TRANSFER: Duration = Duration::from_secs(600);
 
 /// What clients (through the gRPC services) ask of the Raft task.
 pub enum Request {
@@ -36,6 +58,40 @@ pub enum Request {
     ReadIndex { reply: oneshot::Sender<Result<Index, EtcdError>>, deadline: Instant },
     /// Hand leadership to another member.
     TransferLeader { to: NodeId, reply: oneshot::Sender<Result<(), EtcdError>> },
+    /// Propose a membership change (leader only). `expected_membership_index` is the
+    /// configuration the caller validated the change against: if another change was
+    /// appended since, the caller must validate again. Answers with the entry's index.
+    ConfChange {
+        change: ConfChange,
+        expected_membership_index: Index,
+        check: QuorumCheck,
+        reply: oneshot::Sender<Result<Index, ConfChangeRefusal>>,
+    },
+}
+
+/// etcd's strict reconfiguration check (on by default there): a change must not leave the
+/// voters that are actually reachable short of a quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumCheck {
+    /// Adding a learner or promoting one: nothing to protect.
+    None,
+    /// Adding a voter: every current voter must be live, or the larger quorum may not be
+    /// reachable.
+    AddVoter,
+    /// Removing this voter must leave a live quorum.
+    RemoveVoter(NodeId),
+}
+
+/// Why a membership change was not proposed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfChangeRefusal {
+    /// This member does not lead (any more): ask the leader.
+    NotLeader,
+    /// Not now (an earlier change is uncommitted, the leader is new or handing over, or
+    /// the configuration moved since it was validated): validate again and retry.
+    Retry,
+    /// Refused for good, with the error the client gets.
+    Failed(EtcdError),
 }
 
 /// Messages from peers.
@@ -53,20 +109,64 @@ pub struct NodeStatus {
     pub is_leader: bool,
     pub commit_index: Index,
     pub last_index: Index,
+    /// Index of the entry that set the configuration in effect (committed or not).
+    pub membership_index: Index,
 }
 
-/// Committed entries for the apply task, in log order.
-pub type CommittedBatch = Vec<Entry>;
+/// What the apply task is handed, in log order.
+pub enum ApplyInput {
+    /// Committed entries.
+    Entries(Vec<Entry>),
+    /// A snapshot from the leader, installed in the log: the state machine becomes it.
+    Restore(SnapshotToRestore),
+}
+
+/// A snapshot the state machine must be replaced with.
+pub struct SnapshotToRestore {
+    pub index: Index,
+    /// The state file, open at its start (it stays readable even if a newer snapshot
+    /// replaces it on disk meanwhile).
+    pub file: std::fs::File,
+}
 
 pub struct NodeLoop {
-    pub raft: Raft<Wal>,
+    pub raft: Raft<RaftStorage>,
     pub requests: mpsc::Receiver<Request>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub transport: Transport,
-    pub apply: mpsc::Sender<CommittedBatch>,
+    pub apply: mpsc::Sender<ApplyInput>,
+    /// Snapshots the apply task wrote, to record and compact behind.
+    pub snapshots: mpsc::Receiver<LocalSnapshot>,
+    /// Entries kept in the log behind a snapshot, so that a follower a little behind
+    /// catches up from the log rather than through a whole snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// A snapshot the apply task wrote that waits for a transfer of the current one.
+    pub held_snapshot: HeldSnapshot,
     pub status: watch::Sender<NodeStatus>,
     pub tick_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// The member directory (written by the apply task); its peer URLs feed the transport.
+    pub directory: MemberDirectory,
+}
+
+/// What the loop keeps about membership between iterations.
+#[derive(Default)]
+struct PeerTracking {
+    /// When each peer was last heard from (any Raft message): the liveness behind etcd's
+    /// reconfiguration checks.
+    last_heard: HashMap<NodeId, Instant>,
+    /// Peer URLs of members added by configuration entries this log holds but the
+    /// directory has not applied yet.
+    pending_urls: BTreeMap<NodeId, String>,
+}
+
+/// A snapshot the apply task wrote, waiting for a transfer of the current one to end.
+#[derive(Default)]
+pub struct HeldSnapshot {
+    /// The snapshot and since when it waits.
+    snapshot: Option<(LocalSnapshot, Instant)>,
+    /// The wait was logged.
+    logged: bool,
 }
 
 struct WaitingRead {
@@ -86,30 +186,44 @@ impl NodeLoop {
         let mut next_read_id: u64 = 1;
         let mut last_soft =
             SoftState { leader: NO_NODE, role: Role::Follower, term: self.raft.term().saturating_sub(1) };
+        let mut peers = PeerTracking::default();
+        let mut directory_changes = self.directory.subscribe();
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.raft.tick(),
                 request = self.requests.recv() => {
                     let Some(request) = request else { break };
-                    self.take_request(request, &mut waiting_proposals, &mut waiting_reads);
+                    self.take_request(request, &mut waiting_proposals, &mut waiting_reads, &peers);
                     for _ in 0..MAX_INPUTS_PER_ITERATION {
                         match self.requests.try_recv() {
-                            Ok(request) => self.take_request(request, &mut waiting_proposals, &mut waiting_reads),
+                            Ok(request) => self.take_request(request, &mut waiting_proposals, &mut waiting_reads, &peers),
                             Err(_) => break,
                         }
                     }
                 }
                 inbound = self.inbound.recv() => {
                     let Some(inbound) = inbound else { break };
-                    self.take_inbound(inbound);
+                    self.take_inbound(inbound, &mut peers);
                     for _ in 0..MAX_INPUTS_PER_ITERATION {
                         match self.inbound.try_recv() {
-                            Ok(inbound) => self.take_inbound(inbound),
+                            Ok(inbound) => self.take_inbound(inbound, &mut peers),
                             Err(_) => break,
                         }
                     }
                 }
+                made = self.snapshots.recv() => {
+                    if let Some(made) = made {
+                        let since = self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
+                        if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
+                            self.raft.store_mut().discard_local(&superseded);
+                        }
+                    }
+                }
                 _ = self.shutdown.changed() => break,
+            }
+            if let Err(error) = self.adopt_held_snapshot() {
+                error!("storage failure while recording a snapshot, stopping: {error}");
+                std::process::exit(1);
             }
 
             self.flush_proposals(&mut waiting_proposals);
@@ -119,10 +233,15 @@ impl NodeLoop {
                 if !self.raft.has_ready() {
                     break;
                 }
-                if let Err(error) = self.handle_ready(&mut reads_in_flight).await {
+                if let Err(error) = self.handle_ready(&mut reads_in_flight, &mut peers).await {
                     error!("storage failure, stopping: {error}");
                     std::process::exit(1);
                 }
+            }
+
+            if directory_changes.has_changed().unwrap_or(false) {
+                directory_changes.borrow_and_update();
+                self.update_transport_peers(&mut peers);
             }
 
             let soft = self.raft.soft_state();
@@ -142,6 +261,7 @@ impl NodeLoop {
                 is_leader: soft.role == Role::Leader,
                 commit_index: self.raft.commit_index(),
                 last_index: self.raft.last_index(),
+                membership_index: self.raft.membership_index(),
             };
             self.status.send_if_modified(|current| {
                 let changed = *current != status;
@@ -160,6 +280,7 @@ impl NodeLoop {
         request: Request,
         proposals: &mut VecDeque<(Bytes, Instant)>,
         reads: &mut Vec<WaitingRead>,
+        peers: &PeerTracking,
     ) {
         match request {
             Request::Propose { data, deadline } => {
@@ -182,12 +303,96 @@ impl NodeLoop {
                 });
                 let _ = reply.send(result);
             }
+            Request::ConfChange { change, expected_membership_index, check, reply } => {
+                let _ = reply.send(self.propose_conf_change(change, expected_membership_index, check, peers));
+            }
         }
     }
 
-    fn take_inbound(&mut self, inbound: Inbound) {
+    fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        expected_membership_index: Index,
+        check: QuorumCheck,
+        peers: &PeerTracking,
+    ) -> Result<Index, ConfChangeRefusal> {
+        if self.raft.role() != Role::Leader {
+            return Err(ConfChangeRefusal::NotLeader);
+        }
+        if self.raft.membership_index() != expected_membership_index {
+            return Err(ConfChangeRefusal::Retry);
+        }
+        self.check_quorum_after(check, peers)?;
+        self.raft.propose_conf_change(change).map_err(|error| match error {
+            ProposeError::NotLeader { .. } | ProposeError::NoLeader => ConfChangeRefusal::NotLeader,
+            ProposeError::TransferInProgress
+            | ProposeError::ConfChange(ConfChangeError::Pending { .. })
+            | ProposeError::ConfChange(ConfChangeError::LeaderNotReady) => ConfChangeRefusal::Retry,
+            ProposeError::ConfChange(ConfChangeError::LearnerNotReady { .. }) => {
+                ConfChangeRefusal::Failed(EtcdError::LearnerNotReady)
+            }
+            ProposeError::ConfChange(ConfChangeError::AlreadyVoter(_) | ConfChangeError::AlreadyLearner(_)) => {
+                ConfChangeRefusal::Failed(EtcdError::MemberExists)
+            }
+            ProposeError::ConfChange(ConfChangeError::NotAMember(_)) => {
+                ConfChangeRefusal::Failed(EtcdError::MemberNotFound)
+            }
+            ProposeError::ConfChange(ConfChangeError::LastVoter(_)) => {
+                ConfChangeRefusal::Failed(EtcdError::NotEnoughStartedMembers)
+            }
+            other => ConfChangeRefusal::Failed(EtcdError::Internal(other.to_string())),
+        })
+    }
+
+    /// etcd's liveness checks (`mayAddMember`, `mayRemoveMember`), with "live" meaning
+    /// heard from within an election timeout (etcd: connected for the last 5 s).
+    fn check_quorum_after(&self, check: QuorumCheck, peers: &PeerTracking) -> Result<(), ConfChangeRefusal> {
+        let now = Instant::now();
+        let window = self.tick_interval * self.raft.config().election_tick;
+        let me = self.raft.id();
+        let live =
+            |id: NodeId| id == me || peers.last_heard.get(&id).is_some_and(|at| now.duration_since(*at) < window);
+        let voters = self.raft.voters();
+        match check {
+            QuorumCheck::None => Ok(()),
+            QuorumCheck::AddVoter if voters.iter().all(|&v| live(v)) => Ok(()),
+            QuorumCheck::AddVoter => Err(ConfChangeRefusal::Failed(EtcdError::Unhealthy)),
+            // A member that is down is not part of the live quorum: removing it is safe.
+            QuorumCheck::RemoveVoter(id) if id != me && !live(id) => Ok(()),
+            QuorumCheck::RemoveVoter(_) => {
+                let active = voters.iter().filter(|&&v| live(v)).count();
+                if active.saturating_sub(1) < 1 + (voters.len().saturating_sub(1)) / 2 {
+                    Err(ConfChangeRefusal::Failed(EtcdError::Unhealthy))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Points the transport at every member of the directory, plus members that entries
+    /// in the log added and the directory does not have yet.
+    fn update_transport_peers(&mut self, peers: &mut PeerTracking) {
+        let mut wanted = self.directory.peer_addresses();
+        let membership = self.raft.membership();
+        peers.pending_urls.retain(|id, _| membership.contains(*id) && !wanted.contains_key(id));
+        for (id, url) in &peers.pending_urls {
+            wanted.insert(*id, url.clone());
+        }
+        wanted.remove(&self.raft.id());
+        peers.last_heard.retain(|id, _| wanted.contains_key(id));
+        if wanted != self.transport.peers() {
+            info!(peers = ?wanted.keys().map(|id| format!("{id:x}")).collect::<Vec<_>>(), "peers changed");
+            self.transport.set_peers(&wanted);
+        }
+    }
+
+    fn take_inbound(&mut self, inbound: Inbound, peers: &mut PeerTracking) {
         match inbound {
-            Inbound::Raft(message) => self.raft.step(message),
+            Inbound::Raft(message) => {
+                peers.last_heard.insert(message.from, Instant::now());
+                self.raft.step(message)
+            }
             Inbound::Proposals(data) => {
                 if self.raft.role() == Role::Leader {
                     // Refusals (leadership lost meanwhile) leave the follower's client to
@@ -250,13 +455,109 @@ impl NodeLoop {
         }
     }
 
+    /// Adopts the snapshot the apply task wrote, unless this leader is sending its current
+    /// snapshot to a follower: adopting would make that snapshot unreadable and restart
+    /// the transfer, and a big snapshot taken again faster than it can be sent would never
+    /// arrive. Compaction waits for the transfer (bounded, so a follower that keeps
+    /// failing cannot keep the log from being compacted forever).
+    fn adopt_held_snapshot(&mut self) -> Result<(), RaftStorageError> {
+        let Some((_, held_since)) = &self.held_snapshot.snapshot else { return Ok(()) };
+        if self.raft.store().is_sending_snapshot(SNAPSHOT_TRANSFER_IDLE)
+            && held_since.elapsed() < MAX_COMPACTION_DELAY_FOR_TRANSFER
+        {
+            if !self.held_snapshot.logged {
+                info!("a snapshot is being sent to a follower: a newer snapshot and compaction wait for it");
+                self.held_snapshot.logged = true;
+            }
+            return Ok(());
+        }
+        self.held_snapshot.logged = false;
+        let (made, _) = self.held_snapshot.snapshot.take().expect("checked above");
+        self.adopt_snapshot(made)
+    }
+
+    /// Records a snapshot the apply task wrote and compacts the log behind it, keeping
+    /// `snapshot_catchup_entries` entries, and never past what the state machine holds
+    /// durably (a crash must find every entry after its durable state in the log).
+    fn adopt_snapshot(&mut self, made: LocalSnapshot) -> Result<(), RaftStorageError> {
+        let current = self.raft.store().snapshot_meta().index;
+        let meta = match self.raft.snapshot_meta_at(made.index) {
+            Ok(meta) if meta.index > current => meta,
+            // A snapshot from the leader overtook this one: nothing to record.
+            _ => {
+                self.raft.store_mut().discard_local(&made);
+                return Ok(());
+            }
+        };
+        self.raft.store_mut().adopt_local(meta.clone(), &made)?;
+        let compact_to = meta.index.saturating_sub(self.snapshot_catchup_entries).min(made.durable_applied);
+        let compacted_before = self.raft.store().first_index() - 1;
+        if compact_to > compacted_before {
+            self.raft.store_mut().compact(compact_to)?;
+            self.raft.compact(compact_to);
+        }
+        info!(
+            index = meta.index,
+            term = meta.term,
+            bytes = made.bytes,
+            log_starts_at = self.raft.store().first_index(),
+            "saved a snapshot of the state machine"
+        );
+        Ok(())
+    }
+
+    /// Installs the staged snapshot `meta` in the log and queues the state machine's
+    /// restore from it, in the apply channel's order: after every entry handed over
+    /// before, before every entry after it.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), RaftStorageError> {
+        let started = Instant::now();
+        let file = self.raft.store_mut().install_incoming(meta)?;
+        info!(
+            index = meta.index,
+            term = meta.term,
+            millis = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        let restore = ApplyInput::Restore(SnapshotToRestore { index: meta.index, file });
+        if self.apply.send(restore).await.is_err() {
+            warn!("apply task is gone");
+        }
+        Ok(())
+    }
+
     async fn handle_ready(
         &mut self,
         reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
-    ) -> Result<(), concord_wal::WalError> {
+        peers: &mut PeerTracking,
+    ) -> Result<(), RaftStorageError> {
         let ready = self.raft.ready();
+        // A member added by one of these entries must be reachable before this Ready's
+        // messages go out: they may be the first append to it.
+        let mut added = false;
+        for entry in ready.entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            let Ok(decoded) = ConfChangeEntry::decode(&entry.data) else { continue };
+            let Ok(context) = ChangeContext::decode(&decoded.change.context) else { continue };
+            if let Some(url) = context.peer_urls.first() {
+                peers.pending_urls.insert(decoded.change.node, url.clone());
+                added = true;
+            }
+        }
+        if added {
+            self.update_transport_peers(peers);
+        }
         for message in ready.messages {
             self.transport.send(message);
+        }
+        for step in snapshot_steps(&ready.snapshot_chunks, ready.install_snapshot.as_ref()) {
+            match step {
+                SnapshotStep::Stage(chunk) => {
+                    if chunk.offset == 0 {
+                        info!(index = chunk.meta.index, term = chunk.meta.term, "receiving a snapshot from the leader");
+                    }
+                    self.raft.store_mut().stage_chunk(chunk)?
+                }
+                SnapshotStep::Install(meta) => self.install_snapshot(meta).await?,
+            }
         }
         let wal = self.raft.store_mut();
         if !ready.entries.is_empty() {
@@ -274,7 +575,9 @@ impl NodeLoop {
         for message in ready.messages_after_persist {
             self.transport.send(message);
         }
-        if !ready.committed_entries.is_empty() && self.apply.send(ready.committed_entries).await.is_err() {
+        if !ready.committed_entries.is_empty()
+            && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
+        {
             warn!("apply task is gone");
         }
         for read in ready.read_states {
@@ -288,6 +591,28 @@ impl NodeLoop {
     }
 }
 
+/// One thing to do with a Ready's snapshot chunks.
+#[derive(Debug, PartialEq, Eq)]
+enum SnapshotStep<'a> {
+    Stage(&'a SnapshotChunk),
+    Install(&'a SnapshotMeta),
+}
+
+/// The order in which to stage a Ready's chunks and install its snapshot: the install goes
+/// right after the chunk that completes it. The core adopts a snapshot when its last chunk
+/// arrives, so that chunk is in the same Ready. At 164ca5e chunks of a newer transfer
+/// could follow it there, and staging them first would overwrite the snapshot to install;
+/// the core refuses them since 3458316, when the install's chunk is always the last one
+/// and this order is the documented one.
+fn snapshot_steps<'a>(chunks: &'a [SnapshotChunk], install: Option<&'a SnapshotMeta>) -> Vec<SnapshotStep<'a>> {
+    let mut steps: Vec<SnapshotStep<'a>> = chunks.iter().map(SnapshotStep::Stage).collect();
+    if let Some(meta) = install {
+        let after_last_chunk = chunks.iter().rposition(|c| c.last && c.meta == *meta).map_or(steps.len(), |at| at + 1);
+        steps.insert(after_last_chunk, SnapshotStep::Install(meta));
+    }
+    steps
+}
+
 fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
     if after.role == Role::Leader && before.role != Role::Leader {
         info!(member = %format!("{id:x}"), term = after.term, "elected leader");
@@ -299,5 +624,32 @@ fn log_soft_state_change(id: NodeId, before: &SoftState, after: &SoftState) {
         info!(member = %format!("{id:x}"), term = after.term, "lost leader");
     } else if after.term != before.term {
         info!(member = %format!("{id:x}"), term = after.term, role = ?after.role, "term changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use concord_raft::Membership;
+
+    fn chunk(index: Index, offset: u64, last: bool) -> SnapshotChunk {
+        let meta = SnapshotMeta { index, term: 1, membership: Membership::new([1, 2, 3], []) };
+        SnapshotChunk { meta, offset, data: Bytes::from_static(b"abc"), last }
+    }
+
+    #[test]
+    fn a_snapshot_is_installed_right_after_its_last_chunk() {
+        let (a, b, c) = (chunk(10, 0, false), chunk(10, 3, true), chunk(20, 0, false));
+        // The core hands out exactly this when the last chunk of the snapshot at 10 and
+        // the first of a newer one at 20 arrive before one Ready is taken.
+        let chunks = [a.clone(), b.clone(), c.clone()];
+        let steps = snapshot_steps(&chunks, Some(&b.meta));
+        assert_eq!(
+            steps,
+            [SnapshotStep::Stage(&a), SnapshotStep::Stage(&b), SnapshotStep::Install(&b.meta), SnapshotStep::Stage(&c)]
+        );
+        assert_eq!(snapshot_steps(&chunks[..1], None), [SnapshotStep::Stage(&a)]);
+        assert_eq!(snapshot_steps(&[], None), []);
     }
 }

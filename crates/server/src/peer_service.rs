@@ -1,19 +1,30 @@
 //! The receiving end of the peer transport: frames from other members become inputs of
-//! the Raft task.
+//! the Raft task. Also answers a joining member's question for the membership, and runs
+//! membership changes that followers forward to the leader.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use concord_api::peerpb::{peer_server::Peer, PeerFrame, StreamAck};
+use concord_api::peerpb::{
+    peer_server::Peer, MembersRequest, MembersResponse, MembershipChangeRequest, MembershipChangeResponse, PeerFrame,
+    StreamAck,
+};
 use tokio::sync::mpsc;
 use tonic::{Request, Status, Streaming};
 use tracing::warn;
 
+use crate::cluster::{change_from_wire, member_to_wire, Reconfigurer};
 use crate::convert::message_from_wire;
+use crate::members::MemberDirectory;
 use crate::node::Inbound;
+use crate::transport::MEMBER_REMOVED;
 
 pub struct PeerService {
     pub cluster_id: u64,
     pub member_id: u64,
     pub inbound: mpsc::Sender<Inbound>,
+    pub directory: MemberDirectory,
+    pub reconfigurer: Arc<Reconfigurer>,
 }
 
 #[tonic::async_trait]
@@ -24,6 +35,12 @@ impl Peer for PeerService {
             if frame.cluster_id != self.cluster_id {
                 warn!(from = %format!("{:x}", frame.from), "refusing a peer of another cluster");
                 return Err(Status::failed_precondition("concord: cluster ID mismatch"));
+            }
+            if self.directory.is_removed(frame.from) {
+                // Tells the removed member to stop (it may not have seen its removal:
+                // the leader stops replicating to a member once it removes it).
+                warn!(from = %format!("{:x}", frame.from), "refusing a member removed from the cluster");
+                return Err(Status::failed_precondition(MEMBER_REMOVED));
             }
             for message in frame.messages {
                 match message_from_wire(message) {
@@ -45,5 +62,25 @@ impl Peer for PeerService {
             }
         }
         Ok(tonic::Response::new(StreamAck {}))
+    }
+
+    async fn members(&self, _request: Request<MembersRequest>) -> Result<tonic::Response<MembersResponse>, Status> {
+        let members = self.directory.members().iter().map(member_to_wire).collect();
+        Ok(tonic::Response::new(MembersResponse { cluster_id: self.cluster_id, members }))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<MembershipChangeRequest>,
+    ) -> Result<tonic::Response<MembershipChangeResponse>, Status> {
+        let change = request.into_inner().change.ok_or_else(|| Status::invalid_argument("concord: no change"))?;
+        let change = change_from_wire(change)?;
+        let deadline = tokio::time::Instant::now() + self.reconfigurer.shared.request_timeout;
+        // Never forwarded again: if this member no longer leads, the follower asks anew.
+        let outcome = self.reconfigurer.change_here(&change, deadline).await.map_err(Status::from)?;
+        Ok(tonic::Response::new(MembershipChangeResponse {
+            member: outcome.added.as_ref().map(member_to_wire),
+            members: outcome.members.iter().map(member_to_wire).collect(),
+        }))
     }
 }

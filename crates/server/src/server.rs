@@ -2,9 +2,21 @@
 //! task and the transport together, and serve the client and peer gRPC endpoints until
 //! asked to stop.
 //!
-//! Data directory layout: `raft/` (the WAL and snapshot files), `kv.redb` (the state
-//! machine), `cluster` (the membership this member was created with; once it exists the
-//! `--initial-cluster*` flags are ignored, as with etcd).
+//! Data directory layout: `raft/` (the WAL, its snapshot record and the state-machine
+//! snapshot files, see `storage`), `kv.redb` (the state machine), `cluster` (the cluster
+//! and member ids, and the membership this member was bootstrapped with, or that it
+//! joined an existing cluster; once it exists the `--initial-cluster*` flags are ignored,
+//! as with etcd), `members` (the member directory).
+//!
+//! Joining (`--initial-cluster-state existing`, after `etcdctl member add`): the member
+//! asks the peers named in `--initial-cluster` for the cluster id and the member list,
+//! finds its own id by its peer URLs, and starts with an empty bootstrap membership: the
+//! leader's log tells it the membership. It never campaigns until the log makes it a
+//! voter.
+//!
+//! A member removed from the cluster stops: when it applies its own removal, or when a
+//! peer refuses its messages because it was removed. It logs etcd's "the member has been
+//! permanently removed from the cluster" and `run` returns `ServerError::Removed`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,22 +27,25 @@ use std::time::Duration;
 use concord_api::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
 };
-use concord_api::peerpb::peer_server::PeerServer;
+use concord_api::peerpb::{self, peer_client::PeerClient, peer_server::PeerServer};
 use concord_mvcc::Store;
-use concord_raft::{Config, NodeId, Raft};
-use concord_wal::{Wal, WalOptions};
+use concord_raft::{Config, LogStore, NodeId, Raft};
+use concord_wal::WalOptions;
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::info;
+use tracing::{error, info, warn};
 
-use crate::apply::{ApplyLoop, MemberDirectory, Waiters};
+use crate::apply::{ApplyLoop, SnapshotPolicy, Waiters};
+use crate::cluster::{member_from_wire, ClusterService, Reconfigurer};
 use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
 use crate::errors::EtcdError;
 use crate::kv::KvService;
-use crate::maintenance::{ClusterService, MaintenanceService};
+use crate::maintenance::MaintenanceService;
+use crate::members::{Member, MemberDirectory};
 use crate::node::{NodeLoop, NodeStatus};
 use crate::peer_service::PeerService;
 use crate::shared::Shared;
-use crate::transport::{Transport, FRAME_LIMIT_BYTES};
+use crate::storage::{RaftStorage, RaftStorageError};
+use crate::transport::{Transport, FRAME_LIMIT_BYTES, PEER_RECEIVE_WINDOW_BYTES};
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -41,30 +56,48 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("the data directory {path}: {error}")]
     DataDir { path: String, error: std::io::Error },
-    #[error("the data directory {path} belongs to cluster member {found:x}, not {expected:x}; use the same flags as when it was created, or another --data-dir")]
-    WrongMember { path: String, found: u64, expected: u64 },
+    #[error("the data directory {path} belongs to cluster member {member:x}, whose peer URLs are {recorded:?}, not --initial-advertise-peer-urls {advertised:?}; use the flags it was created with (or the URLs `member update` gave it), or another --data-dir")]
+    WrongMember { path: String, member: u64, recorded: Vec<String>, advertised: Vec<String> },
     #[error("the data directory {path} is in use by another process")]
     Locked { path: String },
     #[error(transparent)]
     Wal(#[from] concord_wal::WalError),
+    #[error(transparent)]
+    Storage(#[from] RaftStorageError),
     #[error(transparent)]
     Store(#[from] concord_mvcc::MvccError),
     #[error(transparent)]
     Raft(#[from] concord_raft::RaftError),
     #[error("cannot listen on {url}: {error}")]
     Listen { url: String, error: std::io::Error },
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
+    #[error("{}", crate::transport::MEMBER_REMOVED)]
+    Removed,
 }
+
+/// How long a joining member keeps asking its peers for the membership.
+const JOIN_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a removed member lingers so its last messages (a removed leader's handover)
+/// go out: etcd waits 10 ticks of 100 ms.
+const REMOVED_LINGER_TICKS: u32 = 10;
 
 /// The membership recorded in the data directory on first start.
 struct ClusterFile {
     cluster_id: u64,
     member_id: NodeId,
+    /// The bootstrap membership (empty for a member that joined an existing cluster).
     members: BTreeMap<NodeId, MemberInfo>,
+    /// This member joined an existing cluster: it has no bootstrap membership.
+    joined: bool,
 }
 
 impl ClusterFile {
     fn encode(&self) -> String {
         let mut out = format!("cluster {:x}\nmember {:x}\n", self.cluster_id, self.member_id);
+        if self.joined {
+            out.push_str("joined\n");
+        }
         for member in self.members.values() {
             out.push_str(&format!("peer {:x} {} {}\n", member.id, member.name, member.peer_urls.join(",")));
         }
@@ -74,12 +107,14 @@ impl ClusterFile {
     fn decode(text: &str) -> Option<ClusterFile> {
         let mut cluster = None;
         let mut me = None;
+        let mut joined = false;
         let mut members = BTreeMap::new();
         for line in text.lines() {
             let mut words = line.split_whitespace();
             match words.next()? {
                 "cluster" => cluster = u64::from_str_radix(words.next()?, 16).ok(),
                 "member" => me = u64::from_str_radix(words.next()?, 16).ok(),
+                "joined" => joined = true,
                 "peer" => {
                     let id = u64::from_str_radix(words.next()?, 16).ok()?;
                     let name = words.next()?.to_string();
@@ -89,7 +124,7 @@ impl ClusterFile {
                 _ => return None,
             }
         }
-        Some(ClusterFile { cluster_id: cluster?, member_id: me?, members })
+        Some(ClusterFile { cluster_id: cluster?, member_id: me?, members, joined })
     }
 }
 
@@ -129,7 +164,16 @@ fn remove_stale_snapshot_copies(dir: &Path) {
     }
 }
 
-fn load_or_create_cluster(config: &ServerConfig, member_id: NodeId) -> Result<ClusterFile, ServerError> {
+/// The cluster file and the members to start the directory with (used only if the data
+/// directory has no `members` file yet).
+struct Identity {
+    cluster: ClusterFile,
+    initial_members: Vec<Member>,
+}
+
+/// Loads the identity from the data directory, or creates it: from the flags for a new
+/// cluster, from the peers for a member joining an existing one.
+async fn load_or_create_cluster(config: &ServerConfig) -> Result<Identity, ServerError> {
     let dir = &config.data_dir;
     let path = dir.join("cluster");
     if path.exists() {
@@ -137,23 +181,125 @@ fn load_or_create_cluster(config: &ServerConfig, member_id: NodeId) -> Result<Cl
         let file = ClusterFile::decode(&text).ok_or_else(|| {
             io_error(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, "unreadable cluster file"))
         })?;
-        if file.member_id != member_id {
-            return Err(ServerError::WrongMember {
-                path: dir.display().to_string(),
-                found: file.member_id,
-                expected: member_id,
-            });
-        }
-        return Ok(file);
+        let initial_members = bootstrap_members(&file.members, dir);
+        return Ok(Identity { cluster: file, initial_members });
     }
-    let members = config.initial_members()?;
-    let file = ClusterFile { cluster_id: cluster_id(members.keys().copied()), member_id, members };
+    let flag_member_id = config.validate()?;
+    let identity = if config.initial_cluster_state == "existing" {
+        join_existing_cluster(config).await?
+    } else {
+        let members = config.initial_members()?;
+        let initial_members = bootstrap_members(&members, dir);
+        let cluster = ClusterFile {
+            cluster_id: cluster_id(members.keys().copied()),
+            member_id: flag_member_id,
+            members,
+            joined: false,
+        };
+        Identity { cluster, initial_members }
+    };
+    // The directory first: once the cluster file exists, a restart expects it.
+    MemberDirectory::open(dir.join("members"), || identity.initial_members.clone())
+        .map_err(|e| io_error(&dir.join("members"), e))?;
     let temporary = dir.join("cluster.tmp");
-    std::fs::write(&temporary, file.encode()).map_err(|e| io_error(&temporary, e))?;
+    std::fs::write(&temporary, identity.cluster.encode()).map_err(|e| io_error(&temporary, e))?;
     std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(|e| io_error(&temporary, e))?;
     std::fs::rename(&temporary, &path).map_err(|e| io_error(&path, e))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))?;
-    Ok(file)
+    Ok(identity)
+}
+
+/// The bootstrap members as directory entries, with the client URLs an older data
+/// directory recorded in `member_attributes` (before the directory existed).
+fn bootstrap_members(members: &BTreeMap<NodeId, MemberInfo>, dir: &Path) -> Vec<Member> {
+    let mut client_urls: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(dir.join("member_attributes")) {
+        for line in text.lines() {
+            if let Some((id, urls)) = line.split_once(' ') {
+                if let Ok(id) = u64::from_str_radix(id, 16) {
+                    client_urls.insert(id, urls.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect());
+                }
+            }
+        }
+    }
+    members
+        .values()
+        .map(|m| Member {
+            id: m.id,
+            // Names count as published only through the log (etcd's "started").
+            name: if client_urls.contains_key(&m.id) { m.name.clone() } else { String::new() },
+            peer_urls: m.peer_urls.clone(),
+            client_urls: client_urls.remove(&m.id).unwrap_or_default(),
+            is_learner: false,
+        })
+        .collect()
+}
+
+/// `--initial-cluster-state existing`: asks the other members of `--initial-cluster` for
+/// the cluster id and the member list, and finds this member in it by its peer URLs (as
+/// etcd does; `etcdctl member add` must have added it first).
+async fn join_existing_cluster(config: &ServerConfig) -> Result<Identity, ServerError> {
+    let mut own_urls = config.initial_advertise_peer_urls.clone();
+    own_urls.sort();
+    let peer_urls: Vec<String> =
+        config.initial_members()?.into_values().filter(|m| m.peer_urls != own_urls).flat_map(|m| m.peer_urls).collect();
+    if peer_urls.is_empty() {
+        return Err(ServerError::Join(
+            "--initial-cluster names no other member to ask for the cluster's membership".into(),
+        ));
+    }
+    // A peer that has not applied `member add` yet does not list this member: ask again.
+    let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+    let mut last_error = String::new();
+    let (cluster_id, members, me) = 'ask: loop {
+        for url in &peer_urls {
+            match fetch_members(url).await {
+                Ok(response) => {
+                    let members: Vec<Member> = response.members.into_iter().map(member_from_wire).collect();
+                    let found = members.iter().find(|m| {
+                        let mut urls = m.peer_urls.clone();
+                        urls.sort();
+                        urls == own_urls
+                    });
+                    match found {
+                        Some(me) => break 'ask (response.cluster_id, members.clone(), me.clone()),
+                        None => {
+                            last_error = format!(
+                                "{url}: no member of cluster {:x} has the peer URLs {own_urls:?}; add this member \
+                                 first (etcdctl member add {} --peer-urls={})",
+                                response.cluster_id,
+                                config.name,
+                                own_urls.join(",")
+                            )
+                        }
+                    }
+                }
+                Err(error) => last_error = format!("{url}: {error}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServerError::Join(format!(
+                "could not learn this member's place in the cluster from {peer_urls:?} (last answer: {last_error})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if me.is_started() {
+        return Err(ServerError::Join(format!("member {:x} has already been bootstrapped", me.id)));
+    }
+    info!(member = %format!("{:x}", me.id), cluster = %format!("{cluster_id:x}"), "joining an existing cluster");
+    let cluster = ClusterFile { cluster_id, member_id: me.id, members: BTreeMap::new(), joined: true };
+    Ok(Identity { cluster, initial_members: members })
+}
+
+async fn fetch_members(url: &str) -> Result<peerpb::MembersResponse, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let response = PeerClient::new(channel).members(peerpb::MembersRequest {}).await.map_err(|e| e.to_string())?;
+    Ok(response.into_inner())
 }
 
 /// Runs a member until `shutdown` resolves; then stops accepting requests, lets the Raft
@@ -164,22 +310,51 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         // can be compiled in; the server never sets one (Config::bugs stays all-off).
         tracing::debug!("built with the planted-bugs feature; every bug switch is off");
     }
-    let member_id = config.validate()?;
+    config.validate_flags()?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    let cluster = load_or_create_cluster(&config, member_id)?;
+    let Identity { cluster, initial_members } = load_or_create_cluster(&config).await?;
+    let member_id = cluster.member_id;
+    let directory_path = config.data_dir.join("members");
+    let directory =
+        MemberDirectory::open(directory_path.clone(), || initial_members).map_err(|e| io_error(&directory_path, e))?;
+    if directory.is_removed(member_id) {
+        error!(member = %format!("{member_id:x}"), "{}", crate::transport::MEMBER_REMOVED);
+        return Err(ServerError::Removed);
+    }
+    // The flags must describe the member whose data this is (its URLs as the cluster
+    // knows them, which `member update` may have changed since it was created).
+    if let Some(me) = directory.member(member_id) {
+        let mut recorded = me.peer_urls.clone();
+        recorded.sort();
+        let mut advertised = config.initial_advertise_peer_urls.clone();
+        advertised.sort();
+        if recorded != advertised {
+            return Err(ServerError::WrongMember {
+                path: config.data_dir.display().to_string(),
+                member: member_id,
+                recorded,
+                advertised,
+            });
+        }
+    }
     remove_stale_snapshot_copies(&config.data_dir);
-    let wal = Wal::open(config.data_dir.join("raft"), WalOptions::default())?;
+    let wal_options = WalOptions { segment_bytes: config.wal_segment_bytes, ..WalOptions::default() };
+    let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
+    storage.bring_up_to_snapshot(&store)?;
     let applied_index = store.applied_index();
 
-    let voters: Vec<NodeId> = cluster.members.keys().copied().collect();
-    let mut raft_config = Config::new(member_id, voters.clone());
+    // The bootstrap membership; a member that joined has none (the log brings it).
+    let voters: Vec<NodeId> = if cluster.joined { Vec::new() } else { cluster.members.keys().copied().collect() };
+    let mut raft_config = Config::new(member_id, voters);
     raft_config.election_tick = config.election_ticks();
     raft_config.heartbeat_tick = 1;
     raft_config.max_proposal_bytes = (config.max_request_bytes + 1024) as u64;
     raft_config.seed = member_id ^ std::process::id() as u64;
-    let mut raft = Raft::new(raft_config, wal, applied_index)?;
-    if voters.len() == 1 {
+    let snapshot_index = storage.snapshot_meta().index;
+    let state_dir = storage.state_dir().to_path_buf();
+    let mut raft = Raft::new(raft_config, storage, applied_index)?;
+    if raft.voters() == [member_id] {
         raft.campaign();
     }
     info!(
@@ -187,6 +362,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         cluster = %format!("{:x}", cluster.cluster_id),
         data_dir = %config.data_dir.display(),
         applied_index,
+        snapshot_index,
+        first_index = raft.first_index(),
         last_index = raft.last_index(),
         "starting member"
     );
@@ -194,16 +371,15 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (requests_tx, requests_rx) = mpsc::channel(4096);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (apply_tx, apply_rx) = mpsc::channel(256);
+    // One snapshot is written at a time; the Raft task takes it at once.
+    let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let (events_tx, _) = broadcast::channel(1024);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let waiters = Waiters::default();
-    let directory = MemberDirectory::load(config.data_dir.join("member_attributes"));
-
-    let peer_urls: BTreeMap<NodeId, String> =
-        cluster.members.values().map(|m| (m.id, m.peer_urls[0].clone())).collect();
-    let transport = Transport::start(member_id, cluster.cluster_id, peer_urls);
+    let (removed_tx, removed_rx) = watch::channel(false);
+    let transport = Transport::start(member_id, cluster.cluster_id, &directory.peer_addresses(), removed_tx);
 
     let tick_interval = Duration::from_millis(config.heartbeat_interval_ms);
     let node = NodeLoop {
@@ -212,9 +388,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         inbound: inbound_rx,
         transport,
         apply: apply_tx,
+        snapshots: snapshots_rx,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
+        held_snapshot: Default::default(),
         status: status_tx,
         tick_interval,
         shutdown: shutdown_rx,
+        directory: directory.clone(),
     };
     // The Raft task gets a thread of its own: its fsyncs block, and nothing a client asks
     // of the other threads (a long state-machine read, say) may delay its heartbeats.
@@ -235,13 +415,18 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         directory: directory.clone(),
         store: store.clone(),
         batches: apply_rx,
+        snapshots: SnapshotPolicy {
+            every: config.snapshot_count.max(1),
+            last_index: snapshot_index,
+            dir: state_dir,
+            made: snapshots_tx,
+        },
         waiters: waiters.clone(),
         applied: applied_tx,
         events: events_tx,
     };
     let apply_task = tokio::spawn(apply.run());
 
-    let members = cluster.members.values().cloned().collect();
     let shared = Arc::new(Shared::new(
         member_id,
         cluster.cluster_id,
@@ -250,11 +435,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         waiters,
         applied_rx,
         status_rx,
-        members,
+        directory.clone(),
         config.max_request_bytes,
         config.max_txn_ops,
         Duration::from_millis(config.election_timeout_ms),
     ));
+    let reconfigurer =
+        Arc::new(Reconfigurer { shared: shared.clone(), cluster_token: config.initial_cluster_token.clone() });
 
     // Bind every listener before serving, so a port in use fails the start cleanly.
     let mut client_listeners = Vec::new();
@@ -284,7 +471,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             snapshot_dir: config.data_dir.clone(),
         });
         let cluster_service =
-            ClusterServer::new(ClusterService { shared: shared.clone(), directory: directory.clone() });
+            ClusterServer::new(ClusterService { shared: shared.clone(), reconfigurer: reconfigurer.clone() });
         let mut stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         client_servers.push(tokio::spawn(
@@ -301,12 +488,23 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     // they keep running while in-flight client requests finish, then are stopped.
     let mut peer_servers = Vec::new();
     for listener in peer_listeners {
-        let peer =
-            PeerServer::new(PeerService { cluster_id: cluster.cluster_id, member_id, inbound: inbound_tx.clone() })
-                .max_decoding_message_size(FRAME_LIMIT_BYTES);
+        let peer = PeerServer::new(PeerService {
+            cluster_id: cluster.cluster_id,
+            member_id,
+            inbound: inbound_tx.clone(),
+            directory: directory.clone(),
+            reconfigurer: reconfigurer.clone(),
+        })
+        .max_decoding_message_size(FRAME_LIMIT_BYTES);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        peer_servers
-            .push(tokio::spawn(tonic::transport::Server::builder().add_service(peer).serve_with_incoming(incoming)));
+        // HTTP/2's default 64 KiB receive window would let a snapshot chunk through only
+        // 64 KiB per round trip; the peer stream carries up to 4 chunks of 1 MiB in flight.
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(PEER_RECEIVE_WINDOW_BYTES)
+            .initial_connection_window_size(PEER_RECEIVE_WINDOW_BYTES)
+            .add_service(peer)
+            .serve_with_incoming(incoming);
+        peer_servers.push(tokio::spawn(server));
     }
     info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
 
@@ -326,7 +524,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         })
     };
 
-    shutdown.await;
+    let removed = tokio::select! {
+        _ = shutdown => false,
+        _ = removal(member_id, directory.clone(), removed_rx) => true,
+    };
+    if removed {
+        error!(member = %format!("{member_id:x}"), "{}", crate::transport::MEMBER_REMOVED);
+        tokio::time::sleep(tick_interval * REMOVED_LINGER_TICKS).await;
+    }
     publisher.abort();
     info!("stopping: no new requests; syncing the log");
     let _ = stop_tx.send(true);
@@ -344,5 +549,32 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     // makes the state machine durable.
     let _ = apply_task.await;
     info!("stopped");
+    if removed {
+        return Err(ServerError::Removed);
+    }
     Ok(())
+}
+
+/// Resolves once this member is known to be removed from the cluster: it applied its own
+/// removal, or a peer refused its messages for that reason.
+async fn removal(member_id: NodeId, directory: MemberDirectory, mut peer_says_removed: watch::Receiver<bool>) {
+    let mut changes = directory.subscribe();
+    let mut transport_running = true;
+    loop {
+        if transport_running && *peer_says_removed.borrow_and_update() {
+            warn!("a peer refused this member's messages: it was removed from the cluster");
+            return;
+        }
+        if directory.is_removed(member_id) {
+            return;
+        }
+        tokio::select! {
+            changed = peer_says_removed.changed(), if transport_running => transport_running = changed.is_ok(),
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
 }

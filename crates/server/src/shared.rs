@@ -11,9 +11,9 @@ use concord_raft::{NodeId, NO_NODE};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::apply::Waiters;
-use crate::config::MemberInfo;
 use crate::envelope;
 use crate::errors::EtcdError;
+use crate::members::MemberDirectory;
 use crate::node::{NodeStatus, Request};
 
 pub struct Shared {
@@ -24,7 +24,8 @@ pub struct Shared {
     pub waiters: Waiters,
     pub applied: watch::Receiver<u64>,
     pub status: watch::Receiver<NodeStatus>,
-    pub members: Vec<MemberInfo>,
+    /// Who is in the cluster (names, URLs, learners), as of the last applied entry.
+    pub directory: MemberDirectory,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     /// How long a request may wait for replication and apply.
@@ -44,7 +45,7 @@ impl Shared {
         waiters: Waiters,
         applied: watch::Receiver<u64>,
         status: watch::Receiver<NodeStatus>,
-        members: Vec<MemberInfo>,
+        directory: MemberDirectory,
         max_request_bytes: usize,
         max_txn_ops: usize,
         election_timeout: Duration,
@@ -63,7 +64,7 @@ impl Shared {
             waiters,
             applied,
             status,
-            members,
+            directory,
             max_request_bytes,
             max_txn_ops,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
@@ -81,8 +82,13 @@ impl Shared {
         }
     }
 
+    /// A request id no other request of this member uses (waiters are keyed by it).
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Waits (bounded) until some member is known to lead.
-    async fn wait_for_leader(&self) -> Result<(), EtcdError> {
+    pub async fn wait_for_leader(&self) -> Result<(), EtcdError> {
         let mut status = self.status.clone();
         let deadline = tokio::time::Instant::now() + self.leader_wait;
         loop {
@@ -115,9 +121,17 @@ impl Shared {
         .map(|_| ())
     }
 
+    /// MemberUpdate: replicates a member's new peer URLs; the outcome is decided when the
+    /// entry is applied (unknown member, URLs taken).
+    pub async fn update_member_peer_urls(&self, member: NodeId, peer_urls: &[String]) -> Result<(), EtcdError> {
+        self.propose_entry(|request_id| envelope::encode_member_update(self.member_id, request_id, member, peer_urls))
+            .await
+            .map(|_| ())
+    }
+
     async fn propose_entry(&self, build: impl FnOnce(u64) -> bytes::Bytes) -> Result<Response, EtcdError> {
         self.wait_for_leader().await?;
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let request_id = self.next_request_id();
         let data = build(request_id);
         let outcome = self.waiters.register(request_id);
         let deadline = Instant::now() + self.request_timeout;
@@ -126,7 +140,7 @@ impl Shared {
             return Err(EtcdError::Stopped);
         }
         match tokio::time::timeout(self.request_timeout, outcome).await {
-            Ok(Ok(result)) => result.map_err(EtcdError::from),
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
                 self.waiters.cancel(request_id);

@@ -7,12 +7,13 @@
 //! buffered without limit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use concord_api::peerpb::{self, peer_client::PeerClient};
 use concord_raft::{Message, NodeId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
@@ -26,6 +27,9 @@ const FRAME_MAX_ITEMS: usize = 512;
 const FRAME_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Largest frame a member accepts.
 pub const FRAME_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+/// HTTP/2 receive window of a peer stream: room for the snapshot chunks the core keeps in
+/// flight (4 of 1 MiB) and the frames around them.
+pub const PEER_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 const RECONNECT_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
@@ -44,31 +48,68 @@ impl Outbound {
     }
 }
 
-/// Handle for sending to peers; cheap to clone.
-#[derive(Clone)]
+/// What a member answers on the peer stream of a member it knows was removed (etcd's
+/// text); the removed member stops when it hears it.
+pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
+
+/// Whether a peer's answer says this member was removed from the cluster.
+pub fn is_member_removed(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message() == MEMBER_REMOVED
+}
+
+struct PeerLink {
+    url: String,
+    queue: mpsc::Sender<Outbound>,
+}
+
+/// The sending side of the peer transport, owned by the Raft task. The set of peers
+/// follows the membership (`set_peers`).
 pub struct Transport {
-    queues: BTreeMap<NodeId, mpsc::Sender<Outbound>>,
+    self_id: NodeId,
+    cluster_id: u64,
+    peers: BTreeMap<NodeId, PeerLink>,
+    /// Set once a peer says this member was removed from the cluster.
+    removed: Arc<watch::Sender<bool>>,
 }
 
 impl Transport {
     /// Starts one sender task per peer (`peers` maps member id to peer URL).
-    pub fn start(self_id: NodeId, cluster_id: u64, peers: BTreeMap<NodeId, String>) -> Transport {
-        let mut queues = BTreeMap::new();
-        for (peer, url) in peers {
-            if peer == self_id {
+    pub fn start(
+        self_id: NodeId,
+        cluster_id: u64,
+        peers: &BTreeMap<NodeId, String>,
+        removed: watch::Sender<bool>,
+    ) -> Transport {
+        let mut transport = Transport { self_id, cluster_id, peers: BTreeMap::new(), removed: Arc::new(removed) };
+        transport.set_peers(peers);
+        transport
+    }
+
+    /// Makes the peers exactly `wanted` (this member left out): starts a sender for each
+    /// new one, restarts the sender of a peer whose URL changed, and stops the senders of
+    /// peers no longer wanted (their queues close, so their tasks end).
+    pub fn set_peers(&mut self, wanted: &BTreeMap<NodeId, String>) {
+        self.peers.retain(|id, link| wanted.get(id) == Some(&link.url));
+        for (&peer, url) in wanted {
+            if peer == self.self_id || self.peers.contains_key(&peer) {
                 continue;
             }
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            tokio::spawn(run_peer(self_id, cluster_id, peer, url, receiver));
-            queues.insert(peer, sender);
+            let (self_id, cluster_id, removed) = (self.self_id, self.cluster_id, self.removed.clone());
+            tokio::spawn(run_peer(self_id, cluster_id, peer, url.clone(), receiver, removed));
+            self.peers.insert(peer, PeerLink { url: url.clone(), queue: sender });
         }
-        Transport { queues }
+    }
+
+    /// The peers messages can go to, with their URLs.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.peers.iter().map(|(id, link)| (*id, link.url.clone())).collect()
     }
 
     /// Queues a Raft message; drops it if the peer's queue is full or unknown.
     pub fn send(&self, message: Message) {
-        if let Some(queue) = self.queues.get(&message.to) {
-            if queue.try_send(Outbound::Raft(message)).is_err() {
+        if let Some(link) = self.peers.get(&message.to) {
+            if link.queue.try_send(Outbound::Raft(message)).is_err() {
                 debug!("peer queue full; dropping a raft message");
             }
         }
@@ -76,14 +117,21 @@ impl Transport {
 
     /// Forwards client proposals to the leader. Returns false if they could not be queued.
     pub fn forward(&self, to: NodeId, data: Vec<Bytes>) -> bool {
-        match self.queues.get(&to) {
-            Some(queue) => queue.try_send(Outbound::Proposal(data)).is_ok(),
+        match self.peers.get(&to) {
+            Some(link) => link.queue.try_send(Outbound::Proposal(data)).is_ok(),
             None => false,
         }
     }
 }
 
-async fn run_peer(self_id: NodeId, cluster_id: u64, peer: NodeId, url: String, mut queue: mpsc::Receiver<Outbound>) {
+async fn run_peer(
+    self_id: NodeId,
+    cluster_id: u64,
+    peer: NodeId,
+    url: String,
+    mut queue: mpsc::Receiver<Outbound>,
+    removed: Arc<watch::Sender<bool>>,
+) {
     let mut backoff = RECONNECT_MIN;
     let mut was_connected = false;
     loop {
@@ -97,8 +145,15 @@ async fn run_peer(self_id: NodeId, cluster_id: u64, peer: NodeId, url: String, m
         let channel = match channel {
             Ok(channel) => channel,
             Err(_) => {
-                // Drop what queued up meanwhile: stale Raft messages are worthless.
-                while queue.try_recv().is_ok() {}
+                // Drop what queued up meanwhile: stale Raft messages are worthless. A closed
+                // queue means this peer is no longer wanted.
+                loop {
+                    match queue.try_recv() {
+                        Ok(_) => continue,
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
                 if was_connected {
                     info!(peer = %format!("{peer:x}"), "lost connection to peer");
                     was_connected = false;
@@ -113,7 +168,7 @@ async fn run_peer(self_id: NodeId, cluster_id: u64, peer: NodeId, url: String, m
             .max_encoding_message_size(FRAME_LIMIT_BYTES)
             .max_decoding_message_size(FRAME_LIMIT_BYTES);
         let (frames, frames_out) = mpsc::channel::<peerpb::PeerFrame>(64);
-        let call = tokio::spawn(async move { client.stream(ReceiverStream::new(frames_out)).await });
+        let mut call = tokio::spawn(async move { client.stream(ReceiverStream::new(frames_out)).await });
         if !was_connected {
             info!(peer = %format!("{peer:x}"), "connected to peer");
             was_connected = true;
@@ -144,6 +199,15 @@ async fn run_peer(self_id: NodeId, cluster_id: u64, peer: NodeId, url: String, m
             }
             if frames.send(frame).await.is_err() || call.is_finished() {
                 break;
+            }
+        }
+        if call.is_finished() {
+            if let Ok(Err(status)) = (&mut call).await {
+                if is_member_removed(&status) {
+                    warn!(peer = %format!("{peer:x}"), "peer says this member was removed from the cluster");
+                    removed.send_replace(true);
+                    return;
+                }
             }
         }
         call.abort();

@@ -6,6 +6,10 @@
 //! - `kill` sends SIGKILL, `terminate` sends SIGTERM and returns the exit status, `restart`
 //!   starts a stopped member again with the same flags and data directory; `pause` and
 //!   `resume` freeze and thaw a process (SIGSTOP, SIGCONT).
+//! - `add_member` prepares a new member (ports, data directory) to join with
+//!   `--initial-cluster-state existing`, `start_joining` starts it; `wait_exit` waits for
+//!   a member that stops by itself (removed from the cluster); `set_peer_port` gives a
+//!   stopped member new peer URLs (after `member update`).
 //! - Every wait has a deadline and fails saying what it waited for, with the tail of each
 //!   member's log.
 //! - Dropping the cluster kills and reaps every process it started; when the test is
@@ -67,6 +71,9 @@ pub struct Member {
     pub log_path: PathBuf,
     /// Member id as reported in response headers; 0 until the member has answered.
     pub id: u64,
+    /// `--initial-cluster` of a member that joins an existing cluster (otherwise the
+    /// cluster's), and whether it joins.
+    join_cluster: Option<String>,
     child: Option<Child>,
 }
 
@@ -105,6 +112,7 @@ impl ClusterBuilder {
                 data_dir: dir.path().join(format!("n{}", i + 1)),
                 log_path: dir.path().join(format!("n{}.log", i + 1)),
                 id: 0,
+                join_cluster: None,
                 child: None,
             })
             .collect();
@@ -165,7 +173,7 @@ impl Cluster {
             "--initial-advertise-peer-urls".into(),
             m.peer_url(),
             "--initial-cluster".into(),
-            self.initial_cluster.clone(),
+            m.join_cluster.clone().unwrap_or_else(|| self.initial_cluster.clone()),
             "--initial-cluster-token".into(),
             self.token.clone(),
             "--heartbeat-interval".into(),
@@ -173,8 +181,81 @@ impl Cluster {
             "--election-timeout".into(),
             ELECTION_MS.to_string(),
         ];
+        if m.join_cluster.is_some() {
+            args.extend(["--initial-cluster-state".into(), "existing".into()]);
+        }
         args.extend(self.args.iter().cloned());
         args
+    }
+
+    /// Prepares (does not start) a new member `name` on fresh ports; returns its index.
+    /// Add it to the cluster (`member add`) with its `peer_url()`, then `start_joining`.
+    pub fn add_member(&mut self, name: &str) -> usize {
+        let ports = free_ports(2);
+        self.members.push(Member {
+            name: name.to_string(),
+            client_port: ports[0],
+            peer_port: ports[1],
+            data_dir: self.dir.path().join(name),
+            log_path: self.dir.path().join(format!("{name}.log")),
+            id: 0,
+            join_cluster: None,
+            child: None,
+        });
+        self.members.len() - 1
+    }
+
+    /// Starts member `i` with `--initial-cluster-state existing` and `initial_cluster`
+    /// (every current member and itself, as `etcdctl member add` prints it).
+    pub fn start_joining(&mut self, i: usize, initial_cluster: &str) {
+        self.members[i].join_cluster = Some(initial_cluster.to_string());
+        self.spawn(i);
+    }
+
+    /// `name=peer URL` for each of the given members, comma-separated.
+    pub fn initial_cluster_of(&self, members: &[usize]) -> String {
+        members
+            .iter()
+            .map(|&i| format!("{}={}", self.members[i].name, self.members[i].peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits (at most `limit`) for member `i` to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> ExitStatus {
+        let name = self.members[i].name.clone();
+        let mut child = self.members[i].child.take().unwrap_or_else(|| panic!("{name} is not running"));
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll a child process") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not exit within {limit:?}\n{}", self.log_tails(40));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Gives a stopped member a new peer port (its flags follow on the next start).
+    pub fn set_peer_port(&mut self, i: usize, port: u16) {
+        assert!(self.members[i].child.is_none(), "{} is running", self.members[i].name);
+        self.members[i].peer_port = port;
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        let joined = self.members[i].join_cluster.is_some();
+        let initial_cluster = self.initial_cluster_of(&all);
+        if joined {
+            self.members[i].join_cluster = Some(initial_cluster);
+        } else {
+            self.initial_cluster = initial_cluster;
+        }
+    }
+
+    /// The text of member `i`'s log file.
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log_path).unwrap_or_default()
     }
 
     fn spawn(&mut self, i: usize) {

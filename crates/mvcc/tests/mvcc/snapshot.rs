@@ -88,3 +88,51 @@ fn damaged_snapshots_are_refused() {
     assert!(err.to_string().contains("exists"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 }
+
+#[test]
+fn replacing_a_live_store_adopts_the_snapshot_and_goes_on_equally() {
+    let (a, mut rng) = busy_store(0xfeed, 300);
+    let mut bytes = Vec::new();
+    let meta = a.write_snapshot(&mut bytes).unwrap();
+    assert_eq!(Store::verify_snapshot(bytes.as_slice()).unwrap(), meta);
+
+    // A store that applied other things (a member that fell behind on another history
+    // prefix is impossible, but a shorter one is the common case) becomes the snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("behind.redb");
+    let (b, _) = busy_store(0xfeed, 120);
+    let mut prefix = Vec::new();
+    b.write_snapshot(&mut prefix).unwrap();
+    let (b, _) = Store::restore_snapshot(&path, prefix.as_slice(), Options::default()).unwrap();
+    assert_eq!(b.applied_index(), 120);
+    assert_eq!(b.replace_with_snapshot(bytes.as_slice()).unwrap(), meta);
+    assert_eq!(b.applied_index(), 300);
+    assert_eq!(b.durable_applied_index(), 300);
+    assert_same(&a, &b);
+    for index in 301..=350 {
+        let cmd = random_command(&mut rng, &a);
+        assert_eq!(a.apply(index, &cmd).unwrap(), b.apply(index, &cmd).unwrap());
+    }
+    assert_same(&a, &b);
+    // The replacement is on disk.
+    drop(b);
+    assert_same(&a, &Store::open(&path).unwrap());
+}
+
+#[test]
+fn a_damaged_snapshot_leaves_a_live_store_untouched_and_fails_verification() {
+    let (a, _) = busy_store(0xbad, 80);
+    let mut bytes = Vec::new();
+    a.write_snapshot(&mut bytes).unwrap();
+    let (b, _) = busy_store(0xbad, 40);
+    let before = b.hash_kv(0).unwrap();
+    for at in [0, 20, bytes.len() / 2, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x10;
+        assert!(Store::verify_snapshot(bad.as_slice()).is_err(), "flip at {at}");
+        assert!(b.replace_with_snapshot(bad.as_slice()).is_err(), "flip at {at}");
+        assert!(b.replace_with_snapshot(&bytes[..at]).is_err(), "cut at {at}");
+        assert_eq!(b.applied_index(), 40);
+        assert_eq!(b.hash_kv(0).unwrap(), before);
+    }
+}

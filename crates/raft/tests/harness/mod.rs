@@ -7,8 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
-use bytes::Bytes;
-use concord_raft::{Config, Entry, HardState, MemoryLog, Message, MessageBody, NodeId, Raft, Role};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use concord_raft::{
+    ConfChange, ConfChangeKind, Config, Entry, EntryKind, HardState, LogStore, MemoryLog, Message, MessageBody, NodeId,
+    Raft, Role,
+};
 
 /// One Ready's write, held while a node's disk is stalled.
 struct DiskJob {
@@ -24,8 +27,39 @@ pub struct Node {
     durable: MemoryLog,
     stalled: bool,
     disk_queue: VecDeque<DiskJob>,
-    /// Entries applied since the last (re)start, in order.
+    /// The state machine: every entry applied, in order (restored from the snapshot on a
+    /// restart or an install, so it always starts at index 1).
     pub applied: Vec<Entry>,
+    /// Snapshot bytes received from the leader and not yet installed.
+    staging: Vec<u8>,
+}
+
+/// The harness's snapshot format: the applied entries, so an installed snapshot can be
+/// compared entry by entry with what the other nodes applied.
+pub fn encode_applied(entries: &[Entry]) -> Bytes {
+    let mut out = BytesMut::new();
+    for entry in entries {
+        out.put_u64_le(entry.index);
+        out.put_u64_le(entry.term);
+        out.put_u8(u8::from(entry.kind == EntryKind::ConfChange));
+        out.put_u32_le(entry.data.len() as u32);
+        out.put_slice(&entry.data);
+    }
+    out.freeze()
+}
+
+pub fn decode_applied(mut bytes: &[u8]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    while bytes.has_remaining() {
+        let index = bytes.get_u64_le();
+        let term = bytes.get_u64_le();
+        let kind = if bytes.get_u8() == 1 { EntryKind::ConfChange } else { EntryKind::Normal };
+        let len = bytes.get_u32_le() as usize;
+        let data = Bytes::copy_from_slice(&bytes[..len]);
+        bytes.advance(len);
+        entries.push(Entry { index, term, kind, data });
+    }
+    entries
 }
 
 pub struct Cluster {
@@ -37,6 +71,8 @@ pub struct Cluster {
     pub verbose: bool,
     /// When false, commands leave messages in flight for `process`/`deliver`/`drop`.
     pub auto: bool,
+    /// The message size limit the cluster was created with (given to nodes added later).
+    pub max_message_bytes: Option<u64>,
     pub out: String,
 }
 
@@ -62,10 +98,87 @@ impl Cluster {
                     stalled: false,
                     disk_queue: VecDeque::new(),
                     applied: Vec::new(),
+                    staging: Vec::new(),
                 },
             );
         }
-        Cluster { nodes, in_flight: Vec::new(), cut: BTreeSet::new(), verbose: false, auto: true, out: String::new() }
+        Cluster {
+            nodes,
+            in_flight: Vec::new(),
+            cut: BTreeSet::new(),
+            verbose: false,
+            auto: true,
+            max_message_bytes: None,
+            out: String::new(),
+        }
+    }
+
+    /// Adds a node that joins the running cluster: empty disk, no bootstrap membership.
+    pub fn add_node(&mut self, id: NodeId, adjust: impl Fn(&mut Config)) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        let mut config = Config::new(id, Vec::new());
+        config.seed = id * 7919;
+        adjust(&mut config);
+        let durable = MemoryLog::new();
+        let raft = Raft::new(config.clone(), durable.clone(), 0).expect("valid config");
+        let node = Node {
+            raft: Some(raft),
+            config,
+            durable,
+            stalled: false,
+            disk_queue: VecDeque::new(),
+            applied: Vec::new(),
+            staging: Vec::new(),
+        };
+        self.nodes.insert(id, node);
+    }
+
+    /// Proposes a membership change at `id`.
+    pub fn conf_change(&mut self, id: NodeId, kind: ConfChangeKind, node: NodeId) {
+        let change = ConfChange { kind, node, context: Bytes::new() };
+        match self.raft(id).propose_conf_change(change) {
+            Ok(index) => writeln!(self.out, "n{id} proposed {kind:?} n{node} at index {index}").unwrap(),
+            Err(error) => writeln!(self.out, "n{id} refused {kind:?} n{node}: {error}").unwrap(),
+        }
+    }
+
+    /// `id` snapshots its state machine at what it applied and compacts its log through
+    /// that index minus `keep` entries.
+    pub fn snapshot(&mut self, id: NodeId, keep: u64) {
+        self.flush_disk(id);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let raft = node.raft.as_mut().expect("node is live");
+        let index = node.applied.last().map_or(0, |e| e.index);
+        let meta = raft.snapshot_meta_at(index).expect("the applied index has a snapshot");
+        let data = encode_applied(&node.applied);
+        raft.store_mut().save_snapshot(meta.clone(), data.clone());
+        node.durable.save_snapshot(meta.clone(), data);
+        let compact_to = index.saturating_sub(keep).max(raft.store().first_index() - 1);
+        raft.store_mut().compact(compact_to);
+        node.durable.compact(compact_to);
+        raft.compact(compact_to);
+        writeln!(self.out, "n{id} snapshot at {}/{}, log compacted through {compact_to}", meta.index, meta.term)
+            .unwrap();
+    }
+
+    /// Each node's view of the membership.
+    pub fn members(&mut self) {
+        for (id, node) in &self.nodes {
+            let Some(raft) = node.raft.as_ref() else {
+                continue;
+            };
+            let list = |set: &BTreeSet<NodeId>| set.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            let membership = raft.membership();
+            writeln!(
+                self.out,
+                "n{id}: voters=({}) learners=({}) set at {} first={}",
+                list(&membership.voters),
+                list(&membership.learners),
+                raft.membership_index(),
+                raft.first_index()
+            )
+            .unwrap();
+        }
     }
 
     pub fn raft(&mut self, id: NodeId) -> &mut Raft<MemoryLog> {
@@ -169,6 +282,29 @@ impl Cluster {
             let leader = if soft.leader == 0 { "no leader".to_string() } else { format!("leader n{}", soft.leader) };
             writeln!(self.out, "n{id} is {role} at term {} ({leader})", soft.term).unwrap();
         }
+        for chunk in &ready.snapshot_chunks {
+            if chunk.offset == 0 {
+                node.staging.clear();
+            }
+            assert_eq!(chunk.offset, node.staging.len() as u64, "chunks arrive in order");
+            node.staging.extend_from_slice(&chunk.data);
+        }
+        if let Some(meta) = ready.install_snapshot {
+            // Installs wait for earlier writes, then are durable at once.
+            while let Some(job) = node.disk_queue.pop_front() {
+                if let Some(hard_state) = job.hard_state {
+                    node.durable.hard_state = hard_state;
+                }
+                node.durable.append(&job.entries);
+                self.in_flight.extend(job.messages_after_persist);
+            }
+            let data = Bytes::from(std::mem::take(&mut node.staging));
+            node.applied = decode_applied(&data);
+            assert_eq!(node.applied.last().map_or(0, |e| e.index), meta.index, "the snapshot holds what it says");
+            writeln!(self.out, "n{id} installed snapshot {}/{}", meta.index, meta.term).unwrap();
+            raft.store_mut().save_snapshot(meta.clone(), data.clone());
+            node.durable.save_snapshot(meta, data);
+        }
         // The page cache sees writes at once; the durable copy only when the job completes.
         if let Some(hard_state) = ready.hard_state {
             raft.store_mut().hard_state = hard_state;
@@ -184,8 +320,12 @@ impl Cluster {
         if !ready.committed_entries.is_empty() {
             let first = ready.committed_entries[0].index;
             let last = ready.committed_entries.last().unwrap().index;
-            let data: Vec<String> =
-                ready.committed_entries.iter().filter(|e| !e.data.is_empty()).map(|e| render_data(&e.data)).collect();
+            let data: Vec<String> = ready
+                .committed_entries
+                .iter()
+                .filter(|e| !e.data.is_empty())
+                .map(|e| if e.kind == EntryKind::ConfChange { render_conf_change(e) } else { render_data(&e.data) })
+                .collect();
             writeln!(self.out, "n{id} applied {first}..={last} [{}]", data.join(" ")).unwrap();
             node.applied.extend(ready.committed_entries);
         }
@@ -263,6 +403,7 @@ impl Cluster {
         node.raft = None;
         node.disk_queue.clear();
         node.applied.clear();
+        node.staging.clear();
         self.in_flight.retain(|m| m.from != id);
     }
 
@@ -273,7 +414,10 @@ impl Cluster {
         let mut config = node.config.clone();
         config.seed = config.seed.wrapping_add(1);
         node.config = config.clone();
-        node.raft = Some(Raft::new(config, node.durable.clone(), 0).expect("restart"));
+        // The state machine comes back from the durable snapshot, the rest from the log.
+        node.applied = decode_applied(node.durable.snapshot_data());
+        let applied = node.durable.snapshot_meta().index;
+        node.raft = Some(Raft::new(config, node.durable.clone(), applied).expect("restart"));
     }
 
     pub fn propose(&mut self, id: NodeId, data: &str) {
@@ -311,7 +455,7 @@ impl Cluster {
             let Some(raft) = node.raft.as_ref() else {
                 continue;
             };
-            let entries = raft.log_entries(1, raft.last_index() + 1);
+            let entries = raft.log_entries(raft.first_index(), raft.last_index() + 1);
             let rendered: Vec<String> = entries.iter().map(render_entry).collect();
             writeln!(self.out, "n{id}: {}", rendered.join(" ")).unwrap();
         }
@@ -336,8 +480,21 @@ pub fn render_data(data: &Bytes) -> String {
     String::from_utf8_lossy(data).into_owned()
 }
 
+/// A configuration entry as `conf(+learner 4)`, `conf(+voter 4)` or `conf(-3)`.
+pub fn render_conf_change(entry: &Entry) -> String {
+    let decoded = concord_raft::ConfChangeEntry::decode(&entry.data).expect("a valid configuration entry");
+    let node = decoded.change.node;
+    match decoded.change.kind {
+        ConfChangeKind::AddLearner => format!("conf(+learner {node})"),
+        ConfChangeKind::AddVoter => format!("conf(+voter {node})"),
+        ConfChangeKind::RemoveNode => format!("conf(-{node})"),
+    }
+}
+
 pub fn render_entry(entry: &Entry) -> String {
-    if entry.data.is_empty() {
+    if entry.kind == EntryKind::ConfChange {
+        format!("{}/{}:{}", entry.index, entry.term, render_conf_change(entry))
+    } else if entry.data.is_empty() {
         format!("{}/{}", entry.index, entry.term)
     } else {
         format!("{}/{}:{}", entry.index, entry.term, render_data(&entry.data))

@@ -1,0 +1,641 @@
+//! The log the Raft core reads: concord-wal's log plus this member's snapshot of the state
+//! machine, which a leader streams to a follower whose next entry was compacted away, and
+//! which a follower stages chunk by chunk before installing it.
+//!
+//! Files under `<data-dir>/raft/`:
+//! - `wal/` and `snap/`: concord-wal's segments and snapshot record. The WAL's snapshot
+//!   record is small: the core's `SnapshotMeta` (index, term, membership) and the length
+//!   of the state-machine file ([`SnapshotRecord`]).
+//! - `snapdata/<index>.mvcc` (16 hex digits): the state machine at that index, as
+//!   concord-mvcc's checksummed snapshot stream. Chunks are read from it at an offset, so
+//!   a snapshot of any size costs one chunk of memory.
+//! - `snapdata/incoming.part`: a snapshot being received from the leader.
+//! - `snapdata/local.tmp`: a snapshot the apply task is writing.
+//!
+//! Order of durability, on which restart relies: a state file is complete, fsynced and
+//! renamed into place before the WAL records it; the WAL records it (and, for a snapshot
+//! from the leader, drops the log it replaces) before older state files are removed and
+//! before the log is compacted. Whatever a crash interrupts, `open` finds either the old
+//! snapshot with its file or the new one with its file, and removes the rest.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use concord_mvcc::Store;
+use concord_raft::{Entry, HardState, Index, LogStore, SnapshotChunk, SnapshotData, SnapshotMeta, StorageError, Term};
+use concord_wal::{Wal, WalError, WalOptions};
+
+/// The directory of state-machine snapshot files, under the raft directory.
+const STATE_DIR: &str = "snapdata";
+/// Where a snapshot arriving from the leader is staged.
+const INCOMING_FILE: &str = "incoming.part";
+/// Where the apply task writes a snapshot before renaming it to its index.
+pub const LOCAL_TEMPORARY_FILE: &str = "local.tmp";
+/// Identifies (and versions) the record kept in the WAL's snapshot file.
+const RECORD_MAGIC: &[u8; 8] = b"CNCDSMR1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStorageError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RaftStorageError + '_ {
+    move |source| RaftStorageError::Io { path: path.to_path_buf(), source }
+}
+
+/// What the WAL's snapshot file holds for this member: the core's metadata and the length
+/// of the state file (the state file's own trailer checksums its bytes; the WAL checksums
+/// this record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub meta: SnapshotMeta,
+    pub state_bytes: u64,
+}
+
+impl SnapshotRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(RECORD_MAGIC);
+        out.extend_from_slice(&self.state_bytes.to_le_bytes());
+        out.extend_from_slice(&self.meta.encode());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotRecord, String> {
+        if bytes.get(..8) != Some(RECORD_MAGIC.as_slice()) {
+            return Err("not a concord snapshot record (bad magic)".into());
+        }
+        let state_bytes = bytes.get(8..16).ok_or("snapshot record cut short")?;
+        let state_bytes = u64::from_le_bytes(state_bytes.try_into().expect("8 bytes"));
+        let meta = SnapshotMeta::decode(&bytes[16..]).map_err(|e| format!("snapshot metadata: {e}"))?;
+        Ok(SnapshotRecord { meta, state_bytes })
+    }
+}
+
+/// A snapshot the apply task wrote, for the Raft task to adopt.
+#[derive(Debug)]
+pub struct LocalSnapshot {
+    /// The applied index the state file holds.
+    pub index: Index,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The state machine's durable applied index once the file was written (at least
+    /// `index`): the log may be compacted up to here without a crash losing anything.
+    pub durable_applied: Index,
+}
+
+/// A snapshot being received.
+struct Incoming {
+    meta: SnapshotMeta,
+    file: File,
+    received: u64,
+    /// The last chunk was staged.
+    complete: bool,
+}
+
+/// The current snapshot's state file, open for chunk reads.
+struct StateFile {
+    file: File,
+    bytes: u64,
+}
+
+/// The `LogStore` of a member: see the module documentation.
+pub struct RaftStorage {
+    wal: Wal,
+    state_dir: PathBuf,
+    /// The newest durable snapshot (index 0: none).
+    snapshot: SnapshotMeta,
+    state_file: Option<StateFile>,
+    incoming: Option<Incoming>,
+    /// When a leader last read a chunk of the current snapshot to send it.
+    last_chunk_read: Cell<Option<Instant>>,
+}
+
+/// The name of the state file of the snapshot at `index`.
+pub fn state_file_name(index: Index) -> String {
+    format!("{index:016x}.mvcc")
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), RaftStorageError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+impl RaftStorage {
+    /// Opens the WAL in `raft_dir` and the snapshot it records; removes state files no
+    /// snapshot refers to (staged transfers, interrupted writes, superseded snapshots).
+    pub fn open(raft_dir: &Path, options: WalOptions) -> Result<RaftStorage, RaftStorageError> {
+        let wal = Wal::open(raft_dir, options)?;
+        let state_dir = raft_dir.join(STATE_DIR);
+        if !state_dir.is_dir() {
+            std::fs::create_dir_all(&state_dir).map_err(io_error(&state_dir))?;
+            fsync_dir(raft_dir)?;
+        }
+        let mut storage = RaftStorage {
+            wal,
+            state_dir,
+            snapshot: SnapshotMeta::default(),
+            state_file: None,
+            incoming: None,
+            last_chunk_read: Cell::new(None),
+        };
+        if let Some(saved) = storage.wal.load_snapshot()? {
+            let snap_dir = raft_dir.join("snap");
+            let record = SnapshotRecord::decode(&saved.data).map_err(|e| {
+                RaftStorageError::Invalid(format!(
+                    "the snapshot record in {} (index {}) is unreadable: {e}",
+                    snap_dir.display(),
+                    saved.meta.index
+                ))
+            })?;
+            if (record.meta.index, record.meta.term) != (saved.meta.index, saved.meta.term) {
+                return Err(RaftStorageError::Invalid(format!(
+                    "the snapshot record in {} says index {} term {}, its file name index {} term {}",
+                    snap_dir.display(),
+                    record.meta.index,
+                    record.meta.term,
+                    saved.meta.index,
+                    saved.meta.term
+                )));
+            }
+            let path = storage.state_dir.join(state_file_name(record.meta.index));
+            let file = File::open(&path).map_err(|error| {
+                RaftStorageError::Invalid(format!(
+                    "the snapshot at index {} needs its state file {}, which cannot be opened ({error}); \
+                     restore this member from a backup or remove its data directory and add it again",
+                    record.meta.index,
+                    path.display()
+                ))
+            })?;
+            let bytes = file.metadata().map_err(io_error(&path))?.len();
+            if bytes != record.state_bytes {
+                return Err(RaftStorageError::Invalid(format!(
+                    "the state file {} holds {bytes} bytes, the snapshot record says {}; \
+                     restore this member from a backup or remove its data directory and add it again",
+                    path.display(),
+                    record.state_bytes
+                )));
+            }
+            storage.snapshot = record.meta;
+            storage.state_file = Some(StateFile { file, bytes });
+        }
+        storage.remove_state_files(true)?;
+        Ok(storage)
+    }
+
+    /// The WAL, for what the Raft task reports (segment paths, durable index).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Where state files live (the apply task writes new snapshots there).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Writes entries after the log (see [`Wal::append`]).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.wal.append(entries)
+    }
+
+    pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), WalError> {
+        self.wal.set_hard_state(hard_state)
+    }
+
+    /// Makes what was written durable (one fdatasync); returns the durable index.
+    pub fn sync(&mut self) -> Result<Index, WalError> {
+        self.wal.sync()
+    }
+
+    /// Drops the log through `index`, which the snapshot covers (see [`Wal::compact`]).
+    pub fn compact(&mut self, index: Index) -> Result<(), WalError> {
+        self.wal.compact(index)
+    }
+
+    /// Whether a chunk of the current snapshot was read (to be sent) within `recently`.
+    pub fn is_sending_snapshot(&self, recently: Duration) -> bool {
+        self.last_chunk_read.get().is_some_and(|at| at.elapsed() < recently)
+    }
+
+    /// A reader over the current snapshot's state file, from its first byte.
+    pub fn state_reader(&self) -> Result<Option<BufReader<File>>, RaftStorageError> {
+        if self.snapshot.index == 0 {
+            return Ok(None);
+        }
+        let path = self.state_dir.join(state_file_name(self.snapshot.index));
+        let file = File::open(&path).map_err(io_error(&path))?;
+        Ok(Some(BufReader::with_capacity(1 << 20, file)))
+    }
+
+    /// A state machine behind the snapshot (the process stopped while it was being
+    /// restored from one) cannot be brought forward from the log, which may start after
+    /// it: it is restored from the snapshot here, before the core starts.
+    pub fn bring_up_to_snapshot(&self, store: &Store) -> Result<(), RaftStorageError> {
+        let behind = store.applied_index();
+        if behind >= self.snapshot.index {
+            return Ok(());
+        }
+        let Some(reader) = self.state_reader()? else { return Ok(()) };
+        let started = std::time::Instant::now();
+        let restored = store.replace_with_snapshot(reader).map_err(|error| {
+            RaftStorageError::Invalid(format!(
+                "restoring the state machine from the snapshot at index {} failed: {error}",
+                self.snapshot.index
+            ))
+        })?;
+        if restored.applied_index != self.snapshot.index {
+            return Err(RaftStorageError::Invalid(format!(
+                "the state file of the snapshot at index {} holds the state at index {}",
+                self.snapshot.index, restored.applied_index
+            )));
+        }
+        tracing::info!(
+            applied_index = behind,
+            snapshot_index = self.snapshot.index,
+            millis = started.elapsed().as_millis() as u64,
+            "the state machine was behind the snapshot: restored it from the snapshot"
+        );
+        Ok(())
+    }
+
+    /// Makes a snapshot the apply task wrote this member's snapshot (`meta` is what the
+    /// core says about its index): recorded durably in the WAL, served to followers from
+    /// now on; older state files are removed.
+    pub fn adopt_local(&mut self, meta: SnapshotMeta, made: &LocalSnapshot) -> Result<(), RaftStorageError> {
+        let file = File::open(&made.path).map_err(io_error(&made.path))?;
+        let bytes = file.metadata().map_err(io_error(&made.path))?.len();
+        if bytes != made.bytes {
+            return Err(RaftStorageError::Invalid(format!(
+                "the snapshot file {} holds {bytes} bytes, {} were written",
+                made.path.display(),
+                made.bytes
+            )));
+        }
+        self.record(meta, StateFile { file, bytes })
+    }
+
+    /// Removes a state file the apply task wrote that will not be adopted (the core no
+    /// longer knows its index, or a newer snapshot came first).
+    pub fn discard_local(&mut self, made: &LocalSnapshot) {
+        if made.index != self.snapshot.index {
+            let _ = std::fs::remove_file(&made.path);
+        }
+    }
+
+    /// Writes one chunk of a snapshot arriving from the leader. A chunk at offset 0 starts
+    /// a new staging; any other chunk must continue the one staged (the core hands them out
+    /// in order).
+    pub fn stage_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), RaftStorageError> {
+        let path = self.state_dir.join(INCOMING_FILE);
+        if chunk.offset == 0 {
+            self.incoming = None;
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            self.incoming = Some(Incoming { meta: chunk.meta.clone(), file, received: 0, complete: false });
+        }
+        let incoming = self
+            .incoming
+            .as_mut()
+            .filter(|incoming| incoming.meta == chunk.meta && incoming.received == chunk.offset && !incoming.complete)
+            .ok_or_else(|| {
+                RaftStorageError::Invalid(format!(
+                    "a chunk at byte {} of the snapshot at index {} does not continue the one being received",
+                    chunk.offset, chunk.meta.index
+                ))
+            })?;
+        incoming.file.write_all_at(&chunk.data, chunk.offset).map_err(io_error(&path))?;
+        incoming.received += chunk.data.len() as u64;
+        incoming.complete = chunk.last;
+        Ok(())
+    }
+
+    /// The staged snapshot is complete: checks it, makes it durable and this member's
+    /// snapshot, and replaces the log with an empty one after it (unless the log holds its
+    /// last entry). Returns the state file, open at its start, for the state machine to be
+    /// restored from.
+    pub fn install_incoming(&mut self, meta: &SnapshotMeta) -> Result<File, RaftStorageError> {
+        let staged = self.state_dir.join(INCOMING_FILE);
+        let incoming =
+            self.incoming.take().filter(|incoming| incoming.meta == *meta && incoming.complete).ok_or_else(|| {
+                RaftStorageError::Invalid(format!(
+                    "asked to install the snapshot at index {} but it is not staged whole",
+                    meta.index
+                ))
+            })?;
+        incoming.file.sync_all().map_err(io_error(&staged))?;
+        let reader = BufReader::with_capacity(1 << 20, File::open(&staged).map_err(io_error(&staged))?);
+        let checked = Store::verify_snapshot(reader).map_err(|error| {
+            RaftStorageError::Invalid(format!("the snapshot received for index {} is damaged: {error}", meta.index))
+        })?;
+        if checked.applied_index != meta.index || checked.bytes != incoming.received {
+            return Err(RaftStorageError::Invalid(format!(
+                "the snapshot received for index {} holds the state at index {} ({} of {} bytes read)",
+                meta.index, checked.applied_index, checked.bytes, incoming.received
+            )));
+        }
+        let path = self.state_dir.join(state_file_name(meta.index));
+        std::fs::rename(&staged, &path).map_err(io_error(&path))?;
+        fsync_dir(&self.state_dir)?;
+        let file = File::open(&path).map_err(io_error(&path))?;
+        let for_restore = file.try_clone().map_err(io_error(&path))?;
+        self.record(meta.clone(), StateFile { file, bytes: incoming.received })?;
+        Ok(for_restore)
+    }
+
+    /// Records `meta` with its state file in the WAL (durably), switches chunk reads to
+    /// it, and removes older state files.
+    fn record(&mut self, meta: SnapshotMeta, state: StateFile) -> Result<(), RaftStorageError> {
+        let record = SnapshotRecord { meta: meta.clone(), state_bytes: state.bytes };
+        let wal_meta = concord_wal::SnapshotMeta { index: meta.index, term: meta.term };
+        self.wal.save_snapshot(wal_meta, &record.encode())?;
+        self.snapshot = meta;
+        self.state_file = Some(state);
+        self.remove_state_files(false)
+    }
+
+    /// Removes files of the state directory other than the current snapshot's: with
+    /// `everything_else` (at open, when nothing is being received or written) all of them;
+    /// otherwise only the state files of older snapshots. fsyncs the directory if anything
+    /// went.
+    fn remove_state_files(&self, everything_else: bool) -> Result<(), RaftStorageError> {
+        let keep = state_file_name(self.snapshot.index);
+        let mut removed = false;
+        for entry in std::fs::read_dir(&self.state_dir).map_err(io_error(&self.state_dir))? {
+            let entry = entry.map_err(io_error(&self.state_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let older = name
+                .strip_suffix(".mvcc")
+                .and_then(|hex| Index::from_str_radix(hex, 16).ok())
+                .is_some_and(|index| index < self.snapshot.index);
+            if name != keep && (everything_else || older) {
+                std::fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
+                removed = true;
+            }
+        }
+        if removed {
+            fsync_dir(&self.state_dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl LogStore for RaftStorage {
+    fn initial_hard_state(&self) -> HardState {
+        self.wal.initial_hard_state()
+    }
+
+    fn first_index(&self) -> Index {
+        self.wal.first_index()
+    }
+
+    fn last_index(&self) -> Index {
+        self.wal.last_index()
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        self.wal.term(index)
+    }
+
+    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        self.wal.entries(low, high, max_bytes)
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot.clone()
+    }
+
+    fn snapshot_chunk(&self, index: Index, offset: u64, max_bytes: u64) -> Result<SnapshotData, StorageError> {
+        let Some(state) = self.state_file.as_ref().filter(|_| index == self.snapshot.index && index != 0) else {
+            return Err(StorageError::Compacted(index));
+        };
+        let start = offset.min(state.bytes);
+        let end = start.saturating_add(max_bytes.max(1)).min(state.bytes);
+        let mut data = vec![0u8; (end - start) as usize];
+        state.file.read_exact_at(&mut data, start).map_err(|error| {
+            StorageError::Fatal(format!("reading the snapshot at index {index} (byte {start}): {error}"))
+        })?;
+        self.last_chunk_read.set(Some(Instant::now()));
+        Ok(SnapshotData { data: Bytes::from(data), last: end == state.bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_mvcc::{Command, PutRequest};
+    use concord_raft::{EntryKind, Membership};
+
+    fn entries(from: Index, to: Index, term: Term) -> Vec<Entry> {
+        (from..=to)
+            .map(|index| Entry { index, term, kind: EntryKind::Normal, data: Bytes::from(vec![7u8; 64]) })
+            .collect()
+    }
+
+    /// A state-machine snapshot at `applied` (one key per entry), as bytes.
+    fn state_at(applied: Index) -> Vec<u8> {
+        let store = Store::in_memory().unwrap();
+        for index in 1..=applied {
+            let put = PutRequest { key: format!("k{index}").into(), value: vec![b'v'; 100], ..Default::default() };
+            store.apply(index, &Command::Put(put)).unwrap();
+        }
+        let mut bytes = Vec::new();
+        store.write_snapshot(&mut bytes).unwrap();
+        bytes
+    }
+
+    fn meta(index: Index, term: Term) -> SnapshotMeta {
+        SnapshotMeta { index, term, membership: Membership::new([1, 2, 3], [4]) }
+    }
+
+    fn open(dir: &Path) -> RaftStorage {
+        RaftStorage::open(dir, WalOptions { segment_bytes: 1024, ..WalOptions::default() }).unwrap()
+    }
+
+    /// Reads the whole snapshot at `index` through `snapshot_chunk`, `chunk` bytes at a time.
+    fn read_chunks(storage: &RaftStorage, index: Index, chunk: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let piece = storage.snapshot_chunk(index, out.len() as u64, chunk).unwrap();
+            assert!(piece.data.len() as u64 <= chunk);
+            out.extend_from_slice(&piece.data);
+            if piece.last {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_local_snapshot_is_recorded_served_in_chunks_compacted_behind_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        assert_eq!(storage.snapshot_chunk(0, 0, 10), Err(StorageError::Compacted(0)));
+        for index in 1..=40 {
+            storage.append(&entries(index, index, 1)).unwrap();
+        }
+        storage.sync().unwrap();
+        let segments_before = storage.wal().segment_paths().len();
+        assert!(segments_before > 2, "small segments roll over");
+
+        let state = state_at(30);
+        let path = storage.state_dir().join(state_file_name(30));
+        std::fs::write(&path, &state).unwrap();
+        let made = LocalSnapshot { index: 30, path, bytes: state.len() as u64, durable_applied: 30 };
+        storage.adopt_local(meta(30, 1), &made).unwrap();
+        assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        assert!(!storage.is_sending_snapshot(Duration::from_secs(60)));
+        assert_eq!(read_chunks(&storage, 30, 1000), state);
+        assert!(storage.is_sending_snapshot(Duration::from_secs(60)));
+        assert_eq!(storage.snapshot_chunk(29, 0, 10), Err(StorageError::Compacted(29)));
+
+        storage.compact(25).unwrap();
+        assert_eq!(storage.first_index(), 26);
+        assert!(storage.wal().segment_paths().len() < segments_before, "whole segments before 25 are gone");
+        assert_eq!(storage.entries(26, 41, u64::MAX).unwrap().len(), 15);
+
+        // Leftovers of a crash: a half-written local snapshot, a staged transfer, a state
+        // file no record refers to. Reopening keeps only the recorded snapshot.
+        for leftover in [LOCAL_TEMPORARY_FILE, INCOMING_FILE, &state_file_name(35), &state_file_name(3)] {
+            std::fs::write(storage.state_dir().join(leftover), b"junk").unwrap();
+        }
+        drop(storage);
+        let storage = open(dir.path());
+        assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        assert_eq!((storage.first_index(), storage.last_index()), (26, 40));
+        assert_eq!(read_chunks(&storage, 30, 7), state);
+        let mut restored = Vec::new();
+        std::io::Read::read_to_end(&mut storage.state_reader().unwrap().unwrap(), &mut restored).unwrap();
+        assert_eq!(restored, state);
+        let names: Vec<String> = std::fs::read_dir(storage.state_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![state_file_name(30)]);
+    }
+
+    #[test]
+    fn a_snapshot_from_the_leader_is_staged_checked_and_replaces_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 5, 1)).unwrap();
+        storage.sync().unwrap();
+        let state = state_at(20);
+        let incoming = meta(20, 2);
+        // Restarted transfers start over at offset 0.
+        for piece in [&state[..10], &state[..]] {
+            for (n, chunk) in piece.chunks(64).enumerate() {
+                let offset = (n * 64) as u64;
+                let last = offset as usize + chunk.len() == state.len();
+                let chunk = SnapshotChunk { meta: incoming.clone(), offset, data: Bytes::copy_from_slice(chunk), last };
+                storage.stage_chunk(&chunk).unwrap();
+            }
+        }
+        let mut file = storage.install_incoming(&incoming).unwrap();
+        assert_eq!(storage.snapshot_meta(), incoming);
+        assert_eq!((storage.first_index(), storage.last_index()), (21, 20));
+        assert_eq!(storage.term(20), Ok(2));
+        let mut restored = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut restored).unwrap();
+        assert_eq!(restored, state);
+        assert_eq!(read_chunks(&storage, 20, 1 << 20), state);
+
+        drop(storage);
+        let storage = open(dir.path());
+        assert_eq!(storage.snapshot_meta(), incoming);
+        assert_eq!((storage.first_index(), storage.last_index()), (21, 20));
+    }
+
+    #[test]
+    fn a_damaged_or_disordered_transfer_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 5, 1)).unwrap();
+        storage.sync().unwrap();
+        let state = state_at(20);
+        let incoming = meta(20, 2);
+        let chunk = |offset: usize, end: usize, data: &[u8]| SnapshotChunk {
+            meta: incoming.clone(),
+            offset: offset as u64,
+            data: Bytes::copy_from_slice(&data[offset..end]),
+            last: end == data.len(),
+        };
+        // A gap.
+        storage.stage_chunk(&chunk(0, 10, &state)).unwrap();
+        assert!(matches!(storage.stage_chunk(&chunk(20, 30, &state)), Err(RaftStorageError::Invalid(_))));
+        // A flipped byte: found before anything is replaced.
+        let mut damaged = state.clone();
+        damaged[40] ^= 1;
+        storage.stage_chunk(&chunk(0, 50, &damaged)).unwrap();
+        storage.stage_chunk(&chunk(50, damaged.len(), &damaged)).unwrap();
+        let error = storage.install_incoming(&incoming).err().unwrap();
+        assert!(error.to_string().contains("damaged"), "{error}");
+        // A snapshot of another index than announced.
+        let other = state_at(19);
+        storage.stage_chunk(&chunk(0, other.len(), &other)).unwrap();
+        let error = storage.install_incoming(&incoming).err().unwrap();
+        assert!(error.to_string().contains("state at index 19"), "{error}");
+        assert_eq!(storage.snapshot_meta(), SnapshotMeta::default());
+        assert_eq!((storage.first_index(), storage.last_index()), (1, 5));
+    }
+
+    #[test]
+    fn a_missing_state_file_is_refused_at_open_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 5, 1)).unwrap();
+        let state = state_at(5);
+        let path = storage.state_dir().join(state_file_name(5));
+        std::fs::write(&path, &state).unwrap();
+        let made = LocalSnapshot { index: 5, path: path.clone(), bytes: state.len() as u64, durable_applied: 5 };
+        storage.adopt_local(meta(5, 1), &made).unwrap();
+        drop(storage);
+        std::fs::remove_file(&path).unwrap();
+        let error = RaftStorage::open(dir.path(), WalOptions::default()).err().unwrap();
+        assert!(error.to_string().contains("needs its state file"), "{error}");
+    }
+
+    #[test]
+    fn a_state_machine_behind_the_snapshot_is_restored_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 20, 1)).unwrap();
+        let state = state_at(20);
+        let path = storage.state_dir().join(state_file_name(20));
+        std::fs::write(&path, &state).unwrap();
+        let made = LocalSnapshot { index: 20, path, bytes: state.len() as u64, durable_applied: 20 };
+        storage.adopt_local(meta(20, 1), &made).unwrap();
+
+        let store = Store::open(dir.path().join("kv.redb")).unwrap();
+        store.apply(1, &Command::Noop).unwrap();
+        storage.bring_up_to_snapshot(&store).unwrap();
+        assert_eq!(store.applied_index(), 20);
+        let mut bytes = Vec::new();
+        store.write_snapshot(&mut bytes).unwrap();
+        assert_eq!(bytes, state);
+        // Ahead of it already: left alone.
+        store.apply(21, &Command::Noop).unwrap();
+        storage.bring_up_to_snapshot(&store).unwrap();
+        assert_eq!(store.applied_index(), 21);
+    }
+
+    #[test]
+    fn the_snapshot_record_round_trips() {
+        let record = SnapshotRecord { meta: meta(7, 3), state_bytes: 12345 };
+        assert_eq!(SnapshotRecord::decode(&record.encode()), Ok(record));
+        assert!(SnapshotRecord::decode(b"CNCDSMR1").is_err());
+        assert!(SnapshotRecord::decode(b"something else entirely").is_err());
+    }
+}
