@@ -192,14 +192,22 @@ impl Simulation {
     }
 
     fn run_step(&mut self) {
-        self.inject_faults();
-        self.tick_nodes();
-        self.deliver_messages();
-        self.complete_disk_writes();
-        self.handle_readies();
-        self.take_snapshots();
-        self.run_clients();
-        self.check_log_matching();
+        let phases: [fn(&mut Self); 8] = [
+            Self::inject_faults,
+            Self::tick_nodes,
+            Self::deliver_messages,
+            Self::complete_disk_writes,
+            Self::handle_readies,
+            Self::take_snapshots,
+            Self::run_clients,
+            Self::check_log_matching,
+        ];
+        for phase in phases {
+            if self.violation.is_some() {
+                return;
+            }
+            phase(self);
+        }
     }
 
     fn node_index(id: NodeId) -> usize {
@@ -557,6 +565,9 @@ impl Simulation {
             self.trace.record(self.now, Event::Tick { number });
         }
         for index in 0..self.nodes.len() {
+            if self.violation.is_some() {
+                return;
+            }
             let node = &mut self.nodes[index];
             if phase != node.tick_phase {
                 continue;
@@ -611,6 +622,9 @@ impl Simulation {
 
     fn complete_disk_writes(&mut self) {
         for index in 0..self.nodes.len() {
+            if self.violation.is_some() {
+                return;
+            }
             self.complete_writes_of(index);
         }
     }
