@@ -136,6 +136,7 @@ impl RunProfile {
             spike_max_delay: rng.pick(&[election_steps / 2, election_steps, 2 * election_steps]),
             slow_node: 0,
             slow_extra_delay: 0,
+            fifo: false,
         };
         let disk = DiskProfile {
             min_delay: 0,

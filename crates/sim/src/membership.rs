@@ -68,17 +68,6 @@ impl MembershipProfile {
             retire_max_delay: rng.pick(&[0, election_steps, 4 * election_steps]),
         }
     }
-
-    /// An operator that never changes anything.
-    pub const NONE: MembershipProfile = MembershipProfile {
-        change_per_million: 0,
-        min_voters: 1,
-        max_voters: 1,
-        max_learners: 0,
-        extra_ids: Self::EXTRA_IDS,
-        weights: [0; 7],
-        retire_max_delay: 0,
-    };
 }
 
 /// A change the operator wants proposed to the leader.

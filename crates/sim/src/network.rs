@@ -29,10 +29,13 @@ pub struct NetworkProfile {
     /// `slow_extra_delay` steps longer.
     pub slow_node: NodeId,
     pub slow_extra_delay: u64,
+    /// Deliver the messages of each link in the order they were sent (a healthy
+    /// stream): no message overtakes an earlier one on the same link.
+    pub fifo: bool,
 }
 
 impl NetworkProfile {
-    /// A well-behaved network, used once faults stop.
+    /// A well-behaved network, used once faults stop: fast, lossless and in order.
     pub const CALM: NetworkProfile = NetworkProfile {
         drop_per_million: 0,
         duplicate_per_million: 0,
@@ -42,6 +45,7 @@ impl NetworkProfile {
         spike_max_delay: 3,
         slow_node: 0,
         slow_extra_delay: 0,
+        fifo: true,
     };
 
     fn delay(&self, message: &Message, rng: &mut SimRng) -> u64 {
@@ -66,6 +70,8 @@ pub struct Network {
     next_sequence: u64,
     /// Directed links `(from, to)` that currently lose everything.
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// For a FIFO profile: the latest delivery step scheduled on each link.
+    last_delivery: BTreeMap<(NodeId, NodeId), u64>,
 }
 
 impl Network {
@@ -90,7 +96,13 @@ impl Network {
             let at = now + profile.delay(&message, rng);
             self.enqueue(at, message.clone());
         }
-        let at = now + profile.delay(&message, rng);
+        let mut at = now + profile.delay(&message, rng);
+        if profile.fifo {
+            // Same step: delivered in send order (the queue breaks ties by sequence).
+            let last = self.last_delivery.entry((message.from, message.to)).or_insert(0);
+            at = at.max(*last);
+            *last = at;
+        }
         self.enqueue(at, message);
     }
 
@@ -173,5 +185,25 @@ mod tests {
         assert_eq!(network.in_flight(), 0);
         network.heal();
         assert!(!network.has_partition());
+    }
+
+    #[test]
+    fn a_fifo_network_keeps_each_link_in_order() {
+        let mut network = Network::default();
+        let mut rng = SimRng::new(5);
+        let mut trace = Trace::new(false);
+        let profile = NetworkProfile { min_delay: 1, max_delay: 20, ..NetworkProfile::CALM };
+        for step in 0..50 {
+            let mut m = message(1, 2);
+            m.term = step;
+            network.send(step, m, &profile, &mut rng, &mut trace);
+        }
+        let mut terms = Vec::new();
+        for step in 0..100 {
+            while let Some(m) = network.pop_due(step, &mut trace) {
+                terms.push(m.term);
+            }
+        }
+        assert_eq!(terms, (0..50).collect::<Vec<_>>());
     }
 }

@@ -1,10 +1,12 @@
 //! Runs of the correct core (no planted bug) must come out clean: no safety violation,
-//! progress once faults heal, and a linearizable history.
+//! progress once faults heal, and a linearizable history; and the runs must really
+//! exercise membership changes, snapshots and compaction.
 
-use concord_sim::{run_seed, SimOptions};
+use concord_sim::{run_seed, SeedStats, SimOptions};
 
-fn assert_clean(nodes: usize, seeds: std::ops::Range<u64>) {
+fn assert_clean(nodes: usize, seeds: std::ops::Range<u64>) -> SeedStats {
     let options = SimOptions::new(nodes);
+    let mut totals = SeedStats::default();
     for seed in seeds {
         let outcome = run_seed(&options, seed);
         if let Some(violation) = &outcome.violation {
@@ -16,17 +18,39 @@ fn assert_clean(nodes: usize, seeds: std::ops::Range<u64>) {
         }
         assert!(outcome.stats.elections > 0, "seed {seed}: no leader was ever elected");
         assert!(outcome.stats.commits > 0, "seed {seed}: nothing was ever committed");
+        totals.add(&outcome.stats);
     }
+    totals
+}
+
+/// What the runs must have done, summed over the seeds: every kind of membership change
+/// and snapshot event the simulator claims to cover.
+fn assert_exercised(totals: &SeedStats) {
+    let counters = [
+        ("conf_changes", totals.conf_changes),
+        ("nodes_added", totals.nodes_added),
+        ("nodes_retired", totals.nodes_retired),
+        ("snapshots_taken", totals.snapshots_taken),
+        ("snapshots_installed", totals.snapshots_installed),
+        ("snapshot_restores", totals.snapshot_restores),
+        ("transfer_crashes", totals.transfer_crashes),
+    ];
+    for (name, value) in counters {
+        assert!(value > 0, "no {name} in the runs: {totals:?}");
+    }
+    assert!(totals.snapshot_chunks > totals.snapshots_installed, "no snapshot took more than one chunk: {totals:?}");
 }
 
 #[test]
 fn fifty_seeds_of_three_nodes_are_clean() {
-    assert_clean(3, 0..50);
+    let totals = assert_clean(3, 0..50);
+    assert_exercised(&totals);
 }
 
 #[test]
 fn fifty_seeds_of_five_nodes_are_clean() {
-    assert_clean(5, 0..50);
+    let totals = assert_clean(5, 0..50);
+    assert_exercised(&totals);
 }
 
 #[test]

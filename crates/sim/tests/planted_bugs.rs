@@ -13,7 +13,11 @@ fn first_violation(options: &SimOptions, seeds: std::ops::Range<u64>) -> Option<
 }
 
 fn assert_caught(bug: PlantedBug, nodes: usize, seeds: std::ops::Range<u64>, expected: &[Property]) {
-    let options = SimOptions::new(nodes).with_bug(bug);
+    assert_caught_with(SimOptions::new(nodes).with_bug(bug), seeds, expected);
+}
+
+fn assert_caught_with(options: SimOptions, seeds: std::ops::Range<u64>, expected: &[Property]) {
+    let (bug, nodes) = (options.bug.expect("a planted bug"), options.nodes);
     let outcome = first_violation(&options, seeds.clone())
         .unwrap_or_else(|| panic!("bug {bug} was not caught in seeds {seeds:?} with {nodes} nodes"));
     let violation = outcome.violation.as_ref().expect("a violating outcome");
@@ -56,4 +60,23 @@ fn a_stale_read_is_caught() {
 #[test]
 fn committing_past_the_verified_prefix_is_caught() {
     assert_caught(PlantedBug::CommitPastMatch, 3, 0..200, &[Property::FollowerCommit]);
+}
+
+/// A quorum counted against the configuration before an uncommitted change commits
+/// entries that a majority of the new configuration does not hold: the Commit Quorum
+/// rule sees it at once (or a log property first, when the other side already elected).
+#[test]
+fn a_quorum_of_the_wrong_configuration_is_caught() {
+    let expected = [Property::CommitQuorum, Property::LeaderCompleteness, Property::StateMachineSafety];
+    assert_caught(PlantedBug::ConfigQuorum, 3, 0..100, &expected);
+    assert_caught(PlantedBug::ConfigQuorum, 5, 0..100, &expected);
+}
+
+/// Without the Commit Quorum rule, the damage itself is caught: a leader elected by the
+/// old configuration's majority lacks an entry the wrong quorum committed.
+#[test]
+fn a_quorum_of_the_wrong_configuration_breaks_the_raft_properties() {
+    let mut options = SimOptions::new(5).with_bug(PlantedBug::ConfigQuorum);
+    options.commit_quorum_check = false;
+    assert_caught_with(options, 0..300, &LOG_SAFETY);
 }
