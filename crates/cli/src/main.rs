@@ -133,9 +133,23 @@ fn init_logging() {
         .init();
 }
 
+/// A panic anywhere ends the process, as in etcd. Without this only the panicking thread
+/// or task would die: a member whose Raft thread or apply task is gone would keep its
+/// ports open and answer every request with an error, and a supervisor would see nothing
+/// to restart. The default hook prints the message and backtrace first.
+fn exit_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        tracing::error!("a thread panicked; stopping the member");
+        std::process::exit(101);
+    }));
+}
+
 #[tokio::main]
 async fn main() {
     init_logging();
+    exit_on_panic();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => {

@@ -420,3 +420,30 @@ async fn all_members_killed_under_writes_then_restarted() {
     let mut client = cluster.client(0).await;
     client.put("a/after", "1", None).await.expect("a write after restarting all");
 }
+
+/// A panic on any thread ends the process (as in etcd), so a supervisor can restart the
+/// member. Before, a panic of the Raft thread left a process with open ports answering
+/// every request "etcdserver: server stopped", forever. The panic here is provoked with a
+/// heartbeat whose commit index is past the log's end, which the core refuses to adopt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_ends_the_process() {
+    use concord_api::peerpb::{self, peer_client::PeerClient, raft_message::Body};
+
+    let mut cluster = Cluster::start(1).await;
+    let mut client = cluster.client(0).await;
+    client.put("before", "1", None).await.expect("put before");
+    let header = client.status().await.expect("status").header().expect("header").clone();
+    let message = peerpb::RaftMessage {
+        from: 0xbad,
+        to: header.member_id(),
+        term: header.raft_term() + 1,
+        body: Some(Body::Heartbeat(peerpb::Heartbeat { commit: 1 << 40, read_round: 0 })),
+    };
+    let frame =
+        peerpb::PeerFrame { from: 0xbad, cluster_id: header.cluster_id(), messages: vec![message], proposals: vec![] };
+    let mut peer = PeerClient::connect(cluster.members[0].peer_url()).await.expect("dial the peer port");
+    let _ = tokio::time::timeout(Duration::from_secs(2), peer.stream(tokio_stream::iter(vec![frame]))).await;
+    let status = cluster.wait_exit(0, Duration::from_secs(10));
+    assert!(!status.success(), "the member exits with an error status");
+    assert!(cluster.log_text(0).contains("panicked"), "the panic is in the log");
+}
