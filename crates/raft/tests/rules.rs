@@ -514,6 +514,17 @@ mod planted_bugs_are_caught {
         Raft::new(config, store, 0).unwrap()
     }
 
+    /// Node 1 campaigns, wins `term` with node 2's vote, and persists its empty entry.
+    fn win_with_vote_of_2(leader: &mut Raft<MemoryLog>, term: u64) {
+        leader.campaign();
+        let ready = leader.ready();
+        persist(leader, &ready);
+        leader.step(message(2, 1, term, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+        assert_eq!((leader.role(), leader.term()), (Role::Leader, term));
+        let ready = leader.ready();
+        persist(leader, &ready);
+    }
+
     #[test]
     fn commit_past_match_commits_the_stale_suffix() {
         let node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
@@ -526,12 +537,7 @@ mod planted_bugs_are_caught {
     fn figure8_commits_an_old_term_entry_by_counting() {
         let leader = node_with_log(1, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1)]);
         let mut leader = with_bugs(leader, |b| b.figure8 = true);
-        leader.campaign();
-        let ready = leader.ready();
-        persist(&mut leader, &ready);
-        leader.step(message(2, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
-        let ready = leader.ready();
-        persist(&mut leader, &ready);
+        win_with_vote_of_2(&mut leader, 3);
         leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) }));
         assert_eq!(leader.commit_index(), 2);
     }
@@ -541,12 +547,7 @@ mod planted_bugs_are_caught {
         let leader = elected_leader(vec![1, 2, 3]);
         let mut leader = with_bugs(leader, |b| b.config_quorum = true);
         // Restarted from the same store, the leader must win again (term 2).
-        leader.campaign();
-        let ready = leader.ready();
-        persist(&mut leader, &ready);
-        leader.step(message(2, 1, 2, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
-        let ready = leader.ready();
-        persist(&mut leader, &ready);
+        win_with_vote_of_2(&mut leader, 2);
         leader.step(message(2, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) }));
         leader.step(message(3, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) }));
         let index = leader.propose_conf_change(change(ConfChangeKind::AddVoter, 4)).unwrap();

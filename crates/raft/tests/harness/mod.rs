@@ -34,6 +34,23 @@ pub struct Node {
     staging: Vec<u8>,
 }
 
+impl Node {
+    /// A running node with an empty disk.
+    fn fresh(config: Config) -> Node {
+        let durable = MemoryLog::new();
+        let raft = Raft::new(config.clone(), durable.clone(), 0).expect("valid config");
+        Node {
+            raft: Some(raft),
+            config,
+            durable,
+            stalled: false,
+            disk_queue: VecDeque::new(),
+            applied: Vec::new(),
+            staging: Vec::new(),
+        }
+    }
+}
+
 /// The harness's snapshot format: the applied entries, so an installed snapshot can be
 /// compared entry by entry with what the other nodes applied.
 pub fn encode_applied(entries: &[Entry]) -> Bytes {
@@ -87,20 +104,7 @@ impl Cluster {
             let mut config = Config::new(id, voters.clone());
             config.seed = id * 7919;
             adjust(&mut config);
-            let durable = MemoryLog::new();
-            let raft = Raft::new(config.clone(), durable.clone(), 0).expect("valid config");
-            nodes.insert(
-                id,
-                Node {
-                    raft: Some(raft),
-                    config,
-                    durable,
-                    stalled: false,
-                    disk_queue: VecDeque::new(),
-                    applied: Vec::new(),
-                    staging: Vec::new(),
-                },
-            );
+            nodes.insert(id, Node::fresh(config));
         }
         Cluster {
             nodes,
@@ -119,18 +123,7 @@ impl Cluster {
         let mut config = Config::new(id, Vec::new());
         config.seed = id * 7919;
         adjust(&mut config);
-        let durable = MemoryLog::new();
-        let raft = Raft::new(config.clone(), durable.clone(), 0).expect("valid config");
-        let node = Node {
-            raft: Some(raft),
-            config,
-            durable,
-            stalled: false,
-            disk_queue: VecDeque::new(),
-            applied: Vec::new(),
-            staging: Vec::new(),
-        };
-        self.nodes.insert(id, node);
+        self.nodes.insert(id, Node::fresh(config));
     }
 
     /// Proposes a membership change at `id`.
