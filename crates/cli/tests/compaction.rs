@@ -112,28 +112,6 @@ async fn wait_applied(cluster: &Cluster, member: usize, index: u64, limit: Durat
     .await;
 }
 
-async fn current_revision(client: &mut Client) -> i64 {
-    let response = client.get("r", Some(GetOptions::new().with_count_only())).await.expect("read the revision");
-    revision(response.header())
-}
-
-/// Waits until every running member can hash at `revision`, then asserts the hashes agree.
-async fn assert_hash_kv_agrees(cluster: &Cluster, revision: i64) {
-    let mut hashes = Vec::new();
-    for member in cluster.running() {
-        let client = cluster.client(member).await;
-        let name = cluster.members[member].name.clone();
-        let hash = eventually(Duration::from_secs(15), &format!("{name} to reach revision {revision}"), || {
-            let mut client = client.clone();
-            async move { client.hash_kv(revision).await.map_err(|e| e.to_string()) }
-        })
-        .await;
-        assert_eq!(hash.hash_revision(), revision, "{name} hashed another revision");
-        hashes.push((name, hash.hash()));
-    }
-    assert!(hashes.iter().all(|(_, h)| *h == hashes[0].1), "HashKV at revision {revision} differs: {hashes:x?}");
-}
-
 fn file_names(dir: std::path::PathBuf) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))

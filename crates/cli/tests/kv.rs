@@ -83,11 +83,6 @@ async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
     revision(response.header())
 }
 
-async fn current_revision(client: &mut Client) -> i64 {
-    let response = client.get("any", Some(GetOptions::new().with_count_only())).await.expect("get");
-    revision(response.header())
-}
-
 async fn put_and_get(client: &mut Client) {
     let rev1 = put(client, "k", "v1").await;
     assert!(rev1 >= 2, "the first write makes revision 2 or later, got {rev1}");

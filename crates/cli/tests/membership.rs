@@ -130,12 +130,6 @@ impl Writer {
     }
 }
 
-/// The leader's current revision (a linearizable read through `client`).
-async fn current_revision(client: &mut Client) -> i64 {
-    let response = client.get("revision-probe", None).await.expect("read the revision");
-    revision(response.header())
-}
-
 /// Waits until member `i` has applied `revision` and returns its HashKV there.
 async fn hash_at(cluster: &Cluster, i: usize, revision: i64, limit: Duration) -> u32 {
     let client = cluster.client(i).await;

@@ -534,3 +534,28 @@ pub fn keys(response: &etcd_client::GetResponse) -> Vec<String> {
 pub fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map(|h| h.revision()).unwrap_or(0)
 }
+
+/// The cluster's current revision, read through `client` (a linearizable count-only get).
+pub async fn current_revision(client: &mut etcd_client::Client) -> i64 {
+    let options = etcd_client::GetOptions::new().with_count_only();
+    let response = client.get("revision-probe", Some(options)).await.expect("read the revision");
+    revision(response.header())
+}
+
+/// Waits until every running member can hash at `revision` (it has applied that far),
+/// then asserts the hashes agree.
+pub async fn assert_hash_kv_agrees(cluster: &Cluster, revision: i64) {
+    let mut hashes = Vec::new();
+    for member in cluster.running() {
+        let client = cluster.client(member).await;
+        let name = cluster.members[member].name.clone();
+        let hash = eventually(Duration::from_secs(15), &format!("{name} to reach revision {revision}"), || {
+            let mut client = client.clone();
+            async move { client.hash_kv(revision).await.map_err(|e| e.to_string()) }
+        })
+        .await;
+        assert_eq!(hash.hash_revision(), revision, "{name} hashed another revision");
+        hashes.push((name, hash.hash()));
+    }
+    assert!(hashes.iter().all(|(_, h)| *h == hashes[0].1), "HashKV at revision {revision} differs: {hashes:x?}");
+}
