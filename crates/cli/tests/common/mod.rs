@@ -401,21 +401,8 @@ impl Cluster {
 
     /// SIGTERM, then wait (at most `limit`) for the process to exit; returns its status.
     pub fn terminate(&mut self, i: usize, limit: Duration) -> ExitStatus {
-        let name = self.members[i].name.clone();
         self.signal(i, "-TERM");
-        let mut child = self.members[i].child.take().unwrap_or_else(|| panic!("{name} is not running"));
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("poll a child process") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{name} did not exit within {limit:?} of SIGTERM\n{}", self.log_tails(40));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(i, limit)
     }
 
     /// SIGSTOP: the process stays, frozen (its sockets stay open, nothing is answered).
