@@ -24,23 +24,14 @@ impl<S: LogStore> Raft<S> {
         self.leader = self.config.id;
         self.term_durable = term_durable;
         let next = self.log.last_index() + 1;
-        // Ourselves too, even when our latest configuration drops us (we were elected to
-        // commit that change): our own progress tracks what our disk holds.
-        let id = self.config.id;
-        let mut members: Vec<NodeId> = self.membership.current().members().collect();
-        if !members.contains(&id) {
-            members.push(id);
-        }
-        for member in members {
-            let mut progress = Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
-            if member == self.config.id {
-                // Our own match counts only what our disk holds.
-                progress.match_index = self.log.persisted_index();
-                progress.state = ProgressState::Replicate;
-            }
-            progress.recent_active = true;
-            self.progress.insert(member, progress);
-        }
+        // Our own match counts only what our disk holds. We track ourselves even when our
+        // latest configuration drops us (we were elected to commit that change).
+        let mut own = Progress::new(next, self.config.max_inflight_messages, self.config.max_inflight_bytes);
+        own.match_index = self.log.persisted_index();
+        own.state = ProgressState::Replicate;
+        own.recent_active = true;
+        self.progress.insert(self.config.id, own);
+        self.track_members();
         // An entry of our own term: entries of earlier terms commit only through it
         // (Figure 8), and ReadIndex waits for it.
         let noop = Entry { index: next, term, kind: EntryKind::Normal, data: Default::default() };
