@@ -12,6 +12,93 @@ use crate::read::{CurRead, KvRead, Reader};
 use crate::schema::{rev_i64, rev_u64};
 use crate::types::{Event, EventKind, KeyValue};
 
+/// What a bounded catch-up read returns: the events of revisions `from..=through` in order.
+/// Every revision up to `through` was read whole, so the next read starts at `through + 1`
+/// (`through` is `from - 1` when there was nothing to read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventChunk {
+    pub events: Vec<Event>,
+    pub through: i64,
+}
+
+/// Bounds of one catch-up read. A revision is never split, so a chunk may exceed
+/// `max_bytes` by the size of its last revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    pub max_revisions: usize,
+    pub max_bytes: usize,
+}
+
+/// Roughly what an event costs in memory and on the wire (its keys and values).
+fn event_bytes(event: &Event) -> usize {
+    let prev = event.prev_kv.as_ref().map_or(0, |p| p.key.len() + p.value.len());
+    event.kv.key.len() + event.kv.value.len() + prev + 64
+}
+
+/// Events of revisions `from..=current` as in [`events_since`], but stopping after
+/// `limits.max_revisions` revisions or once `limits.max_bytes` is reached, and saying how
+/// far it read. Unlike `events_since`, `from` is checked against the compacted revision
+/// before it is raised to 1, as etcd does (a start of -5 on a never-compacted store, whose
+/// compacted revision is -1, is refused).
+pub(crate) fn events_chunk<K, C, R>(
+    reader: &Reader<'_, K, C>,
+    revs: &R,
+    from: i64,
+    limits: ChunkLimits,
+    compacted: i64,
+    current: i64,
+) -> Result<EventChunk, MvccError>
+where
+    K: KvRead,
+    C: CurRead,
+    R: ReadableTable<(u64, u64), &'static [u8]>,
+{
+    if from < compacted {
+        return Err(MvccError::Compacted);
+    }
+    let from = from.max(1);
+    let mut out = EventChunk { events: Vec::new(), through: current.max(from - 1) };
+    let mut bytes = 0usize;
+    let mut revisions = 0usize;
+    let mut last_main = None;
+    for entry in revs.range((rev_u64(from), 0u64)..)? {
+        let (k, v) = entry?;
+        let (main, sub) = k.value();
+        if last_main != Some(main) {
+            if let Some(done) = last_main {
+                if revisions >= limits.max_revisions || bytes >= limits.max_bytes {
+                    out.through = rev_i64(done);
+                    break;
+                }
+            }
+            revisions += 1;
+            last_main = Some(main);
+        }
+        let event = event_at(reader, v.value(), main, sub)?;
+        bytes += event_bytes(&event);
+        out.events.push(event);
+    }
+    Ok(out)
+}
+
+fn event_at<K: KvRead, C: CurRead>(
+    reader: &Reader<'_, K, C>,
+    key: &[u8],
+    main: u64,
+    sub: u64,
+) -> Result<Event, MvccError> {
+    let record = reader.record(key, main, sub)?;
+    let prev_kv = reader.previous(key, main, sub)?;
+    Ok(match record.into_kv(key, rev_i64(main)) {
+        Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
+        None => Event {
+            kind: EventKind::Delete,
+            kv: KeyValue { key: key.to_vec(), mod_revision: rev_i64(main), ..KeyValue::default() },
+            prev_kv,
+        },
+    })
+}
+
 /// Events of revisions `from..=current` in order, stopping after the revision during which
 /// `max_events` was reached (a revision is never split, so a Txn's events stay together).
 pub(crate) fn events_since<K, C, R>(
@@ -39,18 +126,46 @@ where
             break;
         }
         last_main = Some(main);
-        let key = v.value();
-        let record = reader.record(key, main, sub)?;
-        let prev_kv = reader.previous(key, main, sub)?;
-        let event = match record.into_kv(key, rev_i64(main)) {
-            Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
-            None => Event {
-                kind: EventKind::Delete,
-                kv: KeyValue { key: key.to_vec(), mod_revision: rev_i64(main), ..KeyValue::default() },
-                prev_kv,
-            },
-        };
+        let event = event_at(reader, v.value(), main, sub)?;
         out.push(event);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::types::{DeleteRangeRequest, PutRequest};
+    use crate::{ChunkLimits, Command, MvccError, Store};
+
+    fn put(store: &Store, index: u64, key: &str, value: &str) {
+        let request = PutRequest { key: key.into(), value: value.into(), ..PutRequest::default() };
+        store.apply(index, &Command::Put(request)).expect("apply a put");
+    }
+
+    #[test]
+    fn chunks_stop_at_revision_and_byte_limits_and_say_how_far_they_read() {
+        let store = Store::in_memory().expect("open a store");
+        for i in 0..5 {
+            put(&store, i + 1, &format!("k{i}"), "0123456789");
+        }
+        let delete = DeleteRangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), prev_kv: false };
+        store.apply(6, &Command::DeleteRange(delete)).expect("apply a delete");
+        // Revisions 2..=6 are the puts, 7 deletes five keys at once.
+        let all = ChunkLimits { max_revisions: 100, max_bytes: 1 << 20 };
+        let chunk = store.events_chunk(2, all).expect("read");
+        assert_eq!((chunk.events.len(), chunk.through), (10, 7));
+        let two = ChunkLimits { max_revisions: 2, max_bytes: 1 << 20 };
+        let chunk = store.events_chunk(2, two).expect("read");
+        assert_eq!((chunk.events.len(), chunk.through), (2, 3));
+        // A revision is never split: one byte of budget still gives all of revision 7.
+        let tiny = ChunkLimits { max_revisions: 100, max_bytes: 1 };
+        let chunk = store.events_chunk(7, tiny).expect("read");
+        assert_eq!((chunk.events.len(), chunk.through), (5, 7));
+        assert!(chunk.events.iter().all(|e| e.prev_kv.is_some()));
+        let chunk = store.events_chunk(8, all).expect("read");
+        assert_eq!((chunk.events.len(), chunk.through), (0, 7));
+        // Below the compacted revision (-1 when never compacted), as etcd: refused.
+        assert_eq!(store.events_chunk(-5, all), Err(MvccError::Compacted));
+        assert_eq!(store.events_chunk(-1, all).expect("read").events.len(), 10);
+    }
 }

@@ -41,6 +41,7 @@ mod write;
 
 pub use command::{Applied, Command, Response, COMMAND_FORMAT_VERSION};
 pub use error::MvccError;
+pub use events::{ChunkLimits, EventChunk};
 pub use keyrange::prefix_end;
 pub use lease::MAX_LEASE_TTL;
 pub use snapshot::SnapshotMeta;

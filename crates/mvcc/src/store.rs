@@ -21,6 +21,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 
 use crate::command::{Applied, Command, Response};
 use crate::error::MvccError;
+use crate::events::{ChunkLimits, EventChunk};
 use crate::read::Reader;
 use crate::schema::{
     CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA,
@@ -335,6 +336,21 @@ impl Store {
         let revs = txn.open_table(REVS)?;
         let reader = Reader { kv: &kv, current: &current };
         events::events_since(&reader, &revs, from, max_events, compacted)
+    }
+
+    /// A bounded catch-up read for a watcher: the events of revisions `from..=through`,
+    /// with `through` at most the current revision (see [`EventChunk`]). `Compacted` if
+    /// `from` is below the compacted revision.
+    pub fn events_chunk(&self, from: i64, limits: ChunkLimits) -> Result<EventChunk, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let (_, current, compacted) = read_meta(&meta)?;
+        let kv = txn.open_table(KV)?;
+        let cur = txn.open_table(CURRENT)?;
+        let revs = txn.open_table(REVS)?;
+        let reader = Reader { kv: &kv, current: &cur };
+        events::events_chunk(&reader, &revs, from, limits, compacted, current)
     }
 
     /// Every granted lease with its TTL and attached keys, by id.
