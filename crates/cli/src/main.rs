@@ -81,6 +81,18 @@ struct ServeArgs {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "CONCORD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
+    /// Duration of periodic watch progress notifications (etcd's flag; e.g. 10m, 5s, 100ms).
+    #[arg(
+        long,
+        env = "CONCORD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_duration_flag
+    )]
+    experimental_watch_progress_notify_interval: std::time::Duration,
+}
+
+fn parse_duration_flag(text: &str) -> Result<std::time::Duration, concord_server::config::ConfigError> {
+    concord_server::config::parse_duration(text)
 }
 
 impl ServeArgs {
@@ -107,6 +119,7 @@ impl ServeArgs {
             wal_segment_bytes: self.wal_segment_bytes,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
         }
     }
 }

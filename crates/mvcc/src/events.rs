@@ -19,6 +19,8 @@ use crate::types::{Event, EventKind, KeyValue};
 pub struct EventChunk {
     pub events: Vec<Event>,
     pub through: i64,
+    /// The store's revision when it was read: `through < current` means there is more.
+    pub current: i64,
 }
 
 /// Bounds of one catch-up read. A revision is never split, so a chunk may exceed
@@ -57,7 +59,7 @@ where
         return Err(MvccError::Compacted);
     }
     let from = from.max(1);
-    let mut out = EventChunk { events: Vec::new(), through: current.max(from - 1) };
+    let mut out = EventChunk { events: Vec::new(), through: current.max(from - 1), current };
     let mut bytes = 0usize;
     let mut revisions = 0usize;
     let mut last_main = None;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use concord_raft::NodeId;
 
@@ -33,6 +34,9 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// How often a `progress_notify` watch that saw no event gets an empty response
+    /// (etcd's `--experimental-watch-progress-notify-interval`, default 10 minutes).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             wal_segment_bytes: 64 << 20,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 }
@@ -72,6 +77,10 @@ pub enum ConfigError {
     BadTimeouts { heartbeat: u64, election: u64 },
     #[error("--initial-cluster-state must be 'new' or 'existing', not {0:?}")]
     BadClusterState(String),
+    #[error("invalid duration {0:?} (expected a number with a unit, as 10m, 5s, 100ms or 1h30m)")]
+    BadDuration(String),
+    #[error("a duration must be greater than zero")]
+    ZeroDuration,
     #[error("{flag} has an invalid URL {url:?}: {reason}")]
     BadUrl { flag: &'static str, url: String, reason: &'static str },
 }
@@ -222,6 +231,43 @@ pub fn cluster_id(member_ids: impl Iterator<Item = NodeId>) -> u64 {
     hash.max(1)
 }
 
+/// Parses a duration as Go's `time.ParseDuration` does for etcd's duration flags: one or
+/// more decimal numbers, each with a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g.
+/// `10m`, `1.5s`, `1h30m`. Zero is refused: an interval of zero would spin.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::BadDuration(text.to_string());
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds_per_unit;
+    }
+    if !total.is_finite() || total > 1e9 {
+        return Err(bad());
+    }
+    let duration = Duration::from_secs_f64(total);
+    if duration.is_zero() {
+        return Err(ConfigError::ZeroDuration);
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +308,19 @@ mod tests {
         assert!(matches!(config.validate(), Err(ConfigError::BadTimeouts { .. })));
         let config = ServerConfig { listen_client_urls: vec!["https://x:1".into()], ..Default::default() };
         assert!(matches!(config.validate(), Err(ConfigError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        for bad in ["", "10", "s", "10x", "1..5s", "-1s"] {
+            assert_eq!(parse_duration(bad), Err(ConfigError::BadDuration(bad.into())), "{bad:?}");
+        }
+        assert_eq!(parse_duration("0s"), Err(ConfigError::ZeroDuration));
     }
 }

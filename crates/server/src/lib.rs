@@ -8,7 +8,7 @@
 //! - `storage`: the log the core reads (the WAL) and the snapshot files behind it.
 //! - `apply`: the task that applies committed entries and answers waiting clients.
 //! - `transport`, `peer_service`, `convert`: the peer protocol.
-//! - `shared`, `kv`, `maintenance`, `cluster`: the client-facing services.
+//! - `shared`, `kv`, `maintenance`, `cluster`, `watch`: the client-facing services.
 //! - `members`: the member directory (who is in the cluster, with names and URLs).
 //! - `envelope`: what an entry carries. `errors`: etcd's error codes and texts.
 //! - `config`: flags and identities. `server`: start, join, and stop.
@@ -29,6 +29,7 @@ pub mod server;
 pub mod shared;
 pub mod storage;
 pub mod transport;
+pub mod watch;
 
 pub use config::ServerConfig;
 pub use server::{run, ServerError};

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use concord_api::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    watch_server::WatchServer,
 };
 use concord_api::peerpb::{self, peer_client::PeerClient, peer_server::PeerServer};
 use concord_mvcc::Store;
@@ -46,6 +47,7 @@ use crate::peer_service::PeerService;
 use crate::shared::Shared;
 use crate::storage::{RaftStorage, RaftStorageError};
 use crate::transport::{Transport, FRAME_LIMIT_BYTES, PEER_RECEIVE_WINDOW_BYTES};
+use crate::watch::WatchService;
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd grants.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -425,7 +427,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         },
         waiters: waiters.clone(),
         applied: applied_tx,
-        events: events_tx,
+        events: events_tx.clone(),
     };
     let apply_task = tokio::spawn(apply.run());
 
@@ -474,6 +476,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         });
         let cluster_service =
             ClusterServer::new(ClusterService { shared: shared.clone(), reconfigurer: reconfigurer.clone() });
+        let watch = WatchServer::new(WatchService {
+            shared: shared.clone(),
+            events: events_tx.clone(),
+            progress_interval: config.watch_progress_notify_interval,
+            stop: stop_rx.clone(),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
         let mut stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         client_servers.push(tokio::spawn(
@@ -481,6 +491,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 .add_service(kv)
                 .add_service(maintenance)
                 .add_service(cluster_service)
+                .add_service(watch)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 }),
