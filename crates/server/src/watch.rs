@@ -48,6 +48,9 @@ pub const CATCH_UP_REVISIONS: usize = 1000;
 pub const CATCH_UP_BYTES: usize = 1 << 20;
 /// Watchers one stream may hold; a create beyond it is refused (etcd has no limit).
 pub const MAX_WATCHERS_PER_STREAM: usize = 100_000;
+/// etcd cuts fragments at `--max-request-bytes` plus its gRPC overhead allowance
+/// (`grpcOverheadBytes`, 512 KiB), not at the flag's value alone.
+const FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Election timeouts without a leader after which a `hasleader` stream is ended (etcd's
 /// `maxNoLeaderCnt`).
 const NO_LEADER_CHECKS: u32 = 3;
@@ -354,12 +357,8 @@ impl WatchStream {
     async fn progress_request(&mut self) -> Result<(), End> {
         self.drain_live().await?;
         let current = self.shared.store.current_revision();
-        let delivered = self
-            .watchers
-            .values()
-            .filter(|w| w.state != State::Compacted)
-            .map(|w| w.next - 1)
-            .fold(current, i64::min);
+        let delivered =
+            self.watchers.values().filter(|w| w.state != State::Compacted).map(|w| w.next - 1).fold(current, i64::min);
         self.send(self.response(delivered, -1)).await
     }
 
@@ -504,7 +503,7 @@ impl WatchStream {
         if !fragment {
             return self.send(response).await;
         }
-        for piece in fragments(response, self.shared.max_request_bytes) {
+        for piece in fragments(response, self.shared.max_request_bytes + FRAGMENT_OVERHEAD_BYTES) {
             self.send(piece).await?;
         }
         Ok(())
@@ -566,8 +565,11 @@ mod tests {
 
     #[test]
     fn fragments_stay_under_the_limit_and_only_the_last_is_unmarked() {
-        let response =
-            pb::WatchResponse { watch_id: 3, events: (0..10).map(|i| put_event(&format!("k{i}"), 300)).collect(), ..Default::default() };
+        let response = pb::WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|i| put_event(&format!("k{i}"), 300)).collect(),
+            ..Default::default()
+        };
         let pieces = fragments(response.clone(), 1000);
         assert!(pieces.len() > 1, "{} pieces", pieces.len());
         assert!(pieces.iter().all(|p| p.encoded_len() < 1000));
