@@ -235,7 +235,7 @@ async fn prefix_watch_with_prev_kv_sees_every_change_in_order() {
     let (_sender, collected, id, created_at) = open_watch(&mut client, "p/", options).await;
     let mut history = Vec::new();
     for i in 1..=20 {
-        let key = format!("p/{}", ["a", "b", "c"][i % 3]);
+        let key = format!("p/{}", ["a", "b", "c"][(i - 1) % 3]);
         let value = format!("v{i}");
         let revision = put(&mut client, &key, &value).await;
         history.push(Change { revision, key: key.into_bytes(), put: true, value: value.into_bytes() });
@@ -249,12 +249,12 @@ async fn prefix_watch_with_prev_kv_sees_every_change_in_order() {
     // prev_kv: each event carries the key's previous version.
     let responses = collected.snapshot();
     let events: Vec<_> = responses.iter().filter(|r| r.watch_id() == id).flat_map(|r| r.events().to_vec()).collect();
-    let first = events[0].prev_kv().expect("p/b had no earlier version, p/a had");
+    let first = events[0].prev_kv().expect("p/a had a version before the watch");
     assert_eq!((first.key(), first.value()), (&b"p/a"[..], &b"0"[..]));
     assert!(events[1].prev_kv().is_none(), "p/b was new: no prev_kv");
     let delete = events.last().expect("the delete");
     assert_eq!(delete.event_type(), EventType::Delete);
-    assert_eq!(delete.prev_kv().map(|kv| kv.value().to_vec()), Some(b"v19".to_vec()));
+    assert_eq!(delete.prev_kv().map(|kv| kv.value().to_vec()), Some(b"v20".to_vec()));
     assert_eq!(
         delete.kv().map(|kv| (kv.value().len(), kv.version())),
         Some((0, 0)),
