@@ -545,6 +545,60 @@ check "member list: the 3 members again" "$(printf '%s' "$expected_members" | so
 ok "the 3 members still commit writes" "OK" put after-membership-changes done
 
 # ---------------------------------------------------------------------------------------
+# Watch: history with --rev and --prev-kv, a live event, interactive `watch -i` with
+# `progress`, and a start below the compacted revision. A watch never ends by itself, so
+# each runs under `timeout` (exit status 124 = still watching when stopped).
+
+# watch_ctl SECONDS etcdctl-args...: like ctl, for at most SECONDS; stdin from $STDIN_CMD
+# (a shell command whose output is fed to etcdctl) when set.
+watch_ctl() {
+    local secs="$1"
+    shift
+    local rc=0
+    if [[ -n "${STDIN_CMD:-}" ]]; then
+        bash -c "$STDIN_CMD" | timeout "$secs" "$ETCDCTL_BIN" --endpoints="$ENDPOINTS" "$@" \
+            >"$WORK/out" 2>"$WORK/err" || rc=$?
+    else
+        timeout "$secs" "$ETCDCTL_BIN" --endpoints="$ENDPOINTS" "$@" >"$WORK/out" 2>"$WORK/err" </dev/null || rc=$?
+    fi
+    OUT="$(cat "$WORK/out")"
+    ERR="$(cat "$WORK/err")"
+    RC=$rc
+}
+
+REV_W=$(current_rev)
+ctl put w/a 1
+ctl put w/b 2
+ctl put w/a 3
+ctl del w/b
+ctl put w-outside 9
+watch_ctl 3 watch --prefix w/ --rev=$((REV_W + 1)) --prev-kv
+check "watch --prefix --rev --prev-kv: the history, previous values included" \
+    $'PUT\nw/a\n1\nPUT\nw/b\n2\nPUT\nw/a\n1\nw/a\n3\nDELETE\nw/b\n2\nw/b' "$OUT"
+check "watch --prefix --rev --prev-kv: still watching when stopped" "124" "$RC"
+
+( sleep 1; "$ETCDCTL_BIN" --endpoints="$ENDPOINTS" put w/live 5 >/dev/null ) &
+LIVE_PUT=$!
+watch_ctl 4 watch w/live
+wait "$LIVE_PUT" || true
+check "watch of a key: the live put" $'PUT\nw/live\n5' "$OUT"
+
+REV_P=$(current_rev)
+STDIN_CMD="printf 'watch --prefix w/ --rev=$((REV_W + 3))\n'; sleep 1; printf 'progress\n'; sleep 1" \
+    watch_ctl 4 watch -i
+check "watch -i: a watch command, then progress at the current revision" \
+    $'PUT\nw/a\n3\nDELETE\nw/b\n\nPUT\nw/live\n5\nprogress notify: '"$REV_P" "$OUT"
+
+ctl compact "$REV_P"
+watch_ctl 4 watch --prefix w/ --rev=$((REV_W + 1))
+check "watch below the compacted revision: canceled by the server" \
+    $'watch was canceled (etcdserver: mvcc: required revision has been compacted)\nError: watch is canceled by the server' \
+    "$ERR"
+check "watch below the compacted revision: exit status" "5" "$RC"
+watch_ctl 3 watch --prefix w/ --rev="$REV_P" --prev-kv
+check "watch at the compacted revision: its event is still there" $'PUT\nw/live\n5' "$OUT"
+
+# ---------------------------------------------------------------------------------------
 
 echo
 echo "elapsed: $((SECONDS - T0)) s"
