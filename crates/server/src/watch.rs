@@ -48,6 +48,9 @@ pub const CATCH_UP_REVISIONS: usize = 1000;
 pub const CATCH_UP_BYTES: usize = 1 << 20;
 /// Watchers one stream may hold; a create beyond it is refused (etcd has no limit).
 pub const MAX_WATCHERS_PER_STREAM: usize = 100_000;
+/// etcd raises a shorter `--experimental-watch-progress-notify-interval` to this
+/// (`minWatchProgressInterval`).
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// etcd cuts fragments at `--max-request-bytes` plus its gRPC overhead allowance
 /// (`grpcOverheadBytes`, 512 KiB), not at the flag's value alone.
 const FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -103,7 +106,7 @@ impl Watch for WatchService {
             next_auto_id: 0,
         };
         let timers = Timers {
-            progress: self.progress_interval,
+            progress: self.progress_interval.max(MIN_PROGRESS_INTERVAL),
             leader_check: if require_leader { Some(self.shared.leader_wait / NO_LEADER_CHECKS) } else { None },
         };
         tokio::spawn(stream.run(request.into_inner(), timers, self.stop.clone()));
