@@ -498,7 +498,7 @@ async fn a_watch_on_a_follower_that_installs_a_snapshot_misses_nothing() {
 
 /// etcd #18089's shape: a watcher that cannot keep up falls behind a compaction. It must
 /// get a gap-free prefix of the history and then be canceled with the compacted revision,
-/// never skip to after it.
+/// never skip to after it; meanwhile another stream on the member gets everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_watcher_behind_a_compaction_is_canceled_never_skipped() {
     let cluster = Cluster::start(1).await;
@@ -509,6 +509,10 @@ async fn a_slow_watcher_behind_a_compaction_is_canceled_never_skipped() {
     let (_sender, mut responses) = stream.split();
     let created = within(Duration::from_secs(5), "created", responses.message()).await.expect("read").expect("created");
     let id = created.watch_id();
+    // A second stream on the same member, on its own connection, that keeps reading.
+    let mut other_client = Client::connect([cluster.endpoint(0)], None).await.expect("connect");
+    let (_other_sender, other, other_id, _) =
+        open_watch(&mut other_client, "s/", WatchOptions::new().with_prefix().with_start_revision(start)).await;
     // One write at a time: each is its own apply batch, so more batches than the live
     // channel holds (1024) pass while the stream waits on its full response queue and
     // HTTP/2 window; the values make the backlog larger than those buffers.
@@ -521,6 +525,14 @@ async fn a_slow_watcher_behind_a_compaction_is_canceled_never_skipped() {
     }
     let compacted = put(&mut client, "s/last", "end").await;
     history.push(Change { revision: compacted, key: b"s/last".to_vec(), put: true, value: b"end".to_vec() });
+    // The stuck stream does not hold the other one back.
+    within(
+        Duration::from_secs(10),
+        "the other stream to get every event",
+        other.wait_until_revision(other_id, compacted),
+    )
+    .await;
+    check_watch(&history, &other.changes(other_id), start, |_| true, true).expect("the reading stream");
     client.compact(compacted, None).await.expect("compact");
     // Now read everything: events without a gap, then (if the watcher was behind the
     // compaction) a cancel carrying the compacted revision.

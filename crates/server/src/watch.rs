@@ -231,6 +231,9 @@ impl WatchStream {
         let mut progress = tokio::time::interval_at(start + timers.progress, timers.progress);
         let leader_every = timers.leader_check.unwrap_or(Duration::from_secs(3600));
         let mut leader_check = tokio::time::interval_at(start + leader_every, leader_every);
+        // A stream that waited on a slow client does not owe a burst of missed ticks.
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        leader_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut no_leader = 0u32;
         let mut applied = self.shared.applied.clone();
         // A client that half-closes keeps its watches (etcd ignores the EOF).
