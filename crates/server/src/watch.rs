@@ -58,6 +58,9 @@ const FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
 /// `maxNoLeaderCnt`).
 const NO_LEADER_CHECKS: u32 = 3;
 
+/// How long the error that ends a stream may wait for room in its response queue.
+const FINAL_ERROR_WAIT: Duration = Duration::from_secs(5);
+
 /// etcd's `mvcc.ErrWatcherDuplicateID` and `mvcc.ErrEmptyWatcherRange` texts.
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
@@ -272,7 +275,9 @@ impl WatchStream {
             }
         };
         if let End::Error(error) = end {
-            let _ = self.out.try_send(Err(error.into()));
+            // Behind a full queue the error waits its turn, for a bounded time: a client
+            // that reads nothing must not keep the task.
+            let _ = tokio::time::timeout(FINAL_ERROR_WAIT, self.out.send(Err(error.into()))).await;
         }
     }
 
