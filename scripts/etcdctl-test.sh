@@ -546,7 +546,8 @@ ok "the 3 members still commit writes" "OK" put after-membership-changes done
 
 # ---------------------------------------------------------------------------------------
 # Watch: history with --rev and --prev-kv, a live event, interactive `watch -i` with
-# `progress`, and a start below the compacted revision. A watch never ends by itself, so
+# `progress`, a start below the compacted revision, and (at the very end) a member that
+# loses its leader. A watch never ends by itself, so
 # each runs under `timeout` (exit status 124 = still watching when stopped).
 
 # watch_ctl SECONDS etcdctl-args...: like ctl, for at most SECONDS; stdin from $STDIN_CMD
@@ -597,6 +598,28 @@ check "watch below the compacted revision: canceled by the server" \
 check "watch below the compacted revision: exit status" "5" "$RC"
 watch_ctl 3 watch --prefix w/ --rev="$REV_P" --prev-kv
 check "watch at the compacted revision: its event is still there" $'PUT\nw/live\n5' "$OUT"
+
+# Last, because it stops two members: etcdctl's watch streams carry `hasleader: true`, so
+# a member that lost its leader ends an open watch (after a few election timeouts) and
+# refuses a new one.
+LONE_EP="${EPS[0]}"
+(
+    rc=0
+    timeout 30 "$ETCDCTL_BIN" --endpoints="$LONE_EP" watch no-leader-key >"$WORK/lone.out" 2>"$WORK/lone.err" || rc=$?
+    echo "$rc" >"$WORK/lone.rc"
+) &
+LONE_WATCH=$!
+sleep 1
+kill -TERM "${PIDS[1]}" "${PIDS[2]}"
+wait "$LONE_WATCH" || true
+check "watch on a member that lost its leader: ended by the server" \
+    $'watch was canceled (etcdserver: no leader)\nError: watch is canceled by the server' "$(cat "$WORK/lone.err")"
+check "watch on a member that lost its leader: exit status" "5" "$(cat "$WORK/lone.rc")"
+rc=0
+timeout 30 "$ETCDCTL_BIN" --endpoints="$LONE_EP" watch no-leader-key >"$WORK/out" 2>"$WORK/err" || rc=$?
+check "a new watch on a member without a leader: refused" \
+    $'watch was canceled (etcdserver: no leader)\nError: watch is canceled by the server' "$(cat "$WORK/err")"
+check "a new watch on a member without a leader: exit status" "5" "$rc"
 
 # ---------------------------------------------------------------------------------------
 
