@@ -136,7 +136,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use crate::types::{DeleteRangeRequest, PutRequest};
+    use crate::types::{DeleteRangeRequest, EventKind, LeaseGrantRequest, LeaseRevokeRequest, PutRequest};
     use crate::{ChunkLimits, Command, MvccError, Store};
 
     fn put(store: &Store, index: u64, key: &str, value: &str) {
@@ -169,5 +169,22 @@ mod tests {
         // Below the compacted revision (-1 when never compacted), as etcd: refused.
         assert_eq!(store.events_chunk(-5, all), Err(MvccError::Compacted));
         assert_eq!(store.events_chunk(-1, all).expect("read").events.len(), 10);
+    }
+
+    #[test]
+    fn a_lease_revoke_gives_the_same_delete_events_live_and_in_catch_up() {
+        let store = Store::in_memory().expect("open a store");
+        store.apply(1, &Command::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 10 })).expect("grant");
+        for (index, key) in [(2, "l/1"), (3, "l/2")] {
+            let request = PutRequest { key: key.into(), value: b"v".to_vec(), lease: 7, ..PutRequest::default() };
+            store.apply(index, &Command::Put(request)).expect("put with the lease");
+        }
+        let applied = store.apply(4, &Command::LeaseRevoke(LeaseRevokeRequest { id: 7 })).expect("revoke");
+        let live = applied.expect("applied").events;
+        let kinds: Vec<_> = live.iter().map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision)).collect();
+        assert_eq!(kinds, vec![(EventKind::Delete, b"l/1".to_vec(), 4), (EventKind::Delete, b"l/2".to_vec(), 4)]);
+        assert!(live.iter().all(|e| e.prev_kv.as_ref().is_some_and(|p| p.value == b"v" && p.lease == 7)));
+        let all = ChunkLimits { max_revisions: 100, max_bytes: 1 << 20 };
+        assert_eq!(store.events_chunk(4, all).expect("read").events, live, "catch-up reads what apply sent");
     }
 }
