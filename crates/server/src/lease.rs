@@ -158,13 +158,7 @@ impl Leases {
                 here().await.map_err(Status::from)
             } else {
                 match self.leader_client(status.leader) {
-                    Ok(client) => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        match tokio::time::timeout(remaining, forward(client)).await {
-                            Ok(result) => result,
-                            Err(_) => Err(EtcdError::Timeout.into()),
-                        }
-                    }
+                    Ok(client) => self.forward_while_leading(status.leader, deadline, forward(client)).await,
                     Err(error) => Err(error.into()),
                 }
             };
@@ -175,6 +169,23 @@ impl Leases {
                 Err(status) if is_retryable(&status) => return Err(EtcdError::Timeout.into()),
                 other => return other,
             }
+        }
+    }
+
+    /// Waits for a forwarded request, giving up (to be retried) as soon as `leader` is no
+    /// longer the leader: a leader that stopped answering (paused, partitioned) must not
+    /// hold a keep-alive until the request times out while its successor expires the lease.
+    async fn forward_while_leading<T>(
+        &self,
+        leader: NodeId,
+        deadline: Instant,
+        forwarded: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let mut status = self.shared.status.clone();
+        tokio::select! {
+            result = forwarded => result,
+            _ = status.wait_for(|status| status.leader != leader) => Err(EtcdError::NotLeader.into()),
+            _ = tokio::time::sleep_until(deadline.into()) => Err(EtcdError::Timeout.into()),
         }
     }
 
