@@ -323,3 +323,41 @@ async fn leases_survive_a_restart_of_every_member_and_still_expire() {
     let revision = current_revision(&mut client).await;
     assert_hash_kv_agrees(&cluster, revision).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_travel_with_snapshots_to_a_member_behind_the_compacted_log() {
+    let mut cluster = Cluster::builder(3)
+        .arg("--snapshot-count")
+        .arg("100")
+        .arg("--experimental-snapshot-catchup-entries")
+        .arg("50")
+        .start()
+        .await;
+    let leader = cluster.wait_for_leader().await;
+    let lagging = cluster.followers(leader)[0];
+    cluster.kill(lagging);
+    let mut client = cluster.client(leader).await;
+    let long = grant(&mut client, 600).await;
+    put_leased(&mut client, "snap/a", long).await;
+    put_leased(&mut client, "snap/b", long).await;
+    // Far more than snapshot-count + catch-up entries: the leader's log no longer holds
+    // the entries the lagging member misses.
+    for n in 0..300 {
+        client.put(format!("filler/{n:03}"), "x", None).await.expect("put");
+    }
+    cluster.restart(lagging);
+    let revision = current_revision(&mut client).await;
+    assert_hash_kv_agrees(&cluster, revision).await;
+    let log = std::fs::read_to_string(&cluster.members[lagging].log_path).unwrap();
+    assert!(log.contains("installed a snapshot from the leader"), "the member caught up without a snapshot");
+    let mut on_lagging = cluster.client(lagging).await;
+    let listed: Vec<i64> = on_lagging.leases().await.unwrap().leases().iter().map(|l| l.id()).collect();
+    assert_eq!(listed, vec![long], "the restored member's own state machine holds the lease");
+    // Revoking it through the restored member deletes the keys the snapshot attached.
+    on_lagging.lease_revoke(long).await.expect("revoke");
+    assert!(
+        keys(&on_lagging.get("snap/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap()).is_empty()
+    );
+    let revision = current_revision(&mut client).await;
+    assert_hash_kv_agrees(&cluster, revision).await;
+}
