@@ -208,19 +208,24 @@ impl Leases {
         Ok(PeerClient::new(channel))
     }
 
-    /// Renews at this member, which must lead: `NotLeader` otherwise.
+    /// Renews at this member, which must lead: `NotLeader` otherwise. The renewal counts
+    /// from now, the keep-alive's arrival, before the ReadIndex round that confirms it.
     pub async fn renew_here(&self, id: i64, deadline: Instant) -> Result<i64, EtcdError> {
+        let arrived = Instant::now();
         loop {
             let term = self.confirmed_term().await?;
-            match self.lessor.renew(id, term, Instant::now()) {
+            match self.lessor.renew(id, term, arrived) {
                 Renewal::Renewed(ttl) => return Ok(ttl),
                 Renewal::NotFound => return Ok(0),
                 Renewal::ClearCheckpointFirst => {
                     let clear =
                         LeaseCheckpointRequest { term, checkpoints: vec![LeaseCheckpoint { id, remaining_ttl: 0 }] };
-                    self.shared.propose(Command::LeaseCheckpoint(clear)).await?;
+                    if let Err(error) = self.shared.propose(Command::LeaseCheckpoint(clear)).await {
+                        self.lessor.clear_failed(id);
+                        return Err(error);
+                    }
                 }
-                Renewal::NotTiming => self.wait_for_lessor(deadline).await?,
+                Renewal::Wait | Renewal::NotTiming => self.wait_for_lessor(deadline).await?,
             }
         }
     }
@@ -264,17 +269,19 @@ impl Leases {
     }
 
     /// The term in which this member leads, confirmed by a ReadIndex round that started
-    /// after the call (so a leader that was deposed meanwhile finds out first).
+    /// after the call (so a leader that was deposed meanwhile finds out first); a term
+    /// that changed during the round is not confirmed.
     async fn confirmed_term(&self) -> Result<u64, EtcdError> {
-        if !self.shared.status.borrow().is_leader {
+        let before = *self.shared.status.borrow();
+        if !before.is_leader {
             return Err(EtcdError::NotLeader);
         }
         self.shared.read_barrier().await?;
-        let status = *self.shared.status.borrow();
-        if !status.is_leader {
+        let after = *self.shared.status.borrow();
+        if !after.is_leader || after.term != before.term {
             return Err(EtcdError::NotLeader);
         }
-        Ok(status.term)
+        Ok(after.term)
     }
 
     /// A new leader times leases once it has applied an entry of its term: wait for that.
@@ -394,7 +401,8 @@ async fn follow_leadership(leases: &Arc<Leases>) {
         let term = status.term;
         let promoted = tokio::task::spawn_blocking(move || lessor.promote(term, &store, Instant::now())).await;
         match promoted {
-            Ok(Ok(count)) => info!(term, leases = count, "timing leases as the leader"),
+            Ok(Ok(Some(count))) => info!(term, leases = count, "timing leases as the leader"),
+            Ok(Ok(None)) => {} // abandoned; tried again on the next tick
             Ok(Err(error)) => warn!("cannot read the leases to time them: {error}"),
             Err(panic) => warn!("reading the leases panicked: {panic}"),
         }
@@ -425,9 +433,11 @@ fn propose_checkpoints(leases: &Arc<Leases>, in_flight: &mut JoinSet<()>) {
     }
     let leases = leases.clone();
     in_flight.spawn(async move {
+        let ids: Vec<i64> = checkpoints.iter().map(|checkpoint| checkpoint.id).collect();
         let checkpoint = Command::LeaseCheckpoint(LeaseCheckpointRequest { term, checkpoints });
         if let Err(error) = leases.shared.propose(checkpoint).await {
             warn!("lease checkpoint not applied: {error}");
+            leases.lessor.checkpoints_failed(&ids);
         }
     });
 }
