@@ -221,8 +221,11 @@ impl Leases {
                     let clear =
                         LeaseCheckpointRequest { term, checkpoints: vec![LeaseCheckpoint { id, remaining_ttl: 0 }] };
                     if let Err(error) = self.shared.propose(Command::LeaseCheckpoint(clear)).await {
-                        self.lessor.clear_failed(id);
+                        self.lessor.clear_failed(id, term);
                         return Err(error);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(EtcdError::Timeout);
                     }
                 }
                 Renewal::Wait | Renewal::NotTiming => self.wait_for_lessor(deadline).await?,
@@ -437,7 +440,7 @@ fn propose_checkpoints(leases: &Arc<Leases>, in_flight: &mut JoinSet<()>) {
         let checkpoint = Command::LeaseCheckpoint(LeaseCheckpointRequest { term, checkpoints });
         if let Err(error) = leases.shared.propose(checkpoint).await {
             warn!("lease checkpoint not applied: {error}");
-            leases.lessor.checkpoints_failed(&ids);
+            leases.lessor.checkpoints_failed(&ids, term);
         }
     });
 }

@@ -129,16 +129,30 @@ impl Timer {
     }
 
     /// Follows an applied checkpoint of this lease, mirroring what the store now holds.
+    ///
+    /// Proposals of one leader reach the log in the order they were made, but a proposal
+    /// that failed (timed out) may still be applied later, after its marker was released.
+    /// So an applied checkpoint releases only a marker of its own kind: a positive one
+    /// never releases a clear on its way (the clear comes after it), and a clear applied
+    /// while a checkpoint is on its way is an old one (a failed keep-alive's) that renews
+    /// nothing.
     fn checkpoint_applied(&mut self, remaining_ttl: i64, now: Instant) {
-        self.in_flight = None;
-        if remaining_ttl <= 0 {
-            // A keep-alive's clear: the renewal it was for happens with it, so that no
-            // checkpoint can be taken between the clear and the renewal.
+        let clear = remaining_ttl <= 0;
+        let own_kind = match self.in_flight {
+            Some(InFlight::Clear) => clear,
+            Some(InFlight::Checkpoint) => !clear,
+            None => true,
+        };
+        if clear {
             self.checkpointed = false;
             self.recorded = self.ttl;
-            self.idle = false;
-            if self.expiry_proposed.is_none() {
-                self.deadline = self.deadline.max(now + self.ttl);
+            if own_kind {
+                // A keep-alive's clear: the renewal it was for happens with it, so that
+                // no checkpoint can be taken between the clear and the renewal.
+                self.idle = false;
+                if self.expiry_proposed.is_none() {
+                    self.deadline = self.deadline.max(now + self.ttl);
+                }
             }
         } else if seconds(remaining_ttl) >= self.ttl {
             self.checkpointed = false;
@@ -147,6 +161,9 @@ impl Timer {
             self.checkpointed = true;
             self.recorded = seconds(remaining_ttl);
             self.idle = true;
+        }
+        if own_kind {
+            self.in_flight = None;
         }
     }
 }
@@ -311,21 +328,34 @@ impl Lessor {
         Renewal::Renewed(i64::try_from(timer.ttl.as_secs()).unwrap_or(i64::MAX))
     }
 
-    /// The clear a keep-alive proposed failed: it may still reach the log, so the lease
-    /// stays checkpointed and the next keep-alive clears again (after it).
-    pub fn clear_failed(&self, id: i64) {
-        if let Some(timer) = self.state().timers.get_mut(&id) {
-            timer.in_flight = None;
+    /// The clear a keep-alive proposed in `term` failed: it may still reach the log, so the
+    /// lease stays checkpointed and the next keep-alive clears again (after it). Ignored
+    /// once the lessor no longer times leases in `term` (its markers are gone).
+    pub fn clear_failed(&self, id: i64, term: u64) {
+        let mut state = self.state();
+        if state.term != Some(term) {
+            return;
+        }
+        if let Some(timer) = state.timers.get_mut(&id) {
+            if timer.in_flight == Some(InFlight::Clear) {
+                timer.in_flight = None;
+            }
         }
     }
 
-    /// A checkpoint proposal failed: it may still reach the log, so the leases count as
-    /// checkpointed (a keep-alive clears first, after it) and may be checkpointed again.
-    pub fn checkpoints_failed(&self, ids: &[i64]) {
+    /// A checkpoint proposed in `term` failed: it may still reach the log, so the leases
+    /// count as checkpointed (a keep-alive clears first, after it) and may be checkpointed
+    /// again. Ignored once the lessor no longer times leases in `term`.
+    pub fn checkpoints_failed(&self, ids: &[i64], term: u64) {
         let mut state = self.state();
+        if state.term != Some(term) {
+            return;
+        }
         for id in ids {
             if let Some(timer) = state.timers.get_mut(id) {
-                timer.in_flight = None;
+                if timer.in_flight == Some(InFlight::Checkpoint) {
+                    timer.in_flight = None;
+                }
                 timer.checkpointed = true;
             }
         }
@@ -535,10 +565,55 @@ mod tests {
         let now = Instant::now();
         lessor.promote(1, &store_with(&[(1, 10)], &[]), now).unwrap();
         assert_eq!(taken(&lessor, now + seconds(1)), vec![(1, 9)]);
-        lessor.checkpoints_failed(&[1]);
+        lessor.checkpoints_failed(&[1], 1);
         assert_eq!(lessor.renew(1, 1, now + seconds(1)), Renewal::ClearCheckpointFirst);
-        lessor.clear_failed(1);
+        lessor.clear_failed(1, 1);
         assert_eq!(lessor.renew(1, 1, now + seconds(1)), Renewal::ClearCheckpointFirst, "cleared again");
+    }
+
+    #[test]
+    fn a_failed_checkpoint_landing_late_does_not_release_the_clear_after_it() {
+        // Checkpoint C1 fails (times out) but is in the log; a keep-alive's clear follows
+        // it. C1 applied must not let another checkpoint be taken before the clear.
+        let lessor = Lessor::default();
+        let now = Instant::now();
+        lessor.promote(1, &store_with(&[(1, 10)], &[]), now).unwrap();
+        assert_eq!(taken(&lessor, now + seconds(1)), vec![(1, 9)]);
+        lessor.checkpoints_failed(&[1], 1);
+        assert_eq!(lessor.renew(1, 1, now + seconds(1)), Renewal::ClearCheckpointFirst);
+        checkpoint_applied(&lessor, &[(1, 9)], now + seconds(3));
+        assert_eq!(taken(&lessor, now + seconds(6)), vec![], "the clear is still on its way");
+        assert_eq!(lessor.renew(1, 1, now + seconds(6)), Renewal::Wait);
+        checkpoint_applied(&lessor, &[(1, 0)], now + seconds(6));
+        assert_eq!(lessor.renew(1, 1, now + seconds(6)), Renewal::Renewed(10));
+        assert_eq!(lessor.time_to_live(1, 1, now + seconds(6)), Some((seconds(10), seconds(10))));
+    }
+
+    #[test]
+    fn a_failed_clear_landing_late_renews_nothing_and_keeps_the_checkpoint_marker() {
+        let lessor = Lessor::default();
+        let now = Instant::now();
+        lessor.promote(1, &store_with(&[(1, 60)], &[(1, 30)]), now).unwrap();
+        assert_eq!(lessor.renew(1, 1, now), Renewal::ClearCheckpointFirst);
+        lessor.clear_failed(1, 1);
+        // The lease stays checkpointed; a later round checkpoints it again.
+        assert_eq!(taken(&lessor, now + seconds(2)), vec![(1, 28)]);
+        // The failed clear lands now, before the new checkpoint (it was proposed first).
+        checkpoint_applied(&lessor, &[(1, 0)], now + seconds(2));
+        assert_eq!(lessor.time_to_live(1, 1, now + seconds(2)), Some((seconds(60), seconds(28))), "not renewed");
+        assert_eq!(lessor.renew(1, 1, now + seconds(2)), Renewal::Wait, "the checkpoint is still on its way");
+        checkpoint_applied(&lessor, &[(1, 28)], now + seconds(2));
+        assert_eq!(lessor.renew(1, 1, now + seconds(2)), Renewal::ClearCheckpointFirst);
+    }
+
+    #[test]
+    fn failures_of_an_earlier_term_are_ignored() {
+        let lessor = Lessor::default();
+        let now = Instant::now();
+        lessor.promote(2, &store_with(&[(1, 10)], &[]), now).unwrap();
+        assert_eq!(taken(&lessor, now + seconds(1)), vec![(1, 9)]);
+        lessor.checkpoints_failed(&[1], 1);
+        assert_eq!(lessor.renew(1, 2, now + seconds(1)), Renewal::Wait, "term 2's checkpoint is still on its way");
     }
 
     #[test]
