@@ -368,6 +368,71 @@ err "compaction in the future fails" \
 ok "compaction --physical $REV_C3" "compacted revision $REV_C3" compaction --physical "$REV_C3"
 
 # ---------------------------------------------------------------------------------------
+# Leases: grant, attach, time-to-live, list, keep-alive, revoke, expiry; through every
+# member on its own (keep-alives and time-to-live reach the leader from a follower).
+
+echo "== lease"
+ctl lease grant 10
+LEASE_ID="$(printf '%s\n' "$OUT" | sed -n 's/^lease \([0-9a-f]\{16\}\) granted with TTL(10s)$/\1/p')"
+check "lease grant 10: 'lease ID granted with TTL(10s)'" "1" "$([[ -n "$LEASE_ID" ]] && echo 1 || echo "$OUT")"
+ctl lease grant 1
+check "lease grant 1: raised to the minimum TTL, ceil(1.5 x election timeout)" "granted with TTL(2s)" \
+    "$(printf '%s\n' "$OUT" | grep -o 'granted with TTL(.*)')"
+ctl lease revoke "$(printf '%s\n' "$OUT" | awk '{print $2}')"
+ok "put --lease" "OK" put --lease="$LEASE_ID" lk1 v1
+ok "put --lease (a second key)" "OK" put --lease="$LEASE_ID" lk2 v2
+ctl lease timetolive "$LEASE_ID"
+check "lease timetolive" "lease $LEASE_ID granted with TTL(10s), remaining(9s or 10s)" \
+    "$(printf '%s\n' "$OUT" | sed 's/remaining(\(9\|10\)s)/remaining(9s or 10s)/')"
+ctl lease timetolive "$LEASE_ID" --keys
+check "lease timetolive --keys" "lease $LEASE_ID granted with TTL(10s), remaining(9s or 10s), attached keys([lk1 lk2])" \
+    "$(printf '%s\n' "$OUT" | sed 's/remaining(\(9\|10\)s)/remaining(9s or 10s)/')"
+ok "lease timetolive of an unknown lease" "lease 0000000000001234 already expired" lease timetolive 1234
+ctl lease timetolive 1234 -w json
+check "lease timetolive -w json of an unknown lease: ttl -1, granted-ttl 0" '"ttl":-1,"granted-ttl":0' \
+    "$(printf '%s' "$OUT" | grep -o '"ttl":-1,"granted-ttl":0')"
+ctl lease list
+check "lease list: 'found N leases', the lease among them" "found 1 leases yes" \
+    "$(printf '%s\n' "$OUT" | head -n 1) $(printf '%s\n' "$OUT" | grep -qx "$LEASE_ID" && echo yes)"
+ok "lease keep-alive --once" "lease $LEASE_ID keepalived with TTL(10)" lease keep-alive --once "$LEASE_ID"
+for i in 0 1 2; do
+    ctl_at "${EPS[$i]}" lease keep-alive --once "$LEASE_ID"
+    check "  lease keep-alive --once via ${NAMES[$i]} alone" "lease $LEASE_ID keepalived with TTL(10)" "$OUT"
+    ctl_at "${EPS[$i]}" lease timetolive "$LEASE_ID" --keys
+    check "  lease timetolive --keys via ${NAMES[$i]} alone" \
+        "lease $LEASE_ID granted with TTL(10s), remaining(9s or 10s), attached keys([lk1 lk2])" \
+        "$(printf '%s\n' "$OUT" | sed 's/remaining(\(9\|10\)s)/remaining(9s or 10s)/')"
+done
+REV_BEFORE_REVOKE="$(current_rev)"
+ok "lease revoke" "lease $LEASE_ID revoked" lease revoke "$LEASE_ID"
+check "lease revoke: one revision for all its keys" "$((REV_BEFORE_REVOKE + 1))" "$(current_rev)"
+ok "the lease's keys are gone" "" get lk --prefix
+err "lease revoke again" "Error: failed to revoke lease (etcdserver: requested lease not found)" lease revoke "$LEASE_ID"
+err "lease grant above the largest TTL" "Error: failed to grant lease (etcdserver: too large lease TTL)" lease grant 9000000001
+err "put --lease of an unknown lease" "Error: etcdserver: requested lease not found" put --lease=1234 x y
+err "lease keep-alive --once of an unknown lease (the server answers TTL 0)" \
+    "Error: etcdserver: requested lease not found" lease keep-alive --once 1234
+
+echo "== lease expiry and keep-alive"
+ctl lease grant 2
+SHORT_ID="$(printf '%s\n' "$OUT" | sed -n 's/^lease \([0-9a-f]\{16\}\) granted with TTL(2s)$/\1/p')"
+ok "put --lease (TTL 2 s)" "OK" put --lease="$SHORT_ID" short v
+# Kept alive through one member alone for twice the TTL: the key stays.
+"$ETCDCTL_BIN" --endpoints="${EPS[1]}" lease keep-alive "$SHORT_ID" >"$WORK/keepalive.out" 2>&1 &
+KEEPALIVE_PID=$!
+sleep 4
+ok "a kept-alive key outlives its TTL" $'short\nv' get short
+kill "$KEEPALIVE_PID" 2>/dev/null || true
+wait "$KEEPALIVE_PID" 2>/dev/null || true
+check "lease keep-alive prints each renewal" "lease $SHORT_ID keepalived with TTL(2)" \
+    "$(grep -m1 keepalived "$WORK/keepalive.out" || cat "$WORK/keepalive.out")"
+# Once keep-alives stop, the key goes within TTL + an election timeout (and some slack).
+deadline=$((SECONDS + 5))
+while ctl get short --print-value-only && [[ -n "$OUT" && $SECONDS -lt $deadline ]]; do sleep 0.1; done
+check "the key of an expired lease is deleted within 5 s" "" "$OUT"
+ok "lease timetolive of an expired lease" "lease $SHORT_ID already expired" lease timetolive "$SHORT_ID"
+
+# ---------------------------------------------------------------------------------------
 # Writes through each member on its own (followers forward to the leader), read back
 # through every other member (linearizable reads).
 

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::MvccError;
 use crate::types::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, LeaseCheckpointRequest,
+    LeaseExpireRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, TxnRequest, TxnResponse,
 };
 
 /// Format version written by [`Command::encode`].
@@ -29,8 +30,24 @@ pub enum Command {
     Txn(TxnRequest),
     Compact(CompactionRequest),
     LeaseGrant(LeaseGrantRequest),
-    /// A client's revoke or the leader's decision that the lease expired.
+    /// A client's revoke.
     LeaseRevoke(LeaseRevokeRequest),
+    /// The leader's decision that a lease expired (a revoke, valid only in its term).
+    LeaseExpire(LeaseExpireRequest),
+    /// Remaining TTLs recorded by the leader (valid only in its term).
+    LeaseCheckpoint(LeaseCheckpointRequest),
+}
+
+impl Command {
+    /// The term a leader-only command was decided in: such a command counts only in an
+    /// entry of that term (see [`LeaseExpireRequest`]).
+    pub fn leader_term(&self) -> Option<u64> {
+        match self {
+            Command::LeaseExpire(req) => Some(req.term),
+            Command::LeaseCheckpoint(req) => Some(req.term),
+            _ => None,
+        }
+    }
 }
 
 impl Command {
@@ -67,6 +84,7 @@ pub enum Response {
     Compact(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint,
 }
 
 /// What applying one log entry produced.

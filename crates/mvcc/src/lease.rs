@@ -1,14 +1,18 @@
 //! Lease state: which leases exist, their TTL, and which keys hang on them.
 //!
 //! Only state lives here. When a lease expires is the server's business (its leader
-//! proposes a LeaseRevoke); keep-alives never reach the log. A Put with a lease attaches
+//! proposes a LeaseExpire); keep-alives never reach the log. What does reach it is the
+//! leader's checkpoint of a lease's remaining TTL, kept while it is below the full TTL, so
+//! that a new leader continues from it. A Put with a lease attaches
 //! the key (detaching it from its previous lease), a delete detaches it, and revoking a
 //! lease deletes all its keys in one revision, in key order, as etcd's lessor does.
 
 use redb::ReadableTable;
 
 use crate::error::MvccError;
-use crate::types::{Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse};
+use crate::types::{
+    Lease, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+};
 use crate::write::Writer;
 
 /// Largest TTL a lease may have, in seconds (etcd's `MaxLeaseTTL`).
@@ -42,7 +46,25 @@ pub(crate) fn revoke(w: &mut Writer<'_>, req: &LeaseRevokeRequest) -> Result<Lea
         w.lease_keys.remove((req.id, key.as_slice()))?;
     }
     w.leases.remove(req.id)?;
+    w.lease_remaining.remove(req.id)?;
     Ok(LeaseRevokeResponse { revision: w.view_rev() })
+}
+
+/// Records remaining TTLs; a remaining TTL of 0 or more than the lease's TTL clears the
+/// lease's checkpoint (it has its whole TTL again). Unknown leases are skipped: a lease
+/// revoked after the leader took its checkpoint.
+pub(crate) fn checkpoint(w: &mut Writer<'_>, req: &LeaseCheckpointRequest) -> Result<(), MvccError> {
+    for checkpoint in &req.checkpoints {
+        let Some(ttl) = w.leases.get(checkpoint.id)?.map(|g| g.value()) else {
+            continue;
+        };
+        if checkpoint.remaining_ttl <= 0 || checkpoint.remaining_ttl >= ttl {
+            w.lease_remaining.remove(checkpoint.id)?;
+        } else {
+            w.lease_remaining.insert(checkpoint.id, checkpoint.remaining_ttl)?;
+        }
+    }
+    Ok(())
 }
 
 /// Keys attached to lease `id`, in key order.
@@ -62,30 +84,38 @@ pub(crate) fn attached_keys<T: ReadableTable<(i64, &'static [u8]), ()>>(
     Ok(keys)
 }
 
-/// Every lease, by id.
-pub(crate) fn list<L, K>(leases: &L, lease_keys: &K) -> Result<Vec<Lease>, MvccError>
+/// Every lease, by id; with its attached keys if `with_keys`.
+pub(crate) fn list<L, K, R>(leases: &L, lease_keys: &K, remaining: &R, with_keys: bool) -> Result<Vec<Lease>, MvccError>
 where
     L: ReadableTable<i64, i64>,
     K: ReadableTable<(i64, &'static [u8]), ()>,
+    R: ReadableTable<i64, i64>,
 {
     let mut out = Vec::new();
     for entry in leases.iter()? {
         let (id, ttl) = entry?;
         let id = id.value();
-        out.push(Lease { id, ttl: ttl.value(), keys: attached_keys(lease_keys, id)? });
+        let keys = if with_keys { attached_keys(lease_keys, id)? } else { Vec::new() };
+        out.push(Lease { id, ttl: ttl.value(), remaining: remaining.get(id)?.map(|g| g.value()), keys });
     }
     Ok(out)
 }
 
 /// One lease, if granted.
-pub(crate) fn get<L, K>(leases: &L, lease_keys: &K, id: i64) -> Result<Option<Lease>, MvccError>
+pub(crate) fn get<L, K, R>(leases: &L, lease_keys: &K, remaining: &R, id: i64) -> Result<Option<Lease>, MvccError>
 where
     L: ReadableTable<i64, i64>,
     K: ReadableTable<(i64, &'static [u8]), ()>,
+    R: ReadableTable<i64, i64>,
 {
     let ttl = leases.get(id)?.map(|g| g.value());
     match ttl {
         None => Ok(None),
-        Some(ttl) => Ok(Some(Lease { id, ttl, keys: attached_keys(lease_keys, id)? })),
+        Some(ttl) => Ok(Some(Lease {
+            id,
+            ttl,
+            remaining: remaining.get(id)?.map(|g| g.value()),
+            keys: attached_keys(lease_keys, id)?,
+        })),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! etcd's data model on [redb]: every write raises a cluster-wide revision; each key carries
 //! `create_revision`, `mod_revision`, `version` and `lease`; reads may ask for any revision
-//! not yet compacted; a Txn is compare-then-ops, atomic, at one revision; leases own keys.
+//! not yet compacted; a Txn is compare-then-ops, atomic, at one revision; leases own keys,
+//! and the leader's checkpoints of their remaining TTLs live here too.
 //! The server decodes committed Raft entries into [`Command`]s and feeds them to
 //! [`Store::apply_batch`] in log order; it serves reads with [`Store::range`] and watch
 //! catch-up with [`Store::events_since`].

@@ -12,6 +12,7 @@
 //! | `meta`       | name                        | i64                          | applied index, revision, compacted revision, schema version |
 //! | `leases`     | lease id                    | ttl                          | granted leases |
 //! | `lease_keys` | `(lease id, user key)`      | `()`                         | keys attached to a lease, for revoke |
+//! | `lease_remaining` | lease id               | remaining TTL (s)            | the leader's last checkpoint of a lease, while it is below the TTL |
 //!
 //! A revision is etcd's `(main, sub)`: `main` is the store revision of the write, `sub`
 //! numbers the writes inside one Txn. Revisions are positive, so they are stored as `u64`
@@ -31,6 +32,8 @@ pub(crate) const CURRENT: TableDefinition<&[u8], (u64, u64)> = TableDefinition::
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 pub(crate) const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
 pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+/// Added without a schema change: a store from before simply has no checkpoints.
+pub(crate) const LEASE_REMAINING: TableDefinition<i64, i64> = TableDefinition::new("lease_remaining");
 
 /// Version of this layout; a store written with another one is refused at open.
 pub(crate) const SCHEMA_VERSION: i64 = 1;

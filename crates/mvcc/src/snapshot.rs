@@ -17,13 +17,15 @@
 //! - `5` application metadata: length `u32`, bytes (format 2: right after the meta, once);
 //! - `2` version: key length `u32`, key, main `u64`, sub `u64`, record length `u32`, record;
 //! - `3` lease: id `i64`, ttl `i64`;
+//! - `6` lease checkpoint: id `i64`, remaining TTL `i64` (format 3; after the leases);
 //! - `4` end: CRC-32C `u32` of every byte before it, this tag included (so it covers the
 //!   application metadata too).
 //!
 //! Format 1 (before application metadata) is the same without record `5`; it is still read,
 //! and reported as having no application metadata (`None`), so that the caller decides what
-//! a snapshot without it means. Format 2 streams are refused by builds that read only
-//! format 1 ("snapshot format 2, this build reads format 1").
+//! a snapshot without it means. Format 2 (before lease checkpoints) has no record `6`; it is
+//! still read. Newer formats are refused by builds that do not know them ("snapshot format
+//! 3, this build reads formats 1 to 2"), never half-read.
 //!
 //! Restore checks the CRC before it commits, so a truncated or damaged stream never becomes
 //! a store.
@@ -35,20 +37,23 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
 use crate::schema::{
-    rev_i64, Record, CURRENT, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA,
-    REVS, SCHEMA_VERSION,
+    rev_i64, Record, CURRENT, KV, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
+    META_REVISION, META_SCHEMA, REVS, SCHEMA_VERSION,
 };
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAP";
 /// The format this build writes.
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 /// The format before application metadata, still read.
 const FORMAT_WITHOUT_APP_META: u8 = 1;
+/// The format before lease checkpoints, still read.
+const FORMAT_WITHOUT_LEASE_CHECKPOINTS: u8 = 2;
 const TAG_META: u8 = 1;
 const TAG_VERSION: u8 = 2;
 const TAG_LEASE: u8 = 3;
 const TAG_END: u8 = 4;
 const TAG_APP_META: u8 = 5;
+const TAG_LEASE_CHECKPOINT: u8 = 6;
 
 /// What a snapshot holds, as written or restored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,6 +131,13 @@ pub(crate) fn write(
         w.put(&[TAG_LEASE])?;
         w.put(&id.value().to_be_bytes())?;
         w.put(&ttl.value().to_be_bytes())?;
+    }
+    let remaining = txn.open_table(LEASE_REMAINING)?;
+    for entry in remaining.iter()? {
+        let (id, remaining_ttl) = entry?;
+        w.put(&[TAG_LEASE_CHECKPOINT])?;
+        w.put(&id.value().to_be_bytes())?;
+        w.put(&remaining_ttl.value().to_be_bytes())?;
     }
     w.put(&[TAG_END])?;
     let crc = w.crc;
@@ -206,6 +218,7 @@ fn parse(
     input: impl Read,
     mut on_version: impl FnMut(Vec<u8>, u64, u64, Vec<u8>, Record) -> Result<(), MvccError>,
     mut on_lease: impl FnMut(i64, i64) -> Result<(), MvccError>,
+    mut on_lease_checkpoint: impl FnMut(i64, i64) -> Result<(), MvccError>,
 ) -> Result<SnapshotMeta, MvccError> {
     let mut r = CrcReader { inner: input, crc: 0, len: 0 };
     let mut magic = vec![0u8; MAGIC.len()];
@@ -214,9 +227,9 @@ fn parse(
         return Err(MvccError::Corrupt("not a concord-mvcc snapshot".into()));
     }
     let format = r.u8()?;
-    if format != FORMAT && format != FORMAT_WITHOUT_APP_META {
+    if !(FORMAT_WITHOUT_APP_META..=FORMAT).contains(&format) {
         return Err(MvccError::Corrupt(format!(
-            "snapshot format {format}, this build reads formats {FORMAT_WITHOUT_APP_META} and {FORMAT}"
+            "snapshot format {format}, this build reads formats {FORMAT_WITHOUT_APP_META} to {FORMAT}"
         )));
     }
     if r.u8()? != TAG_META {
@@ -254,6 +267,11 @@ fn parse(
                 let ttl = r.i64()?;
                 on_lease(id, ttl)?;
             }
+            TAG_LEASE_CHECKPOINT if format > FORMAT_WITHOUT_LEASE_CHECKPOINTS => {
+                let id = r.i64()?;
+                let remaining_ttl = r.i64()?;
+                on_lease_checkpoint(id, remaining_ttl)?;
+            }
             TAG_END => {
                 let want = r.crc;
                 let got = r.u32()?;
@@ -274,7 +292,7 @@ fn parse(
 
 /// Checks a whole stream without storing anything; returns its meta.
 pub(crate) fn verify(input: impl Read) -> Result<SnapshotMeta, MvccError> {
-    parse(input, |_, _, _, _, _| Ok(()), |_, _| Ok(()))
+    parse(input, |_, _, _, _, _| Ok(()), |_, _| Ok(()), |_, _| Ok(()))
 }
 
 /// Fills the empty tables of `txn` from the stream; returns the snapshot's meta.
@@ -284,6 +302,7 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
     let mut current = txn.open_table(CURRENT)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    let mut lease_remaining = txn.open_table(LEASE_REMAINING)?;
     // Versions come in (key, revision) order: the last one of each key decides `current`.
     let mut last: Option<(Vec<u8>, u64, u64, Record)> = None;
     let mut finish_key = |last: Option<(Vec<u8>, u64, u64, Record)>| -> Result<(), MvccError> {
@@ -311,6 +330,10 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
             leases.insert(id, ttl)?;
             Ok(())
         },
+        |id, remaining_ttl| {
+            lease_remaining.insert(id, remaining_ttl)?;
+            Ok(())
+        },
     )?;
     finish_key(last.take())?;
     let mut meta = txn.open_table(META)?;
@@ -332,6 +355,7 @@ pub(crate) fn clear(txn: &WriteTransaction) -> Result<(), MvccError> {
     txn.delete_table(META)?;
     txn.delete_table(LEASES)?;
     txn.delete_table(LEASE_KEYS)?;
+    txn.delete_table(LEASE_REMAINING)?;
     Ok(())
 }
 

@@ -24,8 +24,8 @@ use crate::error::MvccError;
 use crate::events::{ChunkLimits, EventChunk};
 use crate::read::Reader;
 use crate::schema::{
-    CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA,
-    NEVER_COMPACTED, REVS, SCHEMA_VERSION,
+    CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
+    META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
 };
 use crate::snapshot::{self, SnapshotMeta};
 use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats};
@@ -183,6 +183,7 @@ impl Store {
             txn.open_table(CURRENT)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
+            txn.open_table(LEASE_REMAINING)?;
             let schema = meta.get(META_SCHEMA)?.map(|g| g.value());
             match schema {
                 None => {
@@ -355,11 +356,22 @@ impl Store {
 
     /// Every granted lease with its TTL and attached keys, by id.
     pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
+        self.list_leases(true)
+    }
+
+    /// Every granted lease with its TTL and checkpoint, by id, without the keys (what a
+    /// new leader needs to start timing them).
+    pub fn lease_timers(&self) -> Result<Vec<Lease>, MvccError> {
+        self.list_leases(false)
+    }
+
+    fn list_leases(&self, with_keys: bool) -> Result<Vec<Lease>, MvccError> {
         let db = self.db();
         let txn = db.begin_read()?;
         let leases = txn.open_table(LEASES)?;
         let lease_keys = txn.open_table(LEASE_KEYS)?;
-        lease::list(&leases, &lease_keys)
+        let remaining = txn.open_table(LEASE_REMAINING)?;
+        lease::list(&leases, &lease_keys, &remaining, with_keys)
     }
 
     /// One lease, if granted.
@@ -368,7 +380,8 @@ impl Store {
         let txn = db.begin_read()?;
         let leases = txn.open_table(LEASES)?;
         let lease_keys = txn.open_table(LEASE_KEYS)?;
-        lease::get(&leases, &lease_keys, id)
+        let remaining = txn.open_table(LEASE_REMAINING)?;
+        lease::get(&leases, &lease_keys, &remaining, id)
     }
 
     /// Writes a snapshot of the whole state (a consistent cut at one applied index) to
@@ -490,5 +503,12 @@ fn apply_one(w: &mut Writer<'_>, command: &Command) -> Result<Response, MvccErro
         Command::Compact(req) => Response::Compact(compact::compact(w, req)?),
         Command::LeaseGrant(req) => Response::LeaseGrant(lease::grant(w, req)?),
         Command::LeaseRevoke(req) => Response::LeaseRevoke(lease::revoke(w, req)?),
+        Command::LeaseExpire(req) => {
+            Response::LeaseRevoke(lease::revoke(w, &crate::types::LeaseRevokeRequest { id: req.id })?)
+        }
+        Command::LeaseCheckpoint(req) => {
+            lease::checkpoint(w, req)?;
+            Response::LeaseCheckpoint
+        }
     })
 }

@@ -285,6 +285,31 @@ pub struct LeaseRevokeRequest {
     pub id: i64,
 }
 
+/// The leader's decision that a lease expired: a revoke that counts only if the entry
+/// carrying it was appended in `term`, the term in which the proposer led and decided
+/// (the server refuses it at apply otherwise, so a deposed or stale leader never revokes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseExpireRequest {
+    pub id: i64,
+    pub term: u64,
+}
+
+/// The leader's record of how long leases have left, so that its successor continues from
+/// there instead of granting every lease its full TTL again. Like [`LeaseExpireRequest`], it
+/// counts only in an entry of `term`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseCheckpointRequest {
+    pub term: u64,
+    pub checkpoints: Vec<LeaseCheckpoint>,
+}
+
+/// One lease's remaining TTL in seconds; 0 (or the full TTL) clears an earlier checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseCheckpoint {
+    pub id: i64,
+    pub remaining_ttl: i64,
+}
+
 /// `etcdserverpb.LeaseRevokeResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRevokeResponse {
@@ -296,6 +321,9 @@ pub struct LeaseRevokeResponse {
 pub struct Lease {
     pub id: i64,
     pub ttl: i64,
+    /// The remaining TTL the last checkpoint recorded, if one is in force (`None`: the
+    /// lease has its whole TTL ahead of it when a new leader takes over).
+    pub remaining: Option<i64>,
     pub keys: Vec<Vec<u8>>,
 }
 

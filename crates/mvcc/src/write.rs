@@ -18,7 +18,7 @@ use redb::{Table, WriteTransaction};
 use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
 use crate::read::{At, Reader};
-use crate::schema::{rev_u64, KvKey, Record, CURRENT, KV, LEASES, LEASE_KEYS, REVS};
+use crate::schema::{rev_u64, KvKey, Record, CURRENT, KV, LEASES, LEASE_KEYS, LEASE_REMAINING, REVS};
 use crate::types::{Event, EventKind, KeyValue};
 
 /// The `kv` and `current` tables of a write transaction.
@@ -31,6 +31,7 @@ pub(crate) struct Writer<'t> {
     pub(crate) current: CurrentTable<'t>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    pub(crate) lease_remaining: Table<'t, i64, i64>,
     /// Store revision before the command being applied.
     pub(crate) rev: i64,
     pub(crate) compacted: i64,
@@ -58,6 +59,7 @@ impl<'t> Writer<'t> {
             current: txn.open_table(CURRENT)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
+            lease_remaining: txn.open_table(LEASE_REMAINING)?,
             rev,
             compacted,
             sub: 0,

@@ -89,6 +89,8 @@ pub struct ApplyLoop {
     pub applied: watch::Sender<u64>,
     /// Every event, in revision order, for watchers.
     pub events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// The leader's lease clock, told of every applied lease command.
+    pub lessor: Arc<crate::lessor::Lessor>,
 }
 
 impl ApplyLoop {
@@ -148,10 +150,14 @@ impl ApplyLoop {
             let (commands, origins) = self.decode(&entries);
             let durable = last_durable.elapsed() >= DURABLE_COMMIT_INTERVAL;
             let store = self.store.clone();
-            let applied = tokio::task::spawn_blocking(move || store.apply_batch_deferred(&commands, durable)).await;
-            let results = match applied {
-                Ok(Ok(results)) => results,
-                Ok(Err(error)) => {
+            let applied = tokio::task::spawn_blocking(move || {
+                let results = store.apply_batch_deferred(&commands, durable);
+                (results, commands)
+            })
+            .await;
+            let (results, commands) = match applied {
+                Ok((Ok(results), commands)) => (results, commands),
+                Ok((Err(error), _)) => {
                     error!("state machine failure, stopping: {error}");
                     std::process::exit(1);
                 }
@@ -165,6 +171,10 @@ impl ApplyLoop {
                 dirty = false;
             } else {
                 dirty = true;
+            }
+            self.follow_leases(&commands, &results);
+            if let Some(last) = entries.last() {
+                self.lessor.set_applied_term(last.term);
             }
             // Events are copied only when someone listens (a big DeleteRange makes one
             // per key, each with the deleted value).
@@ -411,7 +421,7 @@ impl ApplyLoop {
                         origins.insert(entry.index, request_id);
                     }
                     match Command::decode(command) {
-                        Ok(command) => command,
+                        Ok(command) => refuse_stale_leader_command(command, entry),
                         Err(error) => {
                             // Every member decodes the same bytes the same way, so
                             // skipping is deterministic; the proposer gets the error.
@@ -428,6 +438,20 @@ impl ApplyLoop {
             commands.push((entry.index, command));
         }
         (commands, origins)
+    }
+
+    /// The leader's lease clock follows applied grants, revokes, expiries and checkpoints.
+    fn follow_leases(&self, commands: &[(u64, Command)], results: &[concord_mvcc::Applied]) {
+        let now = std::time::Instant::now();
+        // `results` holds the applied entries of `commands`, in order (skipped ones have none).
+        let mut commands = commands.iter().peekable();
+        for applied in results {
+            while commands.next_if(|(index, _)| *index < applied.index).is_some() {}
+            let Some((_, command)) = commands.next_if(|(index, _)| *index == applied.index) else { continue };
+            if let Ok(response) = &applied.result {
+                self.lessor.on_applied(command, response, now);
+            }
+        }
     }
 
     /// A committed membership change: the directory follows it, and whoever proposed it
@@ -456,6 +480,20 @@ impl ApplyLoop {
     }
 }
 
+/// A command only a leader proposes (a lease expiry or checkpoint) counts only in an entry
+/// of the term it was decided in: the one leader of that term appended it then. Anything
+/// else (a deposed leader's proposal that reached the log through forwarding, say) becomes
+/// a no-op, the same way on every member since the entry's term is in the log.
+fn refuse_stale_leader_command(command: Command, entry: &Entry) -> Command {
+    match command.leader_term() {
+        Some(term) if term != entry.term => {
+            warn!(index = entry.index, entry_term = entry.term, term, "ignoring a lease command of another term");
+            Command::Noop
+        }
+        _ => command,
+    }
+}
+
 /// The member directory could not be written: the replicated state cannot be kept, so the
 /// member stops (as for a state-machine failure).
 fn fatal_on_error<T>(result: std::io::Result<T>) -> T {
@@ -465,5 +503,30 @@ fn fatal_on_error<T>(result: std::io::Result<T>) -> T {
             error!("cannot write the member directory, stopping: {error}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_mvcc::{LeaseCheckpointRequest, LeaseExpireRequest, LeaseRevokeRequest};
+
+    fn entry(term: u64) -> Entry {
+        Entry { index: 7, term, kind: EntryKind::Normal, data: Default::default() }
+    }
+
+    #[test]
+    fn lease_commands_of_another_term_become_no_ops() {
+        let expire = Command::LeaseExpire(LeaseExpireRequest { id: 1, term: 4 });
+        assert_eq!(refuse_stale_leader_command(expire.clone(), &entry(4)), expire);
+        assert_eq!(refuse_stale_leader_command(expire, &entry(5)), Command::Noop, "forwarded to a newer leader");
+        let checkpoint = Command::LeaseCheckpoint(LeaseCheckpointRequest { term: 4, checkpoints: vec![] });
+        assert_eq!(refuse_stale_leader_command(checkpoint, &entry(3)), Command::Noop);
+        let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id: 1 });
+        assert_eq!(
+            refuse_stale_leader_command(revoke.clone(), &entry(9)),
+            revoke,
+            "a client's revoke counts in any term"
+        );
     }
 }

@@ -170,7 +170,8 @@ impl Reconfigurer {
 }
 
 /// Whether a refusal may go away by asking again (the leader moved).
-fn is_retryable(status: &Status) -> bool {
+/// A refusal that a retry at the (new) leader may overcome.
+pub(crate) fn is_retryable(status: &Status) -> bool {
     let not_leader = Status::from(EtcdError::NotLeader);
     let no_leader = Status::from(EtcdError::NoLeader);
     (status.code(), status.message()) == (not_leader.code(), not_leader.message())

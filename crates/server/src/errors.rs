@@ -89,7 +89,7 @@ fn mvcc_code(error: &MvccError) -> Code {
         M::EmptyKey | M::KeyNotFound | M::ValueProvided | M::LeaseProvided | M::TooManyOps | M::DuplicateKey => {
             Code::InvalidArgument
         }
-        M::Compacted | M::FutureRevision => Code::OutOfRange,
+        M::Compacted | M::FutureRevision | M::LeaseTtlTooLarge => Code::OutOfRange,
         M::LeaseNotFound => Code::NotFound,
         M::LeaseExists => Code::FailedPrecondition,
         _ => Code::Internal,
@@ -120,6 +120,10 @@ mod tests {
         assert_eq!(status.message(), "etcdserver: mvcc: required revision has been compacted");
         let status: Status = EtcdError::NoLeader.into();
         assert_eq!((status.code(), status.message()), (Code::Unavailable, "etcdserver: no leader"));
+        let status: Status = EtcdError::from(MvccError::LeaseTtlTooLarge).into();
+        assert_eq!((status.code(), status.message()), (Code::OutOfRange, "etcdserver: too large lease TTL"));
+        let status: Status = EtcdError::from(MvccError::LeaseNotFound).into();
+        assert_eq!((status.code(), status.message()), (Code::NotFound, "etcdserver: requested lease not found"));
         let status: Status = EtcdError::from(MvccError::EmptyKey).into();
         assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
     }

@@ -8,7 +8,8 @@
 //! - `storage`: the log the core reads (the WAL) and the snapshot files behind it.
 //! - `apply`: the task that applies committed entries and answers waiting clients.
 //! - `transport`, `peer_service`, `convert`: the peer protocol.
-//! - `shared`, `kv`, `maintenance`, `cluster`, `watch`: the client-facing services.
+//! - `shared`, `kv`, `lease`, `maintenance`, `cluster`, `watch`: the client-facing services.
+//! - `lessor`: the leader's lease clock (deadlines, checkpoints, keep-alive rules).
 //! - `members`: the member directory (who is in the cluster, with names and URLs).
 //! - `envelope`: what an entry carries. `errors`: etcd's error codes and texts.
 //! - `config`: flags and identities. `server`: start, join, and stop.
@@ -21,6 +22,8 @@ pub mod envelope;
 pub mod errors;
 pub mod kv;
 pub mod kv_convert;
+pub mod lease;
+pub mod lessor;
 pub mod maintenance;
 pub mod members;
 pub mod node;

@@ -1,10 +1,11 @@
 //! The receiving end of the peer transport: frames from other members become inputs of
 //! the Raft task. Also answers a joining member's question for the membership, and runs
-//! membership changes that followers forward to the leader.
+//! membership changes, lease keep-alives and TimeToLive that followers forward to the leader.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use concord_api::etcdserverpb as etcdpb;
 use concord_api::peerpb::{
     peer_server::Peer, MembersRequest, MembersResponse, MembershipChangeRequest, MembershipChangeResponse, PeerFrame,
     StreamAck,
@@ -15,6 +16,7 @@ use tracing::warn;
 
 use crate::cluster::{change_from_wire, member_to_wire, Reconfigurer};
 use crate::convert::message_from_wire;
+use crate::lease::Leases;
 use crate::members::MemberDirectory;
 use crate::node::Inbound;
 use crate::transport::MEMBER_REMOVED;
@@ -25,6 +27,7 @@ pub struct PeerService {
     pub inbound: mpsc::Sender<Inbound>,
     pub directory: MemberDirectory,
     pub reconfigurer: Arc<Reconfigurer>,
+    pub leases: Arc<Leases>,
 }
 
 #[tonic::async_trait]
@@ -82,5 +85,25 @@ impl Peer for PeerService {
             member: outcome.added.as_ref().map(member_to_wire),
             members: outcome.members.iter().map(member_to_wire).collect(),
         }))
+    }
+
+    async fn lease_renew(
+        &self,
+        request: Request<etcdpb::LeaseKeepAliveRequest>,
+    ) -> Result<tonic::Response<etcdpb::LeaseKeepAliveResponse>, Status> {
+        let id = request.into_inner().id;
+        let deadline = std::time::Instant::now() + self.leases.shared.request_timeout;
+        // Never forwarded again: if this member no longer leads, the follower asks anew.
+        let ttl = self.leases.renew_here(id, deadline).await?;
+        let header = Some(self.leases.shared.header(self.leases.shared.store.current_revision()));
+        Ok(tonic::Response::new(etcdpb::LeaseKeepAliveResponse { header, id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<etcdpb::LeaseTimeToLiveRequest>,
+    ) -> Result<tonic::Response<etcdpb::LeaseTimeToLiveResponse>, Status> {
+        let deadline = std::time::Instant::now() + self.leases.shared.request_timeout;
+        Ok(tonic::Response::new(self.leases.time_to_live_here(request.into_inner(), deadline).await?))
     }
 }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concord_api::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
-    watch_server::WatchServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use concord_api::peerpb::{self, peer_client::PeerClient, peer_server::PeerServer};
 use concord_mvcc::Store;
@@ -40,6 +40,8 @@ use crate::cluster::{member_from_wire, ClusterService, Reconfigurer};
 use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
 use crate::errors::EtcdError;
 use crate::kv::KvService;
+use crate::lease::{min_lease_ttl, run_lease_task, LeaseService, Leases};
+use crate::lessor::Lessor;
 use crate::maintenance::MaintenanceService;
 use crate::members::{Member, MemberDirectory};
 use crate::node::{NodeLoop, NodeStatus};
@@ -382,6 +384,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (events_tx, _) = broadcast::channel(1024);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let waiters = Waiters::default();
+    let lessor = Arc::new(Lessor::default());
     let (removed_tx, removed_rx) = watch::channel(false);
     let transport = Transport::start(member_id, cluster.cluster_id, &directory.peer_addresses(), removed_tx);
 
@@ -428,6 +431,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         waiters: waiters.clone(),
         applied: applied_tx,
         events: events_tx.clone(),
+        lessor: lessor.clone(),
     };
     let apply_task = tokio::spawn(apply.run());
 
@@ -446,6 +450,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     ));
     let reconfigurer =
         Arc::new(Reconfigurer { shared: shared.clone(), cluster_token: config.initial_cluster_token.clone() });
+    let election_timeout = Duration::from_millis(config.election_timeout_ms);
+    let leases = Arc::new(Leases::new(shared.clone(), lessor, min_lease_ttl(election_timeout)));
 
     // Bind every listener before serving, so a port in use fails the start cleanly.
     let mut client_listeners = Vec::new();
@@ -476,6 +482,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         });
         let cluster_service =
             ClusterServer::new(ClusterService { shared: shared.clone(), reconfigurer: reconfigurer.clone() });
+        let lease = LeaseServer::new(LeaseService { leases: leases.clone() });
         let watch = WatchServer::new(WatchService {
             shared: shared.clone(),
             events: events_tx.clone(),
@@ -491,6 +498,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 .add_service(kv)
                 .add_service(maintenance)
                 .add_service(cluster_service)
+                .add_service(lease)
                 .add_service(watch)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -507,6 +515,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             inbound: inbound_tx.clone(),
             directory: directory.clone(),
             reconfigurer: reconfigurer.clone(),
+            leases: leases.clone(),
         })
         .max_decoding_message_size(FRAME_LIMIT_BYTES);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -520,6 +529,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         peer_servers.push(tokio::spawn(server));
     }
     info!(clients = ?config.listen_client_urls, peers = ?config.listen_peer_urls, "serving");
+    let lease_task = tokio::spawn(run_lease_task(leases.clone(), stop_rx.clone()));
 
     // Tell the cluster our client URLs (etcd's "publish"), retrying until it commits.
     let publisher = {
@@ -546,6 +556,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         tokio::time::sleep(tick_interval * REMOVED_LINGER_TICKS).await;
     }
     publisher.abort();
+    lease_task.abort();
     info!("stopping: no new requests; syncing the log");
     let _ = stop_tx.send(true);
     // In-flight requests get a moment to finish before the Raft task stops.

@@ -16,6 +16,10 @@ use crate::errors::EtcdError;
 use crate::members::MemberDirectory;
 use crate::node::{NodeStatus, Request};
 
+/// The gRPC metadata key by which a client asks for a member with a leader (etcd's
+/// `rpctypes.MetadataRequireLeaderKey`).
+pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
+
 pub struct Shared {
     pub member_id: NodeId,
     pub cluster_id: u64,
@@ -85,6 +89,17 @@ impl Shared {
     /// A request id no other request of this member uses (waiters are keyed by it).
     pub fn next_request_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// etcd's `hasleader` rule for streams: a client that sends the metadata
+    /// `hasleader: true` (etcdctl does for watches and keep-alives) is refused with
+    /// "etcdserver: no leader" while this member knows no leader.
+    pub fn require_leader_if_asked(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), EtcdError> {
+        let asked = metadata.get(REQUIRE_LEADER_METADATA).is_some_and(|value| value.as_bytes() == b"true");
+        if asked && self.status.borrow().leader == NO_NODE {
+            return Err(EtcdError::NoLeader);
+        }
+        Ok(())
     }
 
     /// Waits (bounded) until some member is known to lead.

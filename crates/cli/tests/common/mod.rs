@@ -90,12 +90,20 @@ impl Member {
 pub struct ClusterBuilder {
     size: usize,
     args: Vec<String>,
+    server: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
     /// An extra flag (or flag value) for every member, e.g. `--max-txn-ops`.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Runs another server binary with etcd's flags instead of concord (`/usr/bin/etcd`, to
+    /// compare): a binary whose name starts with `etcd` gets no `serve` verb.
+    pub fn server(mut self, path: impl Into<PathBuf>) -> Self {
+        self.server = Some(path.into());
         self
     }
 
@@ -117,8 +125,10 @@ impl ClusterBuilder {
             })
             .collect();
         let initial_cluster: Vec<String> = members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+        let server = self.server.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_concord")));
         let mut cluster = Cluster {
             members,
+            server,
             args: self.args,
             initial_cluster: initial_cluster.join(","),
             token: format!("e2e-{}-{number}", std::process::id()),
@@ -135,6 +145,8 @@ impl ClusterBuilder {
 /// A running cluster of real processes; see the module documentation.
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// The server binary (concord unless the builder named another).
+    server: PathBuf,
     args: Vec<String>,
     initial_cluster: String,
     token: String,
@@ -144,7 +156,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn builder(size: usize) -> ClusterBuilder {
-        ClusterBuilder { size, args: Vec::new() }
+        ClusterBuilder { size, args: Vec::new(), server: None }
     }
 
     pub async fn start(size: usize) -> Cluster {
@@ -158,8 +170,9 @@ impl Cluster {
     /// The command line of member `i` (the same on every start).
     pub fn command_line(&self, i: usize) -> Vec<String> {
         let m = &self.members[i];
-        let mut args: Vec<String> = vec![
-            "serve".into(),
+        let is_etcd = self.server.file_name().is_some_and(|name| name.to_string_lossy().starts_with("etcd"));
+        let mut args: Vec<String> = if is_etcd { Vec::new() } else { vec!["serve".into()] };
+        args.extend([
             "--name".into(),
             m.name.clone(),
             "--data-dir".into(),
@@ -180,7 +193,7 @@ impl Cluster {
             HEARTBEAT_MS.to_string(),
             "--election-timeout".into(),
             ELECTION_MS.to_string(),
-        ];
+        ]);
         if m.join_cluster.is_some() {
             args.extend(["--initial-cluster-state".into(), "existing".into()]);
         }
@@ -266,7 +279,7 @@ impl Cluster {
             OpenOptions::new().create(true).append(true).open(&member.log_path).expect("open the member's log file");
         writeln!(log, "=== harness: starting {} ===", member.name).expect("write the log file");
         let stderr = log.try_clone().expect("clone the log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_concord"))
+        let child = Command::new(&self.server)
             .args(&args)
             .env_remove("CONCORD_LOG")
             .stdin(Stdio::null())
@@ -280,6 +293,11 @@ impl Cluster {
     /// Indexes of the members whose process is running (as far as the harness knows).
     pub fn running(&self) -> Vec<usize> {
         (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).collect()
+    }
+
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&self, i: usize) -> bool {

@@ -83,7 +83,7 @@ fn random_txn(rng: &mut Rng, depth: u32) -> TxnRequest {
 }
 
 pub fn random_command(rng: &mut Rng, store: &Store) -> Command {
-    match rng.below(20) {
+    match rng.below(21) {
         0..=6 => Command::Put(random_put(rng)),
         7..=9 => {
             let (key, range_end) = key_range(rng);
@@ -100,6 +100,13 @@ pub fn random_command(rng: &mut Rng, store: &Store) -> Command {
         }
         15 | 16 => Command::LeaseGrant(LeaseGrantRequest { id: rng.below(3) as i64 + 1, ttl: 10 }),
         17 => Command::LeaseRevoke(LeaseRevokeRequest { id: rng.below(3) as i64 + 1 }),
+        18 => Command::LeaseExpire(LeaseExpireRequest { id: rng.below(3) as i64 + 1, term: 1 }),
+        19 => Command::LeaseCheckpoint(LeaseCheckpointRequest {
+            term: 1,
+            checkpoints: (0..rng.below(3))
+                .map(|_| LeaseCheckpoint { id: rng.below(3) as i64 + 1, remaining_ttl: rng.below(12) as i64 })
+                .collect(),
+        }),
         _ => Command::Noop,
     }
 }

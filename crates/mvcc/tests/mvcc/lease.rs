@@ -89,3 +89,57 @@ fn lease_compare_in_txn() {
     assert!(r.succeeded);
     assert_eq!(t.get("k").unwrap().lease, 3);
 }
+
+fn checkpoint(t: &mut T, entries: &[(i64, i64)]) -> Applied {
+    let checkpoints = entries.iter().map(|&(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl }).collect();
+    t.apply(Command::LeaseCheckpoint(LeaseCheckpointRequest { term: 3, checkpoints }))
+}
+
+#[test]
+fn checkpoints_record_remaining_ttls_below_the_ttl_only() {
+    let mut t = T::new();
+    t.grant(1, 10).unwrap();
+    t.grant(2, 10).unwrap();
+    let remaining = |t: &T, id| t.store.lease(id).unwrap().unwrap().remaining;
+    assert_eq!(remaining(&t, 1), None, "a new lease has its whole TTL");
+    let rev = t.rev();
+    let a = checkpoint(&mut t, &[(1, 4), (2, 10), (99, 3)]);
+    assert_eq!(a.result, Ok(Response::LeaseCheckpoint));
+    assert!(a.events.is_empty());
+    assert_eq!(t.rev(), rev, "checkpoints do not move the revision");
+    assert_eq!((remaining(&t, 1), remaining(&t, 2)), (Some(4), None), "a full TTL is no checkpoint");
+    assert_eq!(t.store.lease(99).unwrap(), None, "an unknown lease is skipped, not created");
+    checkpoint(&mut t, &[(1, 0)]);
+    assert_eq!(remaining(&t, 1), None, "0 clears the checkpoint (a keep-alive since)");
+    checkpoint(&mut t, &[(1, 3)]);
+    t.revoke(1);
+    t.grant(1, 10).unwrap();
+    assert_eq!(remaining(&t, 1), None, "a revoke takes the checkpoint with the lease");
+    let timers: Vec<_> = t.store.lease_timers().unwrap().iter().map(|l| (l.id, l.ttl, l.remaining)).collect();
+    assert_eq!(timers, vec![(1, 10, None), (2, 10, None)]);
+}
+
+#[test]
+fn an_expiry_revokes_like_a_revoke() {
+    let mut t = T::new();
+    t.grant(5, 10).unwrap();
+    t.put_req(leased("k", 5)).unwrap();
+    let rev = t.rev();
+    let a = t.apply(Command::LeaseExpire(LeaseExpireRequest { id: 5, term: 2 }));
+    assert_eq!(a.result, Ok(Response::LeaseRevoke(LeaseRevokeResponse { revision: rev + 1 })));
+    assert_eq!(a.events.len(), 1);
+    assert_eq!(t.get("k"), None);
+    assert_eq!(t.store.lease(5).unwrap(), None);
+    let again = t.apply(Command::LeaseExpire(LeaseExpireRequest { id: 5, term: 2 }));
+    assert_eq!(again.result, Err(MvccError::LeaseNotFound));
+}
+
+#[test]
+fn leader_commands_name_their_term() {
+    assert_eq!(Command::LeaseExpire(LeaseExpireRequest { id: 1, term: 7 }).leader_term(), Some(7));
+    assert_eq!(
+        Command::LeaseCheckpoint(LeaseCheckpointRequest { term: 8, checkpoints: vec![] }).leader_term(),
+        Some(8)
+    );
+    assert_eq!(Command::LeaseRevoke(LeaseRevokeRequest { id: 1 }).leader_term(), None);
+}

@@ -17,6 +17,7 @@ fn busy_store(seed: u64, n: u64) -> (Store, Rng) {
 #[test]
 fn restored_store_equals_the_original_and_goes_on_equally() {
     let (a, mut rng) = busy_store(0x5eed, 200);
+    assert!(a.leases().unwrap().iter().any(|l| l.remaining.is_some()), "the snapshot carries lease checkpoints");
     let mut bytes = Vec::new();
     let meta = a.write_snapshot(&mut bytes).unwrap();
     assert_eq!(meta.applied_index, 200);
@@ -137,20 +138,27 @@ fn a_damaged_snapshot_leaves_a_live_store_untouched_and_fails_verification() {
     }
 }
 
-/// Offsets in a format-2 stream: the format byte, and the application-metadata record
+/// Offsets in a format-3 stream: the format byte, and the application-metadata record
 /// (tag, length, bytes) right after the meta record.
 const FORMAT_AT: usize = b"CONCORD-MVCC-SNAP".len();
 const APP_META_TAG_AT: usize = FORMAT_AT + 1 + 1 + 8 + 8 + 8;
 
-/// The same stream in format 1 (no application-metadata record), checksum recomputed: what
-/// a build before application metadata wrote.
-fn as_format_1(bytes: &[u8]) -> Vec<u8> {
-    assert_eq!(bytes[FORMAT_AT], 2);
+/// Bytes of one lease-checkpoint record (tag, id, remaining TTL); they come last, right
+/// before the end record.
+const CHECKPOINT_RECORD_BYTES: usize = 1 + 8 + 8;
+
+/// The stream of a store with `checkpoints` lease checkpoints in format 1 (no
+/// application-metadata record, no checkpoint records), checksum recomputed: what a build
+/// before both wrote.
+fn as_format_1(bytes: &[u8], checkpoints: usize) -> Vec<u8> {
+    assert_eq!(bytes[FORMAT_AT], 3);
     assert_eq!(bytes[APP_META_TAG_AT], 5);
     let len = u32::from_be_bytes(bytes[APP_META_TAG_AT + 1..APP_META_TAG_AT + 5].try_into().unwrap()) as usize;
+    let end_record = bytes.len() - 5;
     let mut old = bytes[..APP_META_TAG_AT].to_vec();
     old[FORMAT_AT] = 1;
-    old.extend_from_slice(&bytes[APP_META_TAG_AT + 5 + len..bytes.len() - 4]);
+    old.extend_from_slice(&bytes[APP_META_TAG_AT + 5 + len..end_record - checkpoints * CHECKPOINT_RECORD_BYTES]);
+    old.push(bytes[end_record]);
     let crc = crc32c::crc32c(&old);
     old.extend_from_slice(&crc.to_be_bytes());
     old
@@ -243,9 +251,12 @@ fn errors_of_the_application_abandon_the_write_and_the_replacement() {
 #[test]
 fn format_1_streams_are_read_without_application_metadata_and_unknown_formats_refused() {
     let (a, _) = busy_store(0x01d, 70);
+    // Old formats had no checkpoints: clear them, so that the old stream holds all of `a`.
+    let cleared = (1..=3).map(|id| LeaseCheckpoint { id, remaining_ttl: 0 }).collect();
+    a.apply(71, &Command::LeaseCheckpoint(LeaseCheckpointRequest { term: 1, checkpoints: cleared })).unwrap();
     let mut bytes = Vec::new();
     let meta = a.write_snapshot_with(&mut bytes, |_| Ok(b"dir".to_vec())).unwrap();
-    let old = as_format_1(&bytes);
+    let old = as_format_1(&bytes, 0);
     let old_meta = Store::verify_snapshot(old.as_slice()).unwrap();
     assert_eq!(old_meta.app_meta, None);
     assert_eq!(
@@ -259,10 +270,19 @@ fn format_1_streams_are_read_without_application_metadata_and_unknown_formats_re
     bad[old.len() / 2] ^= 1;
     assert!(Store::verify_snapshot(bad.as_slice()).is_err());
 
+    // Format 2 is format 3 without checkpoint records.
+    let mut format_2 = bytes.clone();
+    format_2[FORMAT_AT] = 2;
+    let crc_at = format_2.len() - 4;
+    let crc = crc32c::crc32c(&format_2[..crc_at]);
+    format_2[crc_at..].copy_from_slice(&crc.to_be_bytes());
+    let (d, _) = Store::restore_snapshot_in_memory(format_2.as_slice()).unwrap();
+    assert_same(&a, &d);
+
     let mut future = bytes.clone();
-    future[FORMAT_AT] = 3;
+    future[FORMAT_AT] = 4;
     let err = Store::verify_snapshot(future.as_slice()).unwrap_err();
-    assert!(err.to_string().contains("snapshot format 3"), "{err}");
+    assert!(err.to_string().contains("snapshot format 4"), "{err}");
     // A format-2 stream without its metadata record is refused.
     let mut missing = old.clone();
     missing[FORMAT_AT] = 2;
