@@ -7,7 +7,7 @@
 //!   it is missing) and against concord; the replies must be the same field for field
 //!   (cluster id, member id and raft term aside).
 //! - Through the `etcd-client` crate: prefix watches with prev_kv, past starts, compacted
-//!   starts, multi-op Txns, filters, cancel, progress requests and notifications, many
+//!   starts, multi-op Txns, lease revokes, filters, cancel, progress requests and notifications, many
 //!   watches created on one stream while writes run (etcd #20655), a watch on a follower
 //!   across the leader's death, a slow watcher that falls behind a compaction (etcd
 //!   #18089), and `hasleader` streams on a member that lost its leader.
@@ -382,6 +382,40 @@ async fn progress_requests_and_progress_notifications() {
     assert!(
         responses.iter().all(|r| r.watch_id() != quiet || r.created()),
         "a watch without progress_notify was notified"
+    );
+}
+
+/// A lease revoke deletes the lease's keys in one revision: one response of DELETE events,
+/// with prev_kv carrying the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_revoke_gives_delete_events_in_one_response() {
+    let cluster = Cluster::start(1).await;
+    let mut client = cluster.client(0).await;
+    let lease = client.lease_grant(30, None).await.expect("grant").id();
+    for key in ["r/1", "r/2"] {
+        client.put(key, "v", Some(PutOptions::new().with_lease(lease))).await.expect("put with the lease");
+    }
+    let options = WatchOptions::new().with_prefix().with_prev_key();
+    let (_sender, collected, id, _) = open_watch(&mut client, "r/", options).await;
+    let at = revision(client.lease_revoke(lease).await.expect("revoke").header());
+    collected.wait_until_revision(id, at).await;
+    let responses = collected.snapshot();
+    let events: Vec<_> = responses.iter().filter(|r| r.watch_id() == id && !r.created()).collect();
+    assert_eq!(events.len(), 1, "one revision, one response");
+    let got: Vec<(EventType, Vec<u8>, i64, Option<i64>)> = events[0]
+        .events()
+        .iter()
+        .map(|e| {
+            let kv = e.kv().expect("kv");
+            (e.event_type(), kv.key().to_vec(), kv.mod_revision(), e.prev_kv().map(|p| p.lease()))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (EventType::Delete, b"r/1".to_vec(), at, Some(lease)),
+            (EventType::Delete, b"r/2".to_vec(), at, Some(lease)),
+        ]
     );
 }
 
