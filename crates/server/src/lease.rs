@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::cluster::is_retryable;
 use crate::errors::EtcdError;
 use crate::lessor::{Lessor, Renewal};
-use crate::shared::Shared;
+use crate::shared::{requires_leader, Shared};
 
 /// How often the lease task looks at the clock.
 const TICK: Duration = Duration::from_millis(100);
@@ -329,13 +329,28 @@ impl LeaseApi for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, Status> {
         self.leases.shared.require_leader_if_asked(request.metadata())?;
+        let end_without_leader = requires_leader(request.metadata());
         let mut incoming = request.into_inner();
         let (responses, outgoing) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let leases = self.leases.clone();
         // One keep-alive at a time per stream, in order, as etcd answers them; an error
-        // (other than an unknown lease, which answers TTL 0) ends the stream.
+        // (other than an unknown lease, which answers TTL 0) ends the stream, and so does
+        // a lost leader for a `hasleader` stream, as etcd does.
         tokio::spawn(async move {
-            while let Ok(Some(request)) = incoming.message().await {
+            let shared = leases.shared.clone();
+            let leader_lost = shared.leader_lost();
+            tokio::pin!(leader_lost);
+            loop {
+                let request = tokio::select! {
+                    request = incoming.message() => match request {
+                        Ok(Some(request)) => request,
+                        _ => return,
+                    },
+                    _ = &mut leader_lost, if end_without_leader => {
+                        let _ = responses.send(Err(EtcdError::NoLeader.into())).await;
+                        return;
+                    }
+                };
                 let answer = leases.renew(request.id).await.map(|ttl| pb::LeaseKeepAliveResponse {
                     header: Some(leases.shared.header(leases.shared.store.current_revision())),
                     id: request.id,

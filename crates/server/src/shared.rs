@@ -20,6 +20,15 @@ use crate::node::{NodeStatus, Request};
 /// `rpctypes.MetadataRequireLeaderKey`).
 pub const REQUIRE_LEADER_METADATA: &str = "hasleader";
 
+/// Election timeouts without a leader after which a `hasleader` stream is ended (etcd's
+/// `maxNoLeaderCnt`).
+pub const NO_LEADER_CHECKS: u32 = 3;
+
+/// Whether a client asked for a member with a leader (`hasleader: true`).
+pub fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata.get(REQUIRE_LEADER_METADATA).is_some_and(|value| value.as_bytes() == b"true")
+}
+
 pub struct Shared {
     pub member_id: NodeId,
     pub cluster_id: u64,
@@ -95,11 +104,25 @@ impl Shared {
     /// `hasleader: true` (etcdctl does for watches and keep-alives) is refused with
     /// "etcdserver: no leader" while this member knows no leader.
     pub fn require_leader_if_asked(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), EtcdError> {
-        let asked = metadata.get(REQUIRE_LEADER_METADATA).is_some_and(|value| value.as_bytes() == b"true");
-        if asked && self.status.borrow().leader == NO_NODE {
+        if requires_leader(metadata) && self.status.borrow().leader == NO_NODE {
             return Err(EtcdError::NoLeader);
         }
         Ok(())
+    }
+
+    /// Resolves once this member has had no leader at [`NO_LEADER_CHECKS`] checks in a
+    /// row, one per election timeout: etcd then ends every open stream that asked for a
+    /// leader (`hasleader`) with "etcdserver: no leader" (its `monitorLeader`).
+    pub async fn leader_lost(&self) {
+        let every = self.leader_wait / NO_LEADER_CHECKS;
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // A stream that waited on a slow client does not owe a burst of missed checks.
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut without_leader = 0u32;
+        while without_leader < NO_LEADER_CHECKS {
+            checks.tick().await;
+            without_leader = if self.status.borrow().leader == NO_NODE { without_leader + 1 } else { 0 };
+        }
     }
 
     /// Waits (bounded) until some member is known to lead.

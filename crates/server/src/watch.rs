@@ -29,7 +29,6 @@ use std::time::Duration;
 use concord_api::etcdserverpb::{self as pb, watch_request::RequestUnion, watch_server::Watch};
 use concord_api::mvccpb;
 use concord_mvcc::{ChunkLimits, Event, EventKind, MvccError};
-use concord_raft::NO_NODE;
 use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -38,7 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors::EtcdError;
 use crate::kv_convert::kv_to_pb;
-use crate::shared::Shared;
+use crate::shared::{requires_leader, Shared};
 
 /// Responses queued for one stream's client; a slow client makes the task wait here.
 pub const RESPONSE_QUEUE: usize = 16;
@@ -54,10 +53,6 @@ pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// etcd cuts fragments at `--max-request-bytes` plus its gRPC overhead allowance
 /// (`grpcOverheadBytes`, 512 KiB), not at the flag's value alone.
 const FRAGMENT_OVERHEAD_BYTES: usize = 512 * 1024;
-/// Election timeouts without a leader after which a `hasleader` stream is ended (etcd's
-/// `maxNoLeaderCnt`).
-const NO_LEADER_CHECKS: u32 = 3;
-
 /// How long the error that ends a stream may wait for room in its response queue.
 const FINAL_ERROR_WAIT: Duration = Duration::from_secs(5);
 
@@ -80,12 +75,6 @@ pub struct WatchService {
     pub stop: watch::Receiver<bool>,
 }
 
-/// etcdctl and clientv3 send `hasleader: true` on watch streams: such a stream is refused,
-/// and later ended, when the member has no leader.
-fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
-    metadata.get("hasleader").and_then(|v| v.to_str().ok()) == Some("true")
-}
-
 #[tonic::async_trait]
 impl Watch for WatchService {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
@@ -94,10 +83,10 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // etcdctl and clientv3 send `hasleader: true` on watch streams: such a stream is
+        // refused, and later ended, when the member has no leader.
         let require_leader = requires_leader(request.metadata());
-        if require_leader && self.shared.status.borrow().leader == NO_NODE {
-            return Err(EtcdError::NoLeader.into());
-        }
+        self.shared.require_leader_if_asked(request.metadata())?;
         let (out, responses) = mpsc::channel(RESPONSE_QUEUE);
         // Subscribed before any watcher reads the current revision: every revision after
         // that either comes through here or shows up as a gap.
@@ -108,10 +97,8 @@ impl Watch for WatchService {
             watchers: BTreeMap::new(),
             next_auto_id: 0,
         };
-        let timers = Timers {
-            progress: self.progress_interval.max(MIN_PROGRESS_INTERVAL),
-            leader_check: if require_leader { Some(self.shared.leader_wait / NO_LEADER_CHECKS) } else { None },
-        };
+        let timers =
+            Timers { progress: self.progress_interval.max(MIN_PROGRESS_INTERVAL), end_without_leader: require_leader };
         tokio::spawn(stream.run(request.into_inner(), timers, self.stop.clone()));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
@@ -214,8 +201,8 @@ fn event_to_pb(event: &Event, with_prev: bool) -> mvccpb::Event {
 /// How often the stream's periodic work runs.
 struct Timers {
     progress: Duration,
-    /// Interval of the no-leader check, for `hasleader` streams only.
-    leader_check: Option<Duration>,
+    /// A `hasleader` stream ends once the member has lost its leader for a while.
+    end_without_leader: bool,
 }
 
 /// One gRPC watch stream and its watchers.
@@ -232,12 +219,11 @@ impl WatchStream {
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>, timers: Timers, mut stop: watch::Receiver<bool>) {
         let start = tokio::time::Instant::now();
         let mut progress = tokio::time::interval_at(start + timers.progress, timers.progress);
-        let leader_every = timers.leader_check.unwrap_or(Duration::from_secs(3600));
-        let mut leader_check = tokio::time::interval_at(start + leader_every, leader_every);
+        let shared = self.shared.clone();
+        let leader_lost = shared.leader_lost();
+        tokio::pin!(leader_lost);
         // A stream that waited on a slow client does not owe a burst of missed ticks.
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        leader_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut no_leader = 0u32;
         let mut applied = self.shared.applied.clone();
         // A client that half-closes keeps its watches (etcd ignores the EOF).
         let mut requests_open = true;
@@ -255,10 +241,7 @@ impl WatchStream {
                     }
                     Err(_) => Err(End::ClientGone),
                 },
-                _ = leader_check.tick(), if timers.leader_check.is_some() => {
-                    no_leader = if self.shared.status.borrow().leader == NO_NODE { no_leader + 1 } else { 0 };
-                    if no_leader >= NO_LEADER_CHECKS { Err(End::Error(EtcdError::NoLeader)) } else { Ok(()) }
-                }
+                _ = &mut leader_lost, if timers.end_without_leader => Err(End::Error(EtcdError::NoLeader)),
                 _ = progress.tick() => self.progress_tick().await,
                 _ = std::future::ready(()), if self.catching_up().is_some() => self.catch_up_one().await,
                 batch = self.live.recv() => self.handle_live(batch).await,
