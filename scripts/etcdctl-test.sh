@@ -433,6 +433,29 @@ check "the key of an expired lease is deleted within 5 s" "" "$OUT"
 ok "lease timetolive of an expired lease" "lease $SHORT_ID already expired" lease timetolive "$SHORT_ID"
 
 # ---------------------------------------------------------------------------------------
+# etcdctl lock and elect: the client-side recipe over KV, Lease and Watch.
+
+echo "== lock and elect"
+ok "lock runs the command while holding the lock" "holding" lock demo-lock echo holding
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" lock demo-lock2 sleep 2 >/dev/null 2>&1 &
+HOLDER_PID=$!
+sleep 0.7
+LOCK_T0=$SECONDS
+ok "a second locker waits for the holder, then runs" "second" lock demo-lock2 echo second
+wait "$HOLDER_PID" 2>/dev/null || true
+check "the second locker waited for the holder (at least 1 s)" "1" "$(( SECONDS - LOCK_T0 >= 1 ? 1 : 0 ))"
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" elect demo-election first >"$WORK/elect1.out" 2>&1 &
+ELECT_PID=$!
+sleep 1
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" elect -l demo-election >"$WORK/observe.out" 2>&1 &
+OBSERVE_PID=$!
+sleep 1
+kill "$OBSERVE_PID" "$ELECT_PID" 2>/dev/null || true
+wait "$OBSERVE_PID" "$ELECT_PID" 2>/dev/null || true
+check "elect -l shows the leader's proposal under its key" "first" "$(sed -n 2p "$WORK/observe.out")"
+check "elect: the key is NAME/LEASE" "1" "$(sed -n 1p "$WORK/observe.out" | grep -cE '^demo-election/[0-9a-f]{16}$' || true)"
+
+# ---------------------------------------------------------------------------------------
 # Writes through each member on its own (followers forward to the leader), read back
 # through every other member (linearizable reads).
 

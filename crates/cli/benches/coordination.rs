@@ -6,6 +6,7 @@
 //! concord ÷ etcd (for latencies and memory, lower is better; for rates, higher).
 //!
 //! Workloads (through the `etcd-client` crate, all requests to the leader's endpoint):
+//! - memory of 10,000 leases and of 10,000 watchers, first, on the fresh cluster (below);
 //! - keep-alives/s: 16 keep-alive streams, each renewing one lease as fast as answers come;
 //! - memory of 10,000 leases: the members' summed RSS growth after 10,000 grants;
 //! - put→event latency with 1 and with 1,000 watchers of the key (median and p99 over
@@ -96,11 +97,19 @@ async fn run_all(cluster: &mut Cluster, scale: &Scale) -> Figures {
     let leader = cluster.wait_for_leader().await;
     let client = cluster.client(leader).await;
     let mut figures = Figures::new();
+    // Memory first, on a fresh cluster: after the throughput workloads the allocators hold
+    // freed memory that new leases and watchers would reuse without growing.
+    if scale.lease {
+        let grown = lease_memory(cluster, &client, scale).await;
+        figures.push((format!("RSS growth, {} leases (3 members)", scale.leases), grown, "MiB"));
+    }
+    if scale.watch {
+        let grown = watcher_memory(cluster, leader, &client, scale).await;
+        figures.push((format!("RSS growth, {} watchers (1 member)", scale.watchers), grown, "MiB"));
+    }
     if scale.lease {
         let rate = keep_alives_per_second(&client, scale).await;
         figures.push(("keep-alives/s (16 streams)".into(), rate, "/s"));
-        let grown = lease_memory(cluster, &client, scale).await;
-        figures.push((format!("RSS growth, {} leases (3 members)", scale.leases), grown, "MiB"));
     }
     if !scale.watch {
         return figures;
@@ -112,8 +121,6 @@ async fn run_all(cluster: &mut Cluster, scale: &Scale) -> Figures {
     }
     let delivered = events_per_second(&client, scale).await;
     figures.push(("events/s delivered (100 watchers, 32 writers)".into(), delivered, "/s"));
-    let grown = watcher_memory(cluster, leader, &client, scale).await;
-    figures.push((format!("RSS growth, {} watchers (1 member)", scale.watchers), grown, "MiB"));
     figures
 }
 
@@ -268,15 +275,20 @@ async fn watcher_memory(cluster: &Cluster, member: usize, client: &Client, scale
     let per_stream = scale.watchers / 10;
     for stream in 0..10 {
         let mut client = client.clone();
-        let (mut watcher, response_stream) =
+        let (mut watcher, mut responses) =
             client.watch(format!("mem/{stream}/0"), None).await.expect("open a watch stream").split();
         for n in 1..per_stream {
             watcher.watch(format!("mem/{stream}/{n}"), None).await.expect("add a watch");
         }
-        kept.push((watcher, response_stream));
+        // Every create answered: the watchers exist on the member.
+        let mut created = 0;
+        while created < per_stream {
+            let response = responses.message().await.expect("a watch response").expect("the stream is open");
+            created += usize::from(response.created());
+        }
+        kept.push((watcher, responses));
     }
-    // Let every create be answered.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let grown = rss_bytes(pid).saturating_sub(before) as f64 / MIB;
     drop(kept);
     grown

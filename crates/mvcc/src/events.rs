@@ -154,21 +154,27 @@ mod tests {
         store.apply(6, &Command::DeleteRange(delete)).expect("apply a delete");
         // Revisions 2..=6 are the puts, 7 deletes five keys at once.
         let all = ChunkLimits { max_revisions: 100, max_bytes: 1 << 20 };
-        let chunk = store.events_chunk(2, all).expect("read");
+        let chunk = store.events_chunk(2, all, false).expect("read");
         assert_eq!((chunk.events.len(), chunk.through), (10, 7));
         let two = ChunkLimits { max_revisions: 2, max_bytes: 1 << 20 };
-        let chunk = store.events_chunk(2, two).expect("read");
+        let chunk = store.events_chunk(2, two, false).expect("read");
         assert_eq!((chunk.events.len(), chunk.through), (2, 3));
         // A revision is never split: one byte of budget still gives all of revision 7.
         let tiny = ChunkLimits { max_revisions: 100, max_bytes: 1 };
-        let chunk = store.events_chunk(7, tiny).expect("read");
+        let chunk = store.events_chunk(7, tiny, false).expect("read");
         assert_eq!((chunk.events.len(), chunk.through), (5, 7));
         assert!(chunk.events.iter().all(|e| e.prev_kv.is_some()));
-        let chunk = store.events_chunk(8, all).expect("read");
+        let chunk = store.events_chunk(8, all, false).expect("read");
         assert_eq!((chunk.events.len(), chunk.through), (0, 7));
         // Below the compacted revision (-1 when never compacted), as etcd: refused.
-        assert_eq!(store.events_chunk(-5, all), Err(MvccError::Compacted));
-        assert_eq!(store.events_chunk(-1, all).expect("read").events.len(), 10);
+        assert_eq!(store.events_chunk(-5, all, false), Err(MvccError::Compacted));
+        assert_eq!(store.events_chunk(-1, all, false).expect("read").events.len(), 10);
+        // A resumed read at exactly the compacted revision is refused (its deletes may be
+        // gone); a first read there is served, as etcd serves a watch starting there.
+        store.apply(11, &Command::Compact(crate::CompactionRequest { revision: 4, physical: true })).expect("compact");
+        assert_eq!(store.events_chunk(4, all, true), Err(MvccError::Compacted));
+        assert!(store.events_chunk(4, all, false).is_ok());
+        assert!(store.events_chunk(5, all, true).is_ok());
     }
 
     #[test]
@@ -185,6 +191,6 @@ mod tests {
         assert_eq!(kinds, vec![(EventKind::Delete, b"l/1".to_vec(), 4), (EventKind::Delete, b"l/2".to_vec(), 4)]);
         assert!(live.iter().all(|e| e.prev_kv.as_ref().is_some_and(|p| p.value == b"v" && p.lease == 7)));
         let all = ChunkLimits { max_revisions: 100, max_bytes: 1 << 20 };
-        assert_eq!(store.events_chunk(4, all).expect("read").events, live, "catch-up reads what apply sent");
+        assert_eq!(store.events_chunk(4, all, false).expect("read").events, live, "catch-up reads what apply sent");
     }
 }

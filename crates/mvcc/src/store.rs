@@ -341,8 +341,12 @@ impl Store {
 
     /// A bounded catch-up read for a watcher: the events of revisions `from..=through`,
     /// with `through` at most the current revision (see [`EventChunk`]). `Compacted` if
-    /// `from` is below the compacted revision.
-    pub fn events_chunk(&self, from: i64, limits: ChunkLimits) -> Result<EventChunk, MvccError> {
+    /// `from` is below the compacted revision, or, for a `resumed` read (a watcher that
+    /// has already read or been sent events, going on from where it stopped), if `from` is
+    /// the compacted revision itself: a compaction at C removes the tombstones of C, so
+    /// C's deletes (part of a Txn, or a revoke) can no longer be read. A watcher's first
+    /// read may start exactly there, as etcd allows.
+    pub fn events_chunk(&self, from: i64, limits: ChunkLimits, resumed: bool) -> Result<EventChunk, MvccError> {
         let db = self.db();
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
@@ -351,6 +355,9 @@ impl Store {
         let cur = txn.open_table(CURRENT)?;
         let revs = txn.open_table(REVS)?;
         let reader = Reader { kv: &kv, current: &cur };
+        if resumed && from <= compacted {
+            return Err(MvccError::Compacted);
+        }
         events::events_chunk(&reader, &revs, from, limits, compacted, current)
     }
 

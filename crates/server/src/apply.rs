@@ -89,6 +89,10 @@ pub struct ApplyLoop {
     pub applied: watch::Sender<u64>,
     /// Every event, in revision order, for watchers.
     pub events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// The revision up to which every event has been handed to `events` or came with a
+    /// snapshot: a watcher that owes a revision at or below it, with nothing queued,
+    /// missed it and reads the store (a revision merely committed is not yet sent).
+    pub published_revision: Arc<std::sync::atomic::AtomicI64>,
     /// The leader's lease clock, told of every applied lease command.
     pub lessor: Arc<crate::lessor::Lessor>,
 }
@@ -191,6 +195,7 @@ impl ApplyLoop {
             if !events.is_empty() {
                 let _ = self.events.send(Arc::new(events));
             }
+            self.published_revision.store(self.store.current_revision(), std::sync::atomic::Ordering::Release);
             self.applied.send_if_modified(|current| {
                 let advanced = last_index > *current;
                 if advanced {
@@ -355,6 +360,7 @@ impl ApplyLoop {
         };
         // The replacement committed durably: no sync needed.
         self.snapshots.last_index = index;
+        self.published_revision.store(meta.revision, std::sync::atomic::Ordering::Release);
         info!(
             index,
             revision = meta.revision,

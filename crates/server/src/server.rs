@@ -385,6 +385,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let waiters = Waiters::default();
     let lessor = Arc::new(Lessor::default());
+    let published_revision = Arc::new(std::sync::atomic::AtomicI64::new(store.current_revision()));
     let (removed_tx, removed_rx) = watch::channel(false);
     let transport = Transport::start(member_id, cluster.cluster_id, &directory.peer_addresses(), removed_tx);
 
@@ -431,6 +432,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         waiters: waiters.clone(),
         applied: applied_tx,
         events: events_tx.clone(),
+        published_revision: published_revision.clone(),
         lessor: lessor.clone(),
     };
     let apply_task = tokio::spawn(apply.run());
@@ -486,13 +488,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         let watch = WatchServer::new(WatchService {
             shared: shared.clone(),
             events: events_tx.clone(),
+            published_revision: published_revision.clone(),
             progress_interval: config.watch_progress_notify_interval,
             stop: stop_rx.clone(),
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
         let mut stop = stop_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = without_nagle(listener);
         client_servers.push(tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(kv)
@@ -577,6 +580,21 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         return Err(ServerError::Removed);
     }
     Ok(())
+}
+
+/// Accepted client connections with Nagle's algorithm off. Responses are small frames
+/// written when ready (a watch event, a keep-alive answer, a read): with Nagle on, one
+/// written while an earlier one is unacknowledged waits for the client's delayed ACK,
+/// 40 ms on Linux (measured: put→event took 44 ms at the median instead of about 1 ms).
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// Resolves once this member is known to be removed from the cluster: it applied its own

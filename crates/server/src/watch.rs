@@ -23,6 +23,7 @@
 //! were taken from a real etcd 3.4.23; `crates/cli/tests/watch.rs` compares the two.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub struct WatchService {
     pub shared: Arc<Shared>,
     /// Every applied event, in revision order (from the apply task).
     pub events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// The revision whose events have all been handed to `events` (see `ApplyLoop`).
+    pub published_revision: Arc<AtomicI64>,
     /// `--experimental-watch-progress-notify-interval`.
     pub progress_interval: Duration,
     /// Becomes true when the member stops: open streams end.
@@ -93,9 +96,11 @@ impl Watch for WatchService {
         let stream = WatchStream {
             shared: self.shared.clone(),
             live: self.events.subscribe(),
+            published_revision: self.published_revision.clone(),
             out,
             watchers: BTreeMap::new(),
             next_auto_id: 0,
+            progress_requested: false,
         };
         let timers =
             Timers { progress: self.progress_interval.max(MIN_PROGRESS_INTERVAL), end_without_leader: require_leader };
@@ -170,6 +175,9 @@ struct Watcher {
     progress_notify: bool,
     /// etcd's `progress[id]`: no event went out since the last progress tick.
     progress_due: bool,
+    /// Past its first read: a later catch-up may not start at the compacted revision
+    /// itself (see `Store::events_chunk`).
+    resumed: bool,
 }
 
 impl Watcher {
@@ -209,10 +217,13 @@ struct Timers {
 struct WatchStream {
     shared: Arc<Shared>,
     live: broadcast::Receiver<Arc<Vec<Event>>>,
+    published_revision: Arc<AtomicI64>,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     /// etcd's `nextID`: auto-assigned ids count up from 0, skipping ids in use.
     next_auto_id: i64,
+    /// A progress request waits for its answer (see `progress_request`).
+    progress_requested: bool,
 }
 
 impl WatchStream {
@@ -243,8 +254,19 @@ impl WatchStream {
                 },
                 _ = &mut leader_lost, if timers.end_without_leader => Err(End::Error(EtcdError::NoLeader)),
                 _ = progress.tick() => self.progress_tick().await,
-                _ = std::future::ready(()), if self.catching_up().is_some() => self.catch_up_one().await,
-                batch = self.live.recv() => self.handle_live(batch).await,
+                _ = std::future::ready(()), if self.catching_up().is_some() => match self.catch_up_one().await {
+                    Ok(()) => self.answer_progress_if_due().await,
+                    failed => failed,
+                },
+                batch = self.live.recv() => match self.handle_live(batch).await {
+                    // A snapshot's revisions come with no batch: once the channel is
+                    // empty, whoever still owes a revision the store holds catches up.
+                    Ok(()) => {
+                        self.notice_missed_revisions();
+                        self.answer_progress_if_due().await
+                    }
+                    failed => failed,
+                },
                 changed = applied.changed() => match changed {
                     Ok(()) => {
                         self.notice_missed_revisions();
@@ -329,6 +351,7 @@ impl WatchStream {
             fragment: create.fragment,
             progress_notify: create.progress_notify,
             progress_due: true,
+            resumed: false,
         };
         self.watchers.insert(id, watcher);
         Ok(id)
@@ -344,16 +367,29 @@ impl WatchStream {
         self.send(reply).await
     }
 
-    /// etcd 3.4 answers at once with watch id -1 and its current revision. Here the
-    /// revision is the one every watcher of the stream has been sent all events up to
-    /// (the current revision when all are live), so a client never takes it as a promise
-    /// the stream has not kept yet.
+    /// etcd 3.4 answers at once with watch id -1 and its current revision. Here the answer
+    /// waits until no watcher of the stream is catching up (as etcd 3.5 does), and its
+    /// revision is the one every watcher has been sent all events up to (the current
+    /// revision once all are live): a client never takes it as a promise the stream has
+    /// not kept, and it never goes below what a watch was already sent.
     async fn progress_request(&mut self) -> Result<(), End> {
+        self.progress_requested = true;
+        self.answer_progress_if_due().await
+    }
+
+    async fn answer_progress_if_due(&mut self) -> Result<(), End> {
+        if !self.progress_requested || self.catching_up().is_some() {
+            return Ok(());
+        }
         self.drain_live().await?;
+        if self.catching_up().is_some() {
+            return Ok(());
+        }
+        self.progress_requested = false;
         let current = self.shared.store.current_revision();
         let delivered =
             self.watchers.values().filter(|w| w.state != State::Compacted).map(|w| w.next - 1).fold(current, i64::min);
-        self.send(self.response(delivered, -1)).await
+        self.send(self.response(delivered.max(1), -1)).await
     }
 
     /// Takes the live batches already queued (without waiting for more).
@@ -414,6 +450,7 @@ impl WatchStream {
             }
             let from = watcher.next;
             watcher.next = last + 1;
+            watcher.resumed = true;
             let mut responses = Vec::new();
             for revision in batch.chunk_by(|a, b| a.kv.mod_revision == b.kv.mod_revision) {
                 let revision_number = revision[0].kv.mod_revision;
@@ -433,13 +470,15 @@ impl WatchStream {
     }
 
     /// A snapshot installed on a follower brings revisions whose events never pass the
-    /// live channel. After any apply, a live watcher that owes a revision the store
-    /// already holds, while no live batch is queued to bring it, catches up.
+    /// live channel. After any apply, a live watcher that owes a revision already
+    /// published (sent to the channel, or installed by a snapshot), while no live batch is
+    /// queued to bring it, catches up. A revision committed but not yet sent does not
+    /// count: its batch is on its way.
     fn notice_missed_revisions(&mut self) {
         if !self.live.is_empty() {
             return;
         }
-        let current = self.shared.store.current_revision();
+        let current = self.published_revision.load(Ordering::Acquire);
         for watcher in self.watchers.values_mut() {
             if watcher.state == State::Live && watcher.next <= current {
                 watcher.state = State::CatchingUp;
@@ -457,10 +496,10 @@ impl WatchStream {
     /// 0, `canceled`, `compact_revision`.
     async fn catch_up_one(&mut self) -> Result<(), End> {
         let Some(id) = self.catching_up() else { return Ok(()) };
-        let from = self.watchers[&id].next;
+        let (from, resumed) = (self.watchers[&id].next, self.watchers[&id].resumed);
         let store = self.shared.store.clone();
         let limits = ChunkLimits { max_revisions: CATCH_UP_REVISIONS, max_bytes: CATCH_UP_BYTES };
-        let read = tokio::task::spawn_blocking(move || store.events_chunk(from, limits))
+        let read = tokio::task::spawn_blocking(move || store.events_chunk(from, limits, resumed))
             .await
             .map_err(|e| End::Error(EtcdError::Internal(format!("watch catch-up read panicked: {e}"))))?;
         let chunk = match read {
@@ -470,6 +509,7 @@ impl WatchStream {
         };
         let Some(watcher) = self.watchers.get_mut(&id) else { return Ok(()) };
         watcher.next = chunk.through + 1;
+        watcher.resumed = true;
         if chunk.through >= chunk.current {
             watcher.state = State::Live;
         }
