@@ -43,10 +43,7 @@ const WRITE_CONCURRENCY: usize = 8;
 
 fn compacting_cluster(size: usize) -> ClusterBuilder {
     Cluster::builder(size)
-        .arg("--snapshot-count")
-        .arg(SNAPSHOT_COUNT.to_string())
-        .arg("--experimental-snapshot-catchup-entries")
-        .arg(CATCHUP_ENTRIES.to_string())
+        .snapshot_every(SNAPSHOT_COUNT, CATCHUP_ENTRIES)
         .arg("--wal-segment-bytes")
         .arg(SEGMENT_BYTES.to_string())
 }

@@ -326,13 +326,7 @@ async fn leases_survive_a_restart_of_every_member_and_still_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_travel_with_snapshots_to_a_member_behind_the_compacted_log() {
-    let mut cluster = Cluster::builder(3)
-        .arg("--snapshot-count")
-        .arg("100")
-        .arg("--experimental-snapshot-catchup-entries")
-        .arg("50")
-        .start()
-        .await;
+    let mut cluster = Cluster::builder(3).snapshot_every(100, 50).start().await;
     let leader = cluster.wait_for_leader().await;
     let lagging = cluster.followers(leader)[0];
     cluster.kill(lagging);

@@ -496,13 +496,7 @@ async fn a_watch_on_a_follower_survives_the_leader_s_death() {
 /// the store, and deliver exactly the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_on_a_follower_that_installs_a_snapshot_misses_nothing() {
-    let mut cluster = Cluster::builder(3)
-        .arg("--snapshot-count")
-        .arg("100")
-        .arg("--experimental-snapshot-catchup-entries")
-        .arg("20")
-        .start()
-        .await;
+    let mut cluster = Cluster::builder(3).snapshot_every(100, 20).start().await;
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.followers(leader)[0];
     let mut writer = cluster.client(leader).await;

@@ -100,6 +100,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Every member snapshots every `count` applied entries and keeps `catchup` entries
+    /// behind each snapshot: a member down for a few hundred writes then needs a snapshot.
+    pub fn snapshot_every(self, count: u64, catchup: u64) -> Self {
+        self.arg("--snapshot-count")
+            .arg(count.to_string())
+            .arg("--experimental-snapshot-catchup-entries")
+            .arg(catchup.to_string())
+    }
+
     /// Runs another server binary with etcd's flags instead of concord (`/usr/bin/etcd`, to
     /// compare): a binary whose name starts with `etcd` gets no `serve` verb.
     pub fn server(mut self, path: impl Into<PathBuf>) -> Self {
