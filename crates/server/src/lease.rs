@@ -108,7 +108,7 @@ impl Leases {
             .await
             .map_err(|e| EtcdError::Internal(e.to_string()))??;
         Ok(pb::LeaseLeasesResponse {
-            header: Some(self.shared.header(self.shared.store.current_revision())),
+            header: Some(self.shared.current_header()),
             leases: leases.into_iter().map(|lease| pb::LeaseStatus { id: lease.id }).collect(),
         })
     }
@@ -208,6 +208,11 @@ impl Leases {
         Ok(PeerClient::new(channel))
     }
 
+    /// What a keep-alive of `id` answers, renewed for `ttl` seconds (0: no such lease).
+    pub fn keep_alive_response(&self, id: i64, ttl: i64) -> pb::LeaseKeepAliveResponse {
+        pb::LeaseKeepAliveResponse { header: Some(self.shared.current_header()), id, ttl }
+    }
+
     /// Renews at this member, which must lead: `NotLeader` otherwise. The renewal counts
     /// from now, the keep-alive's arrival, before the ReadIndex round that confirms it.
     pub async fn renew_here(&self, id: i64, deadline: Instant) -> Result<i64, EtcdError> {
@@ -245,7 +250,7 @@ impl Leases {
             let lease = tokio::task::spawn_blocking(move || store.lease(request.id))
                 .await
                 .map_err(|e| EtcdError::Internal(e.to_string()))??;
-            let header = Some(self.shared.header(self.shared.store.current_revision()));
+            let header = Some(self.shared.current_header());
             let Some(lease) = lease else {
                 // etcd answers an unknown lease with TTL -1, not an error.
                 return Ok(pb::LeaseTimeToLiveResponse {
@@ -351,11 +356,7 @@ impl LeaseApi for LeaseService {
                         return;
                     }
                 };
-                let answer = leases.renew(request.id).await.map(|ttl| pb::LeaseKeepAliveResponse {
-                    header: Some(leases.shared.header(leases.shared.store.current_revision())),
-                    id: request.id,
-                    ttl,
-                });
+                let answer = leases.renew(request.id).await.map(|ttl| leases.keep_alive_response(request.id, ttl));
                 let failed = answer.is_err();
                 if responses.send(answer).await.is_err() || failed {
                     return;

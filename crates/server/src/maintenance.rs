@@ -28,7 +28,7 @@ fn internal(error: impl std::fmt::Display) -> Status {
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, _request: Request<pb::AlarmRequest>) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
         // concord raises no alarms (no space quota, no corruption check yet).
-        let header = self.shared.header(self.shared.store.current_revision());
+        let header = self.shared.current_header();
         Ok(tonic::Response::new(pb::AlarmResponse { header: Some(header), alarms: Vec::new() }))
     }
 
@@ -70,7 +70,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || store.defragment()).await.map_err(internal)?.map_err(EtcdError::from)?;
-        let header = self.shared.header(self.shared.store.current_revision());
+        let header = self.shared.current_header();
         Ok(tonic::Response::new(pb::DefragmentResponse { header: Some(header) }))
     }
 
@@ -78,7 +78,7 @@ impl Maintenance for MaintenanceService {
         let store = self.shared.store.clone();
         let hash =
             tokio::task::spawn_blocking(move || store.hash_kv(0)).await.map_err(internal)?.map_err(EtcdError::from)?;
-        let header = self.shared.header(self.shared.store.current_revision());
+        let header = self.shared.current_header();
         Ok(tonic::Response::new(pb::HashResponse { header: Some(header), hash: hash.hash }))
     }
 
@@ -92,7 +92,7 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(internal)?
             .map_err(EtcdError::from)?;
-        let header = self.shared.header(self.shared.store.current_revision());
+        let header = self.shared.current_header();
         Ok(tonic::Response::new(pb::HashKvResponse {
             header: Some(header),
             hash: hash.hash,
@@ -131,7 +131,7 @@ impl Maintenance for MaintenanceService {
                 return Err(internal(error));
             }
         };
-        let header = self.shared.header(self.shared.store.current_revision());
+        let header = self.shared.current_header();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let result = stream_snapshot_file(&path, size, header, &sender);
@@ -168,7 +168,7 @@ impl Maintenance for MaintenanceService {
         let result = tokio::time::timeout(self.shared.leader_wait + Duration::from_secs(1), wait).await;
         match result {
             Ok(Ok(())) => {
-                let header = self.shared.header(self.shared.store.current_revision());
+                let header = self.shared.current_header();
                 Ok(tonic::Response::new(pb::MoveLeaderResponse { header: Some(header) }))
             }
             _ => Err(EtcdError::LeaderTransferTimeout.into()),

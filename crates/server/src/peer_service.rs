@@ -95,8 +95,7 @@ impl Peer for PeerService {
         let deadline = std::time::Instant::now() + self.leases.shared.request_timeout;
         // Never forwarded again: if this member no longer leads, the follower asks anew.
         let ttl = self.leases.renew_here(id, deadline).await?;
-        let header = Some(self.leases.shared.header(self.leases.shared.store.current_revision()));
-        Ok(tonic::Response::new(etcdpb::LeaseKeepAliveResponse { header, id, ttl }))
+        Ok(tonic::Response::new(self.leases.keep_alive_response(id, ttl)))
     }
 
     async fn lease_time_to_live(

@@ -95,6 +95,11 @@ impl Shared {
         }
     }
 
+    /// The header of a response about the state machine as it is now.
+    pub fn current_header(&self) -> ResponseHeader {
+        self.header(self.store.current_revision())
+    }
+
     /// A request id no other request of this member uses (waiters are keyed by it).
     pub fn next_request_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
