@@ -29,6 +29,8 @@ use concord_api::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use concord_api::peerpb::{self, peer_client::PeerClient, peer_server::PeerServer};
+use concord_api::v3electionpb::election_server::ElectionServer;
+use concord_api::v3lockpb::lock_server::LockServer;
 use concord_mvcc::Store;
 use concord_raft::{Config, LogStore, NodeId, Raft};
 use concord_wal::WalOptions;
@@ -38,6 +40,10 @@ use tracing::{error, info, warn};
 use crate::apply::{ApplyLoop, SnapshotPolicy, Waiters};
 use crate::cluster::{member_from_wire, ClusterService, Reconfigurer};
 use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
+use crate::coordination::election::ElectionService;
+use crate::coordination::follow::EventSource;
+use crate::coordination::lock::LockService;
+use crate::coordination::Coordination;
 use crate::errors::EtcdError;
 use crate::kv::KvService;
 use crate::lease::{min_lease_ttl, run_lease_task, LeaseService, Leases};
@@ -472,6 +478,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let events = EventSource {
+        store: shared.store.clone(),
+        events: events_tx.clone(),
+        published_revision: published_revision.clone(),
+        applied: shared.applied.clone(),
+    };
+    let coordination = Coordination::new(shared.clone(), leases.clone(), events, stop_rx.clone());
     let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut client_servers = Vec::new();
     for listener in client_listeners {
@@ -494,6 +507,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
+        let lock = LockServer::new(LockService { coordination: coordination.clone() })
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(usize::MAX);
+        let election = ElectionServer::new(ElectionService { coordination: coordination.clone() })
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(usize::MAX);
         let mut stop = stop_rx.clone();
         let incoming = without_nagle(listener);
         client_servers.push(tokio::spawn(
@@ -503,6 +522,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 .add_service(cluster_service)
                 .add_service(lease)
                 .add_service(watch)
+                .add_service(lock)
+                .add_service(election)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 }),

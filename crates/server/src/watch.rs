@@ -37,6 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors::EtcdError;
+use crate::keys::Keys;
 use crate::kv_convert::kv_to_pb;
 use crate::shared::{requires_leader, Shared};
 
@@ -59,7 +60,6 @@ const FINAL_ERROR_WAIT: Duration = Duration::from_secs(5);
 
 /// etcd's `mvcc.ErrWatcherDuplicateID` and `mvcc.ErrEmptyWatcherRange` texts.
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
-const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 const TOO_MANY_WATCHERS: &str = "concord: too many watchers on this stream";
 
 /// `WatchCreateRequest.FilterType` values.
@@ -116,38 +116,6 @@ enum End {
     ClientGone,
     /// The stream ends with this error.
     Error(EtcdError),
-}
-
-/// The keys a watcher covers (etcd's `key`/`range_end` encoding, decoded once).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Keys {
-    Single(Vec<u8>),
-    /// Every key `>=` this one.
-    From(Vec<u8>),
-    /// `[start, end)`.
-    Span(Vec<u8>, Vec<u8>),
-}
-
-impl Keys {
-    /// As etcd's watch server: an empty key is `"\0"` (the smallest key), an empty
-    /// `range_end` one key, `"\0"` every key from `key` on; `key >= range_end` is refused.
-    fn decode(key: Vec<u8>, range_end: Vec<u8>) -> Result<Keys, &'static str> {
-        let key = if key.is_empty() { vec![0] } else { key };
-        match range_end.as_slice() {
-            [] => Ok(Keys::Single(key)),
-            [0] => Ok(Keys::From(key)),
-            end if key.as_slice() >= end => Err(EMPTY_RANGE),
-            _ => Ok(Keys::Span(key, range_end)),
-        }
-    }
-
-    fn contains(&self, k: &[u8]) -> bool {
-        match self {
-            Keys::Single(key) => key == k,
-            Keys::From(start) => start.as_slice() <= k,
-            Keys::Span(start, end) => start.as_slice() <= k && k < end.as_slice(),
-        }
-    }
 }
 
 /// Where a watcher stands.
@@ -584,17 +552,6 @@ mod tests {
             kv: Some(mvccpb::KeyValue { key: key.into(), value: vec![b'v'; value_len], ..Default::default() }),
             prev_kv: None,
         }
-    }
-
-    #[test]
-    fn keys_decode_as_etcd() {
-        assert_eq!(Keys::decode(vec![], vec![]), Ok(Keys::Single(vec![0])));
-        assert_eq!(Keys::decode(vec![], vec![0]), Ok(Keys::From(vec![0])));
-        assert_eq!(Keys::decode(b"b".to_vec(), b"a".to_vec()), Err(EMPTY_RANGE));
-        assert_eq!(Keys::decode(b"b".to_vec(), b"b".to_vec()), Err(EMPTY_RANGE));
-        let span = Keys::decode(b"a".to_vec(), b"c".to_vec()).expect("a span");
-        assert!(span.contains(b"a") && span.contains(b"bz") && !span.contains(b"c"));
-        assert!(Keys::From(b"b".to_vec()).contains(b"zz") && !Keys::From(b"b".to_vec()).contains(b"a"));
     }
 
     #[test]
