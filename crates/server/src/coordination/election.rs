@@ -6,6 +6,8 @@
 //! change of its value, then the next leader once it is deleted; `Proclaim` and `Resign`
 //! act only while the caller's key still has the create revision it was elected with.
 
+use std::time::Duration;
+
 use concord_api::mvccpb;
 use concord_api::v3electionpb::{self as epb, election_server::Election};
 use concord_mvcc::{EventKind, KeyValue, MvccError, RequestOp, TxnRequest};
@@ -23,6 +25,8 @@ use crate::kv_convert::kv_to_pb;
 
 /// Leader changes queued for one Observe stream; a slow client makes its task wait.
 pub const OBSERVE_QUEUE: usize = 16;
+/// How long the error that ends an Observe stream may wait for room in its queue.
+const FINAL_ERROR_WAIT: Duration = Duration::from_secs(5);
 
 pub struct ElectionService {
     pub coordination: Coordination,
@@ -55,7 +59,7 @@ impl Election for ElectionService {
     type ObserveStream = ReceiverStream<Result<epb::LeaderResponse, Status>>;
 
     async fn observe(&self, request: Request<epb::LeaderRequest>) -> Reply<Self::ObserveStream> {
-        let place = self.coordination.admit_waiter()?;
+        let place = self.coordination.admit_observer()?;
         let prefix = participants_prefix(&request.into_inner().name);
         let (out, responses) = mpsc::channel(OBSERVE_QUEUE);
         let observer = Observer { coordination: self.coordination.clone(), prefix, out };
@@ -87,11 +91,17 @@ impl ElectionService {
         let guard = self.coordination.withdraw_unless_done(me.clone());
         // The same lease campaigning again with another value: the value changes, the
         // place in line does not.
-        if existing_value.is_some_and(|value| value != request.value) {
-            self.proclaim_as(&me, lease, &request.value).await?;
-        }
-        self.coordination.wait_for_predecessors(&prefix, &me, CoordinationError::ElectionSessionExpired).await?;
-        guard.keep();
+        let entered = match existing_value {
+            Some(value) if value != request.value => self.proclaim_as(&me, lease, &request.value).await,
+            _ => Ok(revision),
+        };
+        let waited = match entered {
+            Ok(_) => {
+                self.coordination.wait_for_predecessors(&prefix, &me, CoordinationError::ElectionSessionExpired).await
+            }
+            Err(error) => Err(error),
+        };
+        guard.settle(waited).await?;
         let leader = epb::LeaderKey { name: request.name, key, rev: me.create_revision, lease };
         Ok(epb::CampaignResponse { header: Some(self.coordination.header(revision)), leader: Some(leader) })
     }
@@ -178,7 +188,9 @@ impl Observer {
             end = self.observe() => end,
         };
         if let End::Error(error) = end {
-            let _ = self.out.try_send(Err(error.into()));
+            // Behind a full queue the error waits its turn, for a bounded time: a client
+            // that reads nothing must not keep the task.
+            let _ = tokio::time::timeout(FINAL_ERROR_WAIT, self.out.send(Err(error.into()))).await;
         }
     }
 
@@ -188,6 +200,7 @@ impl Observer {
         loop {
             let (revision, leader) = match self.current_leader().await {
                 Ok(found) => found,
+                Err(End::Error(CoordinationError::Etcd(EtcdError::Mvcc(MvccError::Compacted)))) => continue,
                 Err(end) => return end,
             };
             if let Err(end) = self.send(revision, leader.clone()).await {

@@ -31,7 +31,9 @@ pub struct EventSource {
 }
 
 impl EventSource {
-    /// Follows `keys` from revision `from` (inclusive).
+    /// Follows `keys` from revision `from` (inclusive), which must be one past a
+    /// revision the caller has read: if `from` is compacted away before the first read
+    /// of history, the follow fails with `Compacted` rather than miss what it removed.
     pub fn follow(&self, keys: Keys, from: i64) -> EventFollower {
         EventFollower {
             source: self.clone(),
@@ -40,7 +42,7 @@ impl EventSource {
             keys,
             next: from,
             behind: false,
-            resumed: false,
+            resumed: true,
         }
     }
 }
@@ -54,8 +56,8 @@ pub struct EventFollower {
     next: i64,
     /// Batches were missed: the store must be read before live batches count again.
     behind: bool,
-    /// Past the first read: a later read may not start at the compacted revision itself
-    /// (see `Store::events_chunk`).
+    /// The start follows a read, so no read of history may start at the compacted
+    /// revision itself (see `Store::events_chunk`): its deletions are gone.
     resumed: bool,
 }
 

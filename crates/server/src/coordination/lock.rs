@@ -37,30 +37,24 @@ impl Lock for LockService {
 
 impl LockService {
     async fn acquire(&self, name: &[u8], lease: i64) -> Result<lpb::LockResponse, CoordinationError> {
-        let _place = self.coordination.admit_waiter()?;
         let lease = self.coordination.session_lease(lease).await?;
         let prefix = participants_prefix(name);
         let key = participant_key(&prefix, lease);
         let (me, holder, revision) = self.join(&prefix, &key, lease).await?;
-        if holder.is_none_or(|holder| holder == me.create_revision) {
+        if holder == me.create_revision {
             return Ok(lpb::LockResponse { header: Some(self.coordination.header(revision)), key });
         }
+        let _place = self.coordination.admit_waiter()?;
         let guard = self.coordination.withdraw_unless_done(me.clone());
-        let revision =
-            self.coordination.wait_for_predecessors(&prefix, &me, CoordinationError::LockSessionExpired).await?;
-        guard.keep();
+        let waited = self.coordination.wait_for_predecessors(&prefix, &me, CoordinationError::LockSessionExpired).await;
+        let revision = guard.settle(waited).await?;
         Ok(lpb::LockResponse { header: Some(self.coordination.header(revision)), key })
     }
 
     /// One Txn: create `key` with `lease` unless it exists, and read the oldest
     /// participant. Returns the caller as a participant, the holder's create revision,
     /// and the Txn's revision.
-    async fn join(
-        &self,
-        prefix: &[u8],
-        key: &[u8],
-        lease: i64,
-    ) -> Result<(Participant, Option<i64>, i64), CoordinationError> {
+    async fn join(&self, prefix: &[u8], key: &[u8], lease: i64) -> Result<(Participant, i64, i64), CoordinationError> {
         let txn = TxnRequest {
             compare: vec![is_absent(key)],
             success: vec![put(key, b"", lease), RequestOp::Range(oldest_under(prefix))],
@@ -75,7 +69,12 @@ impl LockService {
                 .map(|kv| kv.create_revision)
                 .ok_or_else(|| EtcdError::Internal("the lock key vanished within its own Txn".to_string()))?
         };
-        let holder = range_kvs(&response, 1).first().map(|kv| kv.create_revision);
+        // The caller's own key is under the prefix: no holder would be a broken read, and
+        // must not read as a free lock.
+        let holder = range_kvs(&response, 1)
+            .first()
+            .map(|kv| kv.create_revision)
+            .ok_or_else(|| EtcdError::Internal("the lock's participants read as none within its own Txn".into()))?;
         Ok((Participant { key: key.to_vec(), create_revision }, holder, response.revision))
     }
 

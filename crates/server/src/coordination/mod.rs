@@ -26,11 +26,12 @@ pub mod follow;
 pub mod lock;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use concord_api::etcdserverpb as pb;
 use concord_mvcc::{
-    prefix_end, validate_txn, Command, Compare, CompareResult, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest,
-    RequestOp, Response, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    prefix_end, validate_txn, Command, Compare, CompareResult, DeleteRangeRequest, KeyValue, MvccError, PutRequest,
+    RangeRequest, RequestOp, Response, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
@@ -44,9 +45,15 @@ use follow::EventSource;
 /// The TTL, in seconds, of the lease granted for a request that names none (etcd's
 /// `concurrency` default session TTL).
 pub const SESSION_TTL: i64 = 60;
-/// Lock, Campaign and Observe requests one member keeps waiting at once; more are
-/// refused rather than queued (etcd has no limit).
+/// Lock and Campaign requests one member keeps waiting at once; more are refused
+/// rather than queued (etcd has no limit).
 pub const MAX_WAITING: usize = 10_000;
+/// Observe streams one member serves at once; a separate budget, so that long-lived
+/// observers cannot keep locks from being taken.
+pub const MAX_OBSERVERS: usize = 10_000;
+/// Attempts to withdraw a participant whose request failed or was abandoned, while the
+/// cluster cannot commit (the failure is often the very reason).
+const WITHDRAW_ATTEMPTS: u32 = 8;
 
 /// What a lock or election request can fail with. Every one reaches the client as code
 /// Unknown with this text, as from etcd.
@@ -66,8 +73,10 @@ pub enum CoordinationError {
     /// As `LockSessionExpired`, for a campaign (etcd 3.4 would declare it leader).
     #[error("election: session is expired")]
     ElectionSessionExpired,
-    #[error("concord: too many waiting lock, campaign and observe requests (limit {MAX_WAITING})")]
+    #[error("concord: too many waiting lock and campaign requests (limit {MAX_WAITING})")]
     TooManyWaiting,
+    #[error("concord: too many observe streams (limit {MAX_OBSERVERS})")]
+    TooManyObservers,
     #[error("{0}")]
     Etcd(#[from] EtcdError),
 }
@@ -87,6 +96,7 @@ pub struct Coordination {
     /// Becomes true when the member stops: waits end.
     pub stop: watch::Receiver<bool>,
     waiting: Arc<Semaphore>,
+    observing: Arc<Semaphore>,
 }
 
 /// A participant in a lock or an election: its key and that key's create revision.
@@ -98,12 +108,24 @@ pub struct Participant {
 
 impl Coordination {
     pub fn new(shared: Arc<Shared>, leases: Arc<Leases>, events: EventSource, stop: watch::Receiver<bool>) -> Self {
-        Coordination { shared, leases, events, stop, waiting: Arc::new(Semaphore::new(MAX_WAITING)) }
+        Coordination {
+            shared,
+            leases,
+            events,
+            stop,
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            observing: Arc::new(Semaphore::new(MAX_OBSERVERS)),
+        }
     }
 
     /// A place among the [`MAX_WAITING`] waiting requests, held until it is dropped.
     pub fn admit_waiter(&self) -> Result<OwnedSemaphorePermit, CoordinationError> {
         self.waiting.clone().try_acquire_owned().map_err(|_| CoordinationError::TooManyWaiting)
+    }
+
+    /// A place among the [`MAX_OBSERVERS`] Observe streams, held until it is dropped.
+    pub fn admit_observer(&self) -> Result<OwnedSemaphorePermit, CoordinationError> {
+        self.observing.clone().try_acquire_owned().map_err(|_| CoordinationError::TooManyObservers)
     }
 
     pub fn header(&self, revision: i64) -> pb::ResponseHeader {
@@ -148,7 +170,8 @@ impl Coordination {
 
     /// etcd's `waitDeletes`: waits until no key under `prefix` was created at or before
     /// `me.create_revision - 1`, then checks that `me` itself still exists (else
-    /// `expired`). Returns the revision of the read that saw it so.
+    /// `expired`). Returns the revision of the read that found no predecessor (etcd's
+    /// header).
     pub async fn wait_for_predecessors(
         &self,
         prefix: &[u8],
@@ -157,15 +180,15 @@ impl Coordination {
     ) -> Result<i64, CoordinationError> {
         let mut stop = self.stop.clone();
         let wait = async {
-            loop {
+            let free_at = loop {
                 let (kvs, revision) = self.read(newest_before(prefix, me.create_revision)).await?;
-                let Some(predecessor) = kvs.into_iter().next() else { break };
+                let Some(predecessor) = kvs.into_iter().next() else { break revision };
                 self.wait_for_delete(&predecessor.key, revision + 1).await?;
-            }
+            };
             // Predecessors never come back (a new key is newer than `me`); `me` may be gone.
-            let (kvs, revision) = self.read(single(&me.key)).await?;
+            let (kvs, _) = self.read(single(&me.key)).await?;
             match kvs.first() {
-                Some(kv) if kv.create_revision == me.create_revision => Ok(revision),
+                Some(kv) if kv.create_revision == me.create_revision => Ok(free_at),
                 _ => Err(expired),
             }
         };
@@ -175,13 +198,35 @@ impl Coordination {
         }
     }
 
-    /// Waits for a delete of `key` at revision `from` or later.
+    /// Waits for a delete of `key` at revision `from` or later. A compacted history
+    /// returns too: the caller reads again, which is all it needs.
     async fn wait_for_delete(&self, key: &[u8], from: i64) -> Result<(), CoordinationError> {
         let mut follower = self.events.follow(Keys::Single(key.to_vec()), from);
         loop {
-            let events = follower.next_events().await?;
-            if events.iter().any(|event| event.kind == concord_mvcc::EventKind::Delete) {
-                return Ok(());
+            match follower.next_events().await {
+                Ok(events) if events.iter().any(|event| event.kind == concord_mvcc::EventKind::Delete) => return Ok(()),
+                Ok(_) => continue,
+                Err(EtcdError::Mvcc(MvccError::Compacted)) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Withdraws `participant` with retries, for a request that failed or was abandoned:
+    /// a key left behind would hold the lock for nobody for as long as its lease lives.
+    async fn withdraw_patiently(&self, participant: &Participant) {
+        let mut pause = Duration::from_millis(100);
+        for attempt in 1..=WITHDRAW_ATTEMPTS {
+            match self.withdraw(participant).await {
+                Ok(_) => return,
+                Err(CoordinationError::Etcd(EtcdError::Stopped)) => return,
+                Err(error) if attempt == WITHDRAW_ATTEMPTS => {
+                    tracing::warn!(%error, key = ?String::from_utf8_lossy(&participant.key), "gave up withdrawing a waiter; its lease will");
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
             }
         }
     }
@@ -212,6 +257,29 @@ impl WithdrawGuard {
     pub fn keep(mut self) {
         self.participant = None;
     }
+
+    /// Keeps the key on success; on failure withdraws it first (see `withdraw_now`).
+    pub async fn settle<T>(self, outcome: Result<T, CoordinationError>) -> Result<T, CoordinationError> {
+        match outcome {
+            Ok(value) => {
+                self.keep();
+                Ok(value)
+            }
+            Err(error) => {
+                self.withdraw_now().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// The request failed: withdraw before the client hears of it, so that a retry with
+    /// the same lease cannot find its key and then lose it to this withdrawal. If this is
+    /// abandoned midway, the guard is still armed and `drop` withdraws.
+    pub async fn withdraw_now(mut self) {
+        let Some(participant) = self.participant.clone() else { return };
+        self.coordination.withdraw_patiently(&participant).await;
+        self.participant = None;
+    }
 }
 
 impl Drop for WithdrawGuard {
@@ -219,11 +287,7 @@ impl Drop for WithdrawGuard {
         let Some(participant) = self.participant.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let coordination = self.coordination.clone();
-        runtime.spawn(async move {
-            if let Err(error) = coordination.withdraw(&participant).await {
-                tracing::debug!(%error, key = ?String::from_utf8_lossy(&participant.key), "could not withdraw a waiter");
-            }
-        });
+        runtime.spawn(async move { coordination.withdraw_patiently(&participant).await });
     }
 }
 
