@@ -35,7 +35,7 @@ impl fmt::Display for LeaseLost {
                 write!(f, "lease {id:x}: no answer to a renewal within {waited:?}")
             }
             LeaseLost::StreamClosed { id } => write!(f, "lease {id:x}: the server closed the keep-alive stream"),
-            LeaseLost::Rpc { id, source } => write!(f, "lease {id:x}: keep-alive failed: {source}"),
+            LeaseLost::Rpc { id, .. } => write!(f, "lease {id:x}: keep-alive failed"),
             LeaseLost::KeeperStopped { id } => write!(f, "lease {id:x}: the keep-alive task stopped"),
         }
     }

@@ -4,6 +4,8 @@
 //! Nothing here is specific to concord: every call is plain etcd v3 API, so the same code
 //! runs against concord or against etcd.
 
+use std::error::Error;
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, ConnectOptions};
@@ -29,4 +31,18 @@ pub fn unix_millis() -> u128 {
     // A clock before 1970 is a broken machine, not something an example should handle;
     // 0 keeps the output parseable.
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+/// Turns the outcome of an example's `run` into its exit status, printing an error as one
+/// readable line (`error: what: why: ...`) rather than `main`'s `Debug` dump.
+pub fn exit_status(outcome: Result<(), Box<dyn Error>>) -> ExitCode {
+    let Err(error) = outcome else { return ExitCode::SUCCESS };
+    let mut line = format!("error: {error}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        line.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    eprintln!("{line}");
+    ExitCode::FAILURE
 }

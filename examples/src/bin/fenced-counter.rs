@@ -40,6 +40,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -102,8 +103,8 @@ enum CounterError {
 impl fmt::Display for CounterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CounterError::Etcd(e) => write!(f, "etcd request failed: {e}"),
-            CounterError::LeaseLost(e) => write!(f, "{e}"),
+            CounterError::Etcd(_) => write!(f, "etcd request failed"),
+            CounterError::LeaseLost(_) => write!(f, "lease lost"),
             CounterError::LockKeyGone { key } => write!(f, "lock key {key} vanished right after Lock returned it"),
             CounterError::CounterNotANumber { key, value } => write!(f, "counter {key} holds {value:?}, not a number"),
             CounterError::BadHistoryRecord { key, value } => {
@@ -137,7 +138,11 @@ impl From<LeaseLost> for CounterError {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    concord_examples::exit_status(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let args = Args::parse();
     let mut client = concord_examples::connect(&args.endpoints).await?;
     if args.check {

@@ -31,6 +31,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -73,9 +74,9 @@ enum HaError {
 impl fmt::Display for HaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HaError::Etcd(e) => write!(f, "etcd request failed: {e}"),
-            HaError::LeaseLost(e) => write!(f, "{e}"),
-            HaError::Signals(e) => write!(f, "cannot listen for SIGINT/SIGTERM: {e}"),
+            HaError::Etcd(_) => write!(f, "etcd request failed"),
+            HaError::LeaseLost(_) => write!(f, "lease lost"),
+            HaError::Signals(_) => write!(f, "cannot listen for SIGINT/SIGTERM"),
             HaError::NoLeaderKey => write!(f, "Campaign answered without a leader key"),
             HaError::ObserveEnded => write!(f, "the server ended the Observe stream"),
         }
@@ -100,7 +101,11 @@ impl From<etcd_client::Error> for HaError {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> ExitCode {
+    concord_examples::exit_status(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let args = Args::parse();
     let client = concord_examples::connect(&args.endpoints).await?;
     let stop = StopSignals::install()?;
