@@ -8,7 +8,8 @@
 //! - `storage`: the log the core reads (the WAL) and the snapshot files behind it.
 //! - `apply`: the task that applies committed entries and answers waiting clients.
 //! - `transport`, `peer_service`, `convert`: the peer protocol.
-//! - `shared`, `kv`, `lease`, `maintenance`, `cluster`, `watch`: the client-facing services.
+//! - `shared`, `kv`, `lease`, `maintenance`, `cluster`, `watch`, `coordination` (Lock and
+//!   Election): the client-facing services; `keys`: the key sets watches and waits match.
 //! - `lessor`: the leader's lease clock (deadlines, checkpoints, keep-alive rules).
 //! - `members`: the member directory (who is in the cluster, with names and URLs).
 //! - `envelope`: what an entry carries. `errors`: etcd's error codes and texts.
