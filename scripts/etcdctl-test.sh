@@ -461,6 +461,35 @@ kill "$OBSERVE_PID" "$ELECT_PID" 2>/dev/null || true
 wait "$OBSERVE_PID" "$ELECT_PID" 2>/dev/null || true
 check "elect -l shows the leader's proposal under its key" "first" "$(sed -n 2p "$WORK/observe.out")"
 check "elect: the key is NAME/LEASE" "1" "$(sed -n 1p "$WORK/observe.out" | grep -cE '^demo-election/[0-9a-f]{1,16}$' || true)"
+ctl lock demo-lock3 -- sh -c 'echo "$ETCD_LOCK_KEY"'
+check "lock gives the command its key (ETCD_LOCK_KEY = NAME/LEASE)" "1" "$(echo "$OUT" | grep -cE '^demo-lock3/[0-9a-f]{1,16}$' || true)"
+# A holder killed with SIGKILL: the lock passes on once its lease (TTL 2 s) ends.
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" lock --ttl 2 demo-lock4 >"$WORK/holder.out" 2>&1 &
+HOLDER_PID=$!
+for _ in $(seq 100); do grep -q '^demo-lock4/' "$WORK/holder.out" && break; sleep 0.1; done
+kill -9 "$HOLDER_PID"
+wait "$HOLDER_PID" 2>/dev/null || true
+KILL_T0=$(date +%s%N)
+ok "after SIGKILL of the holder, the next locker runs" "next" lock demo-lock4 echo next
+WAITED_MS=$(( ($(date +%s%N) - KILL_T0) / 1000000 ))
+check "it waited for the killed holder's lease: between 1 and 4 s" "1" "$(( WAITED_MS >= 1000 && WAITED_MS <= 4000 ? 1 : 0 ))"
+# Two candidates and an observer: SIGINT makes the leader resign, the other leads at once.
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" elect demo-election2 one >"$WORK/one.out" 2>&1 &
+ONE_PID=$!
+for _ in $(seq 100); do grep -q '^one$' "$WORK/one.out" && break; sleep 0.1; done
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" elect demo-election2 two >"$WORK/two.out" 2>&1 &
+TWO_PID=$!
+"$ETCDCTL_BIN" --endpoints="$ENDPOINTS" elect -l demo-election2 >"$WORK/observe2.out" 2>&1 &
+OBSERVE_PID=$!
+sleep 1
+check "the second candidate waits while the first leads" "" "$(cat "$WORK/two.out")"
+kill -INT "$ONE_PID"
+for _ in $(seq 50); do grep -q '^two$' "$WORK/two.out" && break; sleep 0.1; done
+check "SIGINT: the first resigns, the second leads within 5 s" "two" "$(sed -n 2p "$WORK/two.out")"
+sleep 0.5
+kill "$TWO_PID" "$OBSERVE_PID" 2>/dev/null || true
+wait "$ONE_PID" "$TWO_PID" "$OBSERVE_PID" 2>/dev/null || true
+check "elect -l saw both leaders, in order" "one two" "$(sed -n '2p;4p' "$WORK/observe2.out" | tr '\n' ' ' | sed 's/ $//')"
 
 # ---------------------------------------------------------------------------------------
 # Writes through each member on its own (followers forward to the leader), read back
