@@ -375,6 +375,41 @@ async fn lock_service_excludes_through_member_kills() {
     assert_exact_count(&cluster, "faults", &holds, (clients * rounds) as i64).await;
 }
 
+/// A waiter whose lease ends while it waits is told so once the lock is free, and is not
+/// told it holds a lock whose key is gone (etcd 3.4 would grant it); likewise a campaign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_lease_ended_is_not_granted() {
+    let cluster = Cluster::start(1).await;
+    let mut client = cluster.client(0).await;
+    let holder = client.lease_grant(30, None).await.expect("grant").id();
+    let waiter = client.lease_grant(30, None).await.expect("grant").id();
+    let held = client.lock("expiring", Some(LockOptions::new().with_lease(holder))).await.expect("lock");
+    let mut waiting = client.clone();
+    let waited =
+        tokio::spawn(async move { waiting.lock("expiring", Some(LockOptions::new().with_lease(waiter))).await });
+    let (first, _) = campaign(client.clone(), "expiring-election", "first", holder).await.expect("campaign");
+    let campaigned = campaign_result(client.clone(), "expiring-election", "second", waiter);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.lease_revoke(waiter).await.expect("revoke the waiter's lease");
+    client.unlock(held.key().to_vec()).await.expect("unlock");
+    client.resign(Some(ResignOptions::new().with_leader(first))).await.expect("resign");
+    let result = within(Duration::from_secs(5), "the waiter's answer", waited).await.expect("task");
+    assert_status(result, Code::Unknown, "mutex: session is expired");
+    let result = within(Duration::from_secs(5), "the campaign's answer", campaigned).await.expect("task");
+    assert_status(result, Code::Unknown, "election: session is expired");
+}
+
+/// Campaigns in the background; the call's result.
+fn campaign_result(
+    mut client: Client,
+    name: &str,
+    value: &str,
+    lease: i64,
+) -> tokio::task::JoinHandle<Result<etcd_client::CampaignResponse, etcd_client::Error>> {
+    let (name, value) = (name.to_string(), value.to_string());
+    tokio::spawn(async move { client.campaign(name, value, lease).await })
+}
+
 // ---------------------------------------------------------------------------------------
 // The etcdctl recipe (`etcdctl lock`: KV, Lease and Watch; no Lock service).
 
