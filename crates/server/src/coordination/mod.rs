@@ -154,6 +154,12 @@ impl Coordination {
     /// A linearizable read (etcd's default Get): its kvs and the revision it was served at.
     pub async fn read(&self, request: RangeRequest) -> Result<(Vec<KeyValue>, i64), CoordinationError> {
         self.shared.read_barrier().await?;
+        self.read_local(request).await
+    }
+
+    /// A read of this member's state machine as it is: linearizable right after
+    /// [`Coordination::read`], whose barrier it shares.
+    async fn read_local(&self, request: RangeRequest) -> Result<(Vec<KeyValue>, i64), CoordinationError> {
         let store = self.shared.store.clone();
         let response = tokio::task::spawn_blocking(move || store.range(&request))
             .await
@@ -186,7 +192,8 @@ impl Coordination {
                 self.wait_for_delete(&predecessor.key, revision + 1).await?;
             };
             // Predecessors never come back (a new key is newer than `me`); `me` may be gone.
-            let (kvs, _) = self.read(single(&me.key)).await?;
+            // Read after the same barrier: one ReadIndex round per wake-up, not two.
+            let (kvs, _) = self.read_local(single(&me.key)).await?;
             match kvs.first() {
                 Some(kv) if kv.create_revision == me.create_revision => Ok(free_at),
                 _ => Err(expired),
