@@ -197,16 +197,20 @@ impl Observer {
     /// Sends the leader, each new value of its key, and once the key is deleted starts
     /// over with whoever leads then. Runs until the client goes or an error.
     async fn observe(&self) -> End {
+        // What was sent last, so that starting over after a compaction does not repeat it.
+        let mut last_sent = None;
         loop {
             let (revision, leader) = match self.current_leader().await {
                 Ok(found) => found,
                 Err(End::Error(CoordinationError::Etcd(EtcdError::Mvcc(MvccError::Compacted)))) => continue,
                 Err(end) => return end,
             };
-            if let Err(end) = self.send(revision, leader.clone()).await {
-                return end;
+            if last_sent != Some((leader.key.clone(), leader.mod_revision)) {
+                if let Err(end) = self.send(revision, leader.clone(), &mut last_sent).await {
+                    return end;
+                }
             }
-            match self.follow_leader(&leader.key, revision + 1).await {
+            match self.follow_leader(&leader.key, revision + 1, &mut last_sent).await {
                 // Deleted: the next leader, if any.
                 Ok(()) => continue,
                 // The leader's history was compacted before it was read: read again
@@ -233,19 +237,20 @@ impl Observer {
     }
 
     /// Sends every new value of `key` from `from` on; returns once it is deleted.
-    async fn follow_leader(&self, key: &[u8], from: i64) -> Result<(), End> {
+    async fn follow_leader(&self, key: &[u8], from: i64, last_sent: &mut Option<(Vec<u8>, i64)>) -> Result<(), End> {
         let mut follower = self.coordination.events.follow(Keys::Single(key.to_vec()), from);
         loop {
             for event in follower.next_events().await? {
                 if event.kind == EventKind::Delete {
                     return Ok(());
                 }
-                self.send(event.kv.mod_revision, event.kv).await?;
+                self.send(event.kv.mod_revision, event.kv, last_sent).await?;
             }
         }
     }
 
-    async fn send(&self, revision: i64, kv: KeyValue) -> Result<(), End> {
+    async fn send(&self, revision: i64, kv: KeyValue, last_sent: &mut Option<(Vec<u8>, i64)>) -> Result<(), End> {
+        *last_sent = Some((kv.key.clone(), kv.mod_revision));
         let response = epb::LeaderResponse {
             header: Some(self.coordination.header(revision)),
             kv: Some::<mvccpb::KeyValue>(kv_to_pb(kv)),

@@ -44,9 +44,14 @@ impl LockService {
         if holder == me.create_revision {
             return Ok(lpb::LockResponse { header: Some(self.coordination.header(revision)), key });
         }
-        let _place = self.coordination.admit_waiter()?;
+        // The key is in line already: a refusal must take it out too.
         let guard = self.coordination.withdraw_unless_done(me.clone());
-        let waited = self.coordination.wait_for_predecessors(&prefix, &me, CoordinationError::LockSessionExpired).await;
+        let waited = match self.coordination.admit_waiter() {
+            Ok(_place) => {
+                self.coordination.wait_for_predecessors(&prefix, &me, CoordinationError::LockSessionExpired).await
+            }
+            Err(refused) => Err(refused),
+        };
         let revision = guard.settle(waited).await?;
         Ok(lpb::LockResponse { header: Some(self.coordination.header(revision)), key })
     }

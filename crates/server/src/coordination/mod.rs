@@ -51,6 +51,9 @@ pub const MAX_WAITING: usize = 10_000;
 /// Observe streams one member serves at once; a separate budget, so that long-lived
 /// observers cannot keep locks from being taken.
 pub const MAX_OBSERVERS: usize = 10_000;
+/// Withdrawals of abandoned waiters running in the background at once; beyond it an
+/// abandoned waiter's key is left to its lease.
+pub const MAX_BACKGROUND_WITHDRAWALS: usize = 1024;
 /// Attempts to withdraw a participant whose request failed or was abandoned, while the
 /// cluster cannot commit (the failure is often the very reason).
 const WITHDRAW_ATTEMPTS: u32 = 8;
@@ -97,6 +100,7 @@ pub struct Coordination {
     pub stop: watch::Receiver<bool>,
     waiting: Arc<Semaphore>,
     observing: Arc<Semaphore>,
+    withdrawing: Arc<Semaphore>,
 }
 
 /// A participant in a lock or an election: its key and that key's create revision.
@@ -115,6 +119,7 @@ impl Coordination {
             stop,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             observing: Arc::new(Semaphore::new(MAX_OBSERVERS)),
+            withdrawing: Arc::new(Semaphore::new(MAX_BACKGROUND_WITHDRAWALS)),
         }
     }
 
@@ -293,8 +298,15 @@ impl Drop for WithdrawGuard {
     fn drop(&mut self) {
         let Some(participant) = self.participant.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(place) = self.coordination.withdrawing.clone().try_acquire_owned() else {
+            tracing::warn!(key = ?String::from_utf8_lossy(&participant.key), "too many withdrawals under way; this waiter's key is left to its lease");
+            return;
+        };
         let coordination = self.coordination.clone();
-        runtime.spawn(async move { coordination.withdraw_patiently(&participant).await });
+        runtime.spawn(async move {
+            coordination.withdraw_patiently(&participant).await;
+            drop(place);
+        });
     }
 }
 
