@@ -28,7 +28,7 @@ use crate::schema::{
     META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
 };
 use crate::snapshot::{self, SnapshotMeta};
-use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats};
+use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats, TxnRequest, TxnResponse};
 use crate::validate::validate_range;
 use crate::write::Writer;
 use crate::{compact, events, hash, lease, ops, range, txn};
@@ -310,6 +310,19 @@ impl Store {
         let current = txn.open_table(CURRENT)?;
         let reader = Reader { kv: &kv, current: &current };
         range::range(&reader, req, revision, compacted)
+    }
+
+    /// Serves a read-only Txn ([`crate::is_read_only_txn`]) from a read-only snapshot, as
+    /// the log would have answered it at this revision (nothing written, same revision).
+    pub fn txn_read(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let (_, revision, compacted) = read_meta(&meta)?;
+        let kv = txn.open_table(KV)?;
+        let current = txn.open_table(CURRENT)?;
+        let reader = Reader { kv: &kv, current: &current };
+        crate::txn::read_only_txn(&reader, req, revision, compacted)
     }
 
     /// Hash of the history kept at or below `revision` (0 = current); `Compacted` if

@@ -22,6 +22,68 @@ use crate::types::{
 use crate::validate::{validate_delete_range, validate_put, validate_range};
 use crate::write::Writer;
 
+/// etcd's `isTxnReadonly`: every op of both branches is a Range (a nested Txn counts as a
+/// write). Such a Txn needs no log entry: it is served from one read snapshot.
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).all(|op| matches!(op, RequestOp::Range(_)))
+}
+
+/// Whether a read-only Txn may skip the ReadIndex barrier: it has Ranges and every one is
+/// serializable. (etcd also skips it for a Txn with no op at all; concord does not: a
+/// compare-only Txn is a check, and a stale answer to a check is a trap.)
+pub fn is_serializable(req: &TxnRequest) -> bool {
+    let mut ops = req.success.iter().chain(&req.failure).peekable();
+    ops.peek().is_some() && ops.all(|op| matches!(op, RequestOp::Range(r) if r.serializable))
+}
+
+/// Evaluates a read-only Txn (see [`is_read_only`]) against one snapshot: the compares,
+/// then etcd's checks of the chosen branch's Ranges, then the Ranges, all at `revision`.
+pub(crate) fn read_only_txn<K: KvRead, C: CurRead>(
+    reader: &Reader<'_, K, C>,
+    req: &TxnRequest,
+    revision: i64,
+    compacted: i64,
+) -> Result<TxnResponse, MvccError> {
+    assert!(is_read_only(req), "a Txn with writes must go through the log");
+    let mut succeeded = true;
+    for c in &req.compare {
+        if !compare(reader, c)? {
+            succeeded = false;
+            break;
+        }
+    }
+    let ranges = || {
+        branch(req, succeeded).iter().filter_map(|op| match op {
+            RequestOp::Range(r) => Some(r),
+            _ => None,
+        })
+    };
+    for r in ranges() {
+        validate_range(r)?;
+    }
+    for r in ranges() {
+        check_range_revision(r, revision, compacted)?;
+    }
+    let responses = ranges()
+        .map(|r| range::range(reader, r, revision, compacted).map(ResponseOp::Range))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TxnResponse { revision, succeeded, responses })
+}
+
+/// etcd's `checkRange`: a Range at a revision must be neither in the future nor compacted.
+fn check_range_revision(r: &crate::types::RangeRequest, view_rev: i64, compacted: i64) -> Result<(), MvccError> {
+    if r.revision == 0 {
+        return Ok(());
+    }
+    if r.revision > view_rev {
+        return Err(MvccError::FutureRevision);
+    }
+    if r.revision < compacted {
+        return Err(MvccError::Compacted);
+    }
+    Ok(())
+}
+
 pub(crate) fn apply_txn(w: &mut Writer<'_>, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
     let mut path = Vec::new();
     compare_path(&w.reader(), req, &mut path)?;
@@ -147,17 +209,7 @@ fn check(w: &Writer<'_>, req: &TxnRequest, path: &[bool], idx: &mut usize, pass:
                     return Err(MvccError::LeaseNotFound);
                 }
             }
-            (RequestOp::Range(r), Pass::Range) => {
-                if r.revision == 0 {
-                    continue;
-                }
-                if r.revision > w.view_rev() {
-                    return Err(MvccError::FutureRevision);
-                }
-                if r.revision < w.compacted {
-                    return Err(MvccError::Compacted);
-                }
-            }
+            (RequestOp::Range(r), Pass::Range) => check_range_revision(r, w.view_rev(), w.compacted)?,
             _ => {}
         }
     }

@@ -1,5 +1,6 @@
-//! The etcd KV service: reads served from the local state machine (after a ReadIndex
-//! barrier unless `serializable`), writes replicated through Raft.
+//! The etcd KV service: reads (Ranges, and Txns that only read) served from the local
+//! state machine (after a ReadIndex barrier unless `serializable`), writes replicated
+//! through Raft.
 
 use std::sync::Arc;
 
@@ -17,6 +18,25 @@ pub struct KvService {
 
 fn unexpected(response: Response) -> Status {
     EtcdError::Internal(format!("unexpected response {response:?}")).into()
+}
+
+impl KvService {
+    /// A Txn whose ops are all Ranges is served as a Range is (etcd does the same): after a
+    /// ReadIndex barrier unless every Range is serializable, from one snapshot of this
+    /// member's state machine. Through the log it would cost every member the apply (and
+    /// the memory of its result) and answer the same.
+    async fn read_only_txn(&self, request: mvcc::TxnRequest) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        if !mvcc::is_serializable_txn(&request) {
+            self.shared.read_barrier().await?;
+        }
+        let store = self.shared.store.clone();
+        let response = tokio::task::spawn_blocking(move || store.txn_read(&request))
+            .await
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
+            .map_err(EtcdError::from)?;
+        let header = self.shared.header(response.revision);
+        Ok(tonic::Response::new(txn_to_pb(response, header)))
+    }
 }
 
 #[tonic::async_trait]
@@ -75,6 +95,9 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<tonic::Response<pb::TxnResponse>, Status> {
         let request = txn_from_pb(request.into_inner())?;
         mvcc::validate_txn(&request, self.shared.max_txn_ops).map_err(EtcdError::from)?;
+        if mvcc::is_read_only_txn(&request) {
+            return self.read_only_txn(request).await;
+        }
         match self.shared.propose(Command::Txn(request)).await? {
             Response::Txn(response) => {
                 let header = self.shared.header(response.revision);

@@ -44,11 +44,18 @@ impl T {
         }
     }
 
+    /// Applies a Txn through the log. A read-only one is also served from a snapshot
+    /// first (as the server serves it), and both answers must be the same.
     pub fn txn(&mut self, req: TxnRequest) -> Result<TxnResponse, MvccError> {
-        self.apply(Command::Txn(req)).result.map(|r| match r {
+        let served = is_read_only_txn(&req).then(|| self.store.txn_read(&req));
+        let logged = self.apply(Command::Txn(req.clone())).result.map(|r| match r {
             Response::Txn(r) => r,
             other => panic!("{other:?}"),
-        })
+        });
+        if let Some(served) = served {
+            assert_eq!(served, logged, "a read-only Txn from a snapshot answers as through the log: {req:?}");
+        }
+        logged
     }
 
     pub fn grant(&mut self, id: i64, ttl: i64) -> Result<Response, MvccError> {

@@ -350,3 +350,56 @@ fn a_txn_failing_half_way_is_rolled_back() {
     u.put("after", "1");
     assert_eq!(u.store.hash_kv(0).unwrap(), t.store.hash_kv(0).unwrap());
 }
+
+/// Read-only Txns are served from a snapshot (`Store::txn_read`), not through the log;
+/// `T::txn` asserts both answers are the same, here for Ranges at past, compacted and
+/// future revisions, with limits, counts and sorting, on either branch.
+#[test]
+fn read_only_txns_from_a_snapshot_answer_as_the_log() {
+    let mut t = T::new();
+    for i in 0..6 {
+        t.put(&format!("k{i}"), &format!("v{i}"));
+    }
+    t.del("k1", "");
+    t.put("k2", "again");
+    t.apply(Command::Compact(CompactionRequest { revision: 4, physical: true }));
+    let at = |revision: i64| {
+        RequestOp::Range(RangeRequest { key: "k".into(), range_end: "l".into(), revision, ..Default::default() })
+    };
+    let sorted = RequestOp::Range(RangeRequest {
+        key: "k".into(),
+        range_end: "l".into(),
+        limit: 2,
+        sort_order: SortOrder::Descend,
+        sort_target: SortTarget::Mod,
+        ..Default::default()
+    });
+    let counted = RequestOp::Range(RangeRequest {
+        key: "k".into(),
+        range_end: "l".into(),
+        count_only: true,
+        ..Default::default()
+    });
+    let exists = Compare::version("k2", CompareResult::Greater, 0);
+    let missing = Compare::version("k1", CompareResult::Greater, 0);
+    let current = t.rev();
+    assert!(is_read_only_txn(&txn(vec![exists.clone()], vec![sorted.clone()], vec![at(5)])));
+    assert!(!is_read_only_txn(&txn(vec![], vec![op_get("a")], vec![op_put("a", "b")])));
+    assert!(t.txn(txn(vec![exists.clone()], vec![sorted.clone(), counted.clone(), at(5)], vec![])).unwrap().succeeded);
+    assert!(!t.txn(txn(vec![missing.clone()], vec![at(0)], vec![at(current), counted])).unwrap().succeeded);
+    assert_eq!(t.txn(txn(vec![], vec![at(2)], vec![])), Err(MvccError::Compacted));
+    assert_eq!(t.txn(txn(vec![], vec![at(current + 1)], vec![])), Err(MvccError::FutureRevision));
+    // Only the chosen branch is checked, as through the log.
+    assert!(!t.txn(txn(vec![missing], vec![at(2)], vec![at(5)])).unwrap().succeeded);
+    assert_eq!(t.rev(), current, "read-only Txns write nothing");
+}
+
+#[test]
+fn serializable_txns_are_those_with_only_serializable_ranges() {
+    let serializable =
+        |key: &str| RequestOp::Range(RangeRequest { key: key.into(), serializable: true, ..Default::default() });
+    assert!(is_serializable_txn(&txn(vec![], vec![serializable("a")], vec![serializable("b")])));
+    assert!(!is_serializable_txn(&txn(vec![], vec![serializable("a")], vec![op_get("b")])));
+    // A compare-only Txn is a check: concord answers it linearizably (etcd would not).
+    assert!(!is_serializable_txn(&txn(vec![Compare::version("a", CompareResult::Equal, 0)], vec![], vec![])));
+}
