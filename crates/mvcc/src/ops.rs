@@ -35,10 +35,6 @@ pub(crate) fn put(w: &mut Writer<'_>, req: &PutRequest) -> Result<PutResponse, M
 /// Deletes every live key in the request's range; the revision moves only if one was.
 pub(crate) fn delete_range(w: &mut Writer<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
     validate_delete_range(req)?;
-    let deleted = w.delete_range(KeyBounds::new(&req.key, &req.range_end))?;
-    Ok(DeleteRangeResponse {
-        revision: w.view_rev(),
-        deleted: i64::try_from(deleted.len()).unwrap_or(i64::MAX),
-        prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
-    })
+    let (deleted, prev_kvs) = w.delete_range(KeyBounds::new(&req.key, &req.range_end), req.prev_kv)?;
+    Ok(DeleteRangeResponse { revision: w.view_rev(), deleted: i64::try_from(deleted).unwrap_or(i64::MAX), prev_kvs })
 }

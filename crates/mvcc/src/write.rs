@@ -170,10 +170,11 @@ impl<'t> Writer<'t> {
         Ok(prev)
     }
 
-    /// Deletes `key` if it is live; returns the deleted version.
-    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+    /// Deletes `key` if it is live; whether it was. The deleted version is in the event
+    /// (its only copy: see [`Writer::delete_range`]).
+    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool, MvccError> {
         let Some(prev) = self.reader().latest(key)? else {
-            return Ok(None);
+            return Ok(false);
         };
         let main = rev_u64(self.rev + 1);
         let sub = self.sub;
@@ -187,9 +188,9 @@ impl<'t> Writer<'t> {
         self.events.push(Event {
             kind: EventKind::Delete,
             kv: KeyValue { key: key.to_vec(), mod_revision: self.rev + 1, ..KeyValue::default() },
-            prev_kv: Some(prev.clone()),
+            prev_kv: Some(prev),
         });
-        Ok(Some(prev))
+        Ok(true)
     }
 
     fn insert_version(&mut self, key: &[u8], main: u64, sub: u64, record: &Record) -> Result<(), MvccError> {
@@ -206,21 +207,33 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Deletes every live key in the bounds, in key order; returns the deleted versions.
+    /// Deletes every live key in the bounds, in key order; returns how many, and the
+    /// deleted versions if `with_prev` (copied from the events, which hold them anyway:
+    /// a DeleteRange without `prev_kv` copies no value).
     ///
     /// The keys to delete are collected first (memory: one copy of each matched key).
-    pub(crate) fn delete_range(&mut self, bounds: KeyBounds<'_>) -> Result<Vec<KeyValue>, MvccError> {
+    pub(crate) fn delete_range(
+        &mut self,
+        bounds: KeyBounds<'_>,
+        with_prev: bool,
+    ) -> Result<(usize, Vec<KeyValue>), MvccError> {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         self.reader().visit(bounds, At::Current, false, |k, _, _| {
             keys.push(k.to_vec());
             Ok(true)
         })?;
-        let mut deleted = Vec::with_capacity(keys.len());
+        let first_event = self.events.len();
+        let mut deleted = 0;
         for k in keys {
-            if let Some(prev) = self.delete(&k)? {
-                deleted.push(prev);
+            if self.delete(&k)? {
+                deleted += 1;
             }
         }
-        Ok(deleted)
+        let prevs = if with_prev {
+            self.events[first_event..].iter().filter_map(|event| event.prev_kv.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((deleted, prevs))
     }
 }
