@@ -1,6 +1,8 @@
 //! `concord`: the one binary. `serve` runs a member with etcd's flag names; `dev` runs a
-//! local cluster of several members in one process for trying things out.
+//! local cluster of several members in one process for trying things out; `bench` generates
+//! load against concord or etcd and reports latencies.
 
+mod bench;
 mod dev;
 
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local cluster (3 members unless --nodes) on free loopback ports.
     Dev(dev::DevArgs),
+    /// Generate load against concord or etcd and report latencies (like etcd's benchmark).
+    Bench(bench::BenchArgs),
 }
 
 /// Flags with etcd's names and meanings; each can also come from CONCORD_<FLAG>.
@@ -171,6 +175,7 @@ async fn main() {
             concord_server::run(config, stop_signal()).instrument(span).await.map_err(|e| e.to_string())
         }
         Command::Dev(args) => dev::run(args).await,
+        Command::Bench(args) => bench::run(args).await.map_err(|e| e.to_string()),
     };
     if let Err(error) = result {
         eprintln!("concord: {error}");
