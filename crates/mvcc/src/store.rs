@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::backends::InMemoryBackend;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
+};
 
 use crate::command::{Applied, Command, Response};
 use crate::error::MvccError;
@@ -32,6 +34,10 @@ use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats
 use crate::validate::validate_range;
 use crate::write::Writer;
 use crate::{compact, events, hash, lease, ops, range, txn};
+
+/// A reader of the key tables of a read-only snapshot.
+type SnapshotReader<'a> =
+    Reader<'a, ReadOnlyTable<crate::schema::KvKey, &'static [u8]>, ReadOnlyTable<&'static [u8], (u64, u64)>>;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -302,27 +308,28 @@ impl Store {
     /// Serves a Range from a read-only snapshot.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         validate_range(req)?;
-        let db = self.db();
-        let txn = db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let (_, revision, compacted) = read_meta(&meta)?;
-        let kv = txn.open_table(KV)?;
-        let current = txn.open_table(CURRENT)?;
-        let reader = Reader { kv: &kv, current: &current };
-        range::range(&reader, req, revision, compacted)
+        self.read_snapshot(|reader, revision, compacted| range::range(reader, req, revision, compacted))
     }
 
     /// Serves a read-only Txn ([`crate::is_read_only_txn`]) from a read-only snapshot, as
     /// the log would have answered it at this revision (nothing written, same revision).
     pub fn txn_read(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        self.read_snapshot(|reader, revision, compacted| crate::txn::read_only_txn(reader, req, revision, compacted))
+    }
+
+    /// Runs `read` on one read-only snapshot of the key tables, with the snapshot's
+    /// current and compacted revisions.
+    fn read_snapshot<T>(
+        &self,
+        read: impl FnOnce(&SnapshotReader<'_>, i64, i64) -> Result<T, MvccError>,
+    ) -> Result<T, MvccError> {
         let db = self.db();
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let (_, revision, compacted) = read_meta(&meta)?;
         let kv = txn.open_table(KV)?;
         let current = txn.open_table(CURRENT)?;
-        let reader = Reader { kv: &kv, current: &current };
-        crate::txn::read_only_txn(&reader, req, revision, compacted)
+        read(&Reader { kv: &kv, current: &current }, revision, compacted)
     }
 
     /// Hash of the history kept at or below `revision` (0 = current); `Compacted` if
