@@ -50,16 +50,9 @@ fi
 mkdir -p "$RESULTS"
 PIDS=()
 
-stop_cluster() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=lib/cluster.sh
+source "$ROOT/scripts/lib/cluster.sh"
+
 cleanup() {
     stop_cluster
     if [[ $OWN_RESULTS == 1 && "${KEEP:-0}" != 1 ]]; then
@@ -71,69 +64,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A free TCP port on 127.0.0.1 below the ephemeral range, never one handed out before.
-TAKEN=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        [[ "$TAKEN" == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            TAKEN+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "error: no free port found" >&2
-    return 1
-}
-
-# start_cluster SYSTEM DIR: starts 3 members, waits (30 s at most) until one endpoint is
-# the leader all agree on, and sets LEADER to its host:port.
-LEADER=""
-start_cluster() {
-    local system="$1" dir="$2" n ic="" eps=()
-    local -a serve
-    local -A cport pport
-    case "$system" in
-        concord) serve=("$CONCORD_BIN" serve) ;;
-        etcd) serve=("$ETCD_BIN") ;;
-    esac
-    mkdir -p "$dir/data"
-    for n in n1 n2 n3; do
-        cport[$n]=$(free_port) && pport[$n]=$(free_port) || return 1
-        ic+="${ic:+,}$n=http://127.0.0.1:${pport[$n]}"
-        eps+=("127.0.0.1:${cport[$n]}")
-    done
-    for n in n1 n2 n3; do
-        "${serve[@]}" --name "$n" --data-dir "$dir/data/$n" \
-            --listen-client-urls "http://127.0.0.1:${cport[$n]}" \
-            --advertise-client-urls "http://127.0.0.1:${cport[$n]}" \
-            --listen-peer-urls "http://127.0.0.1:${pport[$n]}" \
-            --initial-advertise-peer-urls "http://127.0.0.1:${pport[$n]}" \
-            --initial-cluster "$ic" --initial-cluster-token "bench-$system-$$" \
-            --initial-cluster-state new \
-            --heartbeat-interval 100 --election-timeout 1000 \
-            >"$dir/$n.log" 2>&1 &
-        PIDS+=($!)
-    done
-    local deadline=$((SECONDS + 30)) ep out id leader
-    while [[ $SECONDS -lt $deadline ]]; do
-        for ep in "${eps[@]}"; do
-            out="$("$ETCDCTL_BIN" --endpoints="$ep" --command-timeout=2s endpoint status -w json 2>/dev/null)"
-            id="$(printf '%s' "$out" | grep -o '"member_id":[0-9]*' | cut -d: -f2)"
-            leader="$(printf '%s' "$out" | grep -o '"leader":[0-9]*' | cut -d: -f2)"
-            if [[ -n "$id" && "$id" == "$leader" ]]; then
-                LEADER="$ep"
-                return 0
-            fi
-        done
-        sleep 0.2
-    done
-    echo "error: $system cluster has no leader after 30 s (logs in $dir)" >&2
-    return 1
-}
 
 # The workloads: name|bench arguments (before the common --duration/--json/--endpoints).
 WORKLOADS=(
