@@ -61,25 +61,9 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------
 # Helpers.
 
-# A free TCP port on 127.0.0.1, below the usual ephemeral range (32768-60999) so that no
-# outgoing connection takes it meanwhile; never one handed out before in this run.
-TAKEN=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        [[ "$TAKEN" == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            if ! command -v ss >/dev/null 2>&1 || ! ss -Htan "( sport = :$p )" 2>/dev/null | grep -q .; then
-                TAKEN+="$p "
-                echo "$p"
-                return 0
-            fi
-        fi
-    done
-    echo "error: no free port found" >&2
-    return 1
-}
+# free_port (and the cluster helpers of the comparison scripts, unused here).
+# shellcheck source=lib/cluster.sh
+source "$ROOT/scripts/lib/cluster.sh"
 
 pass() { PASSED=$((PASSED + 1)); echo "ok   $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL $1"; }

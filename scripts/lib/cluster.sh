@@ -1,4 +1,5 @@
-# Sourced by the scripts that compare concord with etcd (perf-compare.sh, bench-compare.sh):
+# Sourced by the scripts that compare concord with etcd (perf-compare.sh, bench-compare.sh;
+# etcdctl-test.sh takes only free_port):
 # start and stop a 3-member cluster of either server on free loopback ports, with etcd's
 # default timing given explicitly (--heartbeat-interval 100 --election-timeout 1000), so
 # both systems run with the same flags.
@@ -7,7 +8,8 @@
 # stop_cluster from its EXIT trap. start_cluster sets ENDPOINTS (all three, comma
 # separated) and LEADER (the leader's host:port).
 
-# A free TCP port on 127.0.0.1 below the ephemeral range, never one handed out before.
+# A free TCP port on 127.0.0.1, below the usual ephemeral range (32768-60999) so that no
+# outgoing connection takes it meanwhile; never one handed out before in this run.
 TAKEN=" "
 free_port() {
     local p
@@ -15,9 +17,11 @@ free_port() {
         p=$((20000 + RANDOM % 12000))
         [[ "$TAKEN" == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            TAKEN+="$p "
-            echo "$p"
-            return 0
+            if ! command -v ss >/dev/null 2>&1 || ! ss -Htan "( sport = :$p )" 2>/dev/null | grep -q .; then
+                TAKEN+="$p "
+                echo "$p"
+                return 0
+            fi
         fi
     done
     echo "error: no free port found" >&2
