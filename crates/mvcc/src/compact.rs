@@ -6,7 +6,7 @@
 //! `keyIndex.compact` + `scheduleCompaction`, done at once inside the apply transaction
 //! (so `physical` is always true), which keeps every member's state identical.
 //!
-//! Cost: only revisions in `(previous compaction, c]` are visited, through the `revs` table
+//! Cost: only revisions in `(previous compaction, c]` are visited, through the `revisions` table
 //! in batches of [`BATCH`] (memory is bounded by the batch, not by the window); for each,
 //! a seek decides whether it is the key's newest version at or below `c`, and if so the
 //! key's older versions are removed. All of it is one redb transaction: a very large
@@ -17,11 +17,11 @@ use std::ops::Bound;
 use redb::ReadableTable;
 
 use crate::error::MvccError;
-use crate::schema::{rev_u64, Record};
+use crate::schema::{rev_u64, IndexTag, StoredVersion};
 use crate::types::{CompactionRequest, CompactionResponse};
 use crate::write::Writer;
 
-/// Revisions read from `revs` per step.
+/// Revisions read from `revisions` per step.
 const BATCH: usize = 1024;
 
 pub(crate) fn compact(w: &mut Writer<'_>, req: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
@@ -36,10 +36,11 @@ pub(crate) fn compact(w: &mut Writer<'_>, req: &CompactionRequest) -> Result<Com
     let mut from = Bound::Included((rev_u64(w.compacted.saturating_add(1)), 0u64));
     loop {
         let mut batch: Vec<(u64, u64, Vec<u8>)> = Vec::with_capacity(BATCH);
-        for entry in w.revs.range((from, Bound::Included(upper)))?.take(BATCH) {
+        for entry in w.revisions.range((from, Bound::Included(upper)))?.take(BATCH) {
             let (k, v) = entry?;
             let (main, sub) = k.value();
-            batch.push((main, sub, v.value().to_vec()));
+            let (key, _) = StoredVersion::split(v.value())?;
+            batch.push((main, sub, key.to_vec()));
         }
         let Some(&(main, sub, _)) = batch.last() else {
             break;
@@ -56,30 +57,33 @@ pub(crate) fn compact(w: &mut Writer<'_>, req: &CompactionRequest) -> Result<Com
 /// Handles version `(main, sub)` of `key`: if it is the newest at or below `target`, drops
 /// every older version, and itself too when it is a tombstone.
 fn compact_version(w: &mut Writer<'_>, key: &[u8], main: u64, sub: u64, target: i64) -> Result<(), MvccError> {
-    let newer =
-        w.kv.range((Bound::Excluded((key, main, sub)), Bound::Included((key, rev_u64(target), u64::MAX))))?
-            .next()
-            .is_some();
+    let newer = w
+        .index
+        .range((Bound::Excluded((key, main, sub)), Bound::Included((key, rev_u64(target), u64::MAX))))?
+        .next()
+        .is_some();
     if newer {
         // The newest one, visited later, takes care of this one.
         return Ok(());
     }
     let mut doomed: Vec<(u64, u64)> = Vec::new();
-    for entry in w.kv.range((key, 0u64, 0u64)..(key, main, sub))? {
+    for entry in w.index.range((key, 0u64, 0u64)..(key, main, sub))? {
         let (k, _) = entry?;
         let (_, m, s) = k.value();
         doomed.push((m, s));
     }
-    let tombstone = match w.kv.get((key, main, sub))? {
-        Some(v) => Record::is_tombstone(v.value()),
-        None => return Err(MvccError::Corrupt(format!("revs names missing version {main}.{sub} of key {key:?}"))),
+    let tombstone = match w.index.get((key, main, sub))? {
+        Some(v) => IndexTag::is_tombstone(v.value()),
+        None => {
+            return Err(MvccError::Corrupt(format!("key index misses version {main}.{sub} of key {key:?}")));
+        }
     };
     if tombstone {
         doomed.push((main, sub));
     }
     for (m, s) in doomed {
-        w.kv.remove((key, m, s))?;
-        w.revs.remove((m, s))?;
+        w.index.remove((key, m, s))?;
+        w.revisions.remove((m, s))?;
     }
     Ok(())
 }

@@ -1,15 +1,14 @@
 //! Watch catch-up: the events of past revisions, read back from the store.
 //!
 //! A watch that starts at an old revision first needs every change since then; apply only
-//! hands out the events of what it applies now. The `revs` table is the history in revision
-//! order, so the events of revisions `[from, current]` are one ordered scan. A watcher that
+//! hands out the events of what it applies now. The `revisions` table is the history in
+//! revision order, key and data together, so the events of revisions `[from, current]` are
+//! one ordered scan (plus, per event, a lookup of the key's version before it). A watcher that
 //! starts below the compacted revision cannot be served (etcd: `minRev < compactRev`).
 
-use redb::ReadableTable;
-
 use crate::error::MvccError;
-use crate::read::{CurRead, KvRead, Reader};
-use crate::schema::{rev_i64, rev_u64};
+use crate::read::{CurRead, KvRead, Reader, RevRead};
+use crate::schema::{rev_i64, rev_u64, Record, StoredVersion};
 use crate::types::{Event, EventKind, KeyValue};
 
 /// What a bounded catch-up read returns: the events of revisions `from..=through` in order.
@@ -42,9 +41,8 @@ fn event_bytes(event: &Event) -> usize {
 /// far it read. Unlike `events_since`, `from` is checked against the compacted revision
 /// before it is raised to 1, as etcd does (a start of -5 on a never-compacted store, whose
 /// compacted revision is -1, is refused).
-pub(crate) fn events_chunk<K, C, R>(
-    reader: &Reader<'_, K, C>,
-    revs: &R,
+pub(crate) fn events_chunk<K, R, C>(
+    reader: &Reader<'_, K, R, C>,
     from: i64,
     limits: ChunkLimits,
     compacted: i64,
@@ -52,8 +50,8 @@ pub(crate) fn events_chunk<K, C, R>(
 ) -> Result<EventChunk, MvccError>
 where
     K: KvRead,
+    R: RevRead,
     C: CurRead,
-    R: ReadableTable<(u64, u64), &'static [u8]>,
 {
     if from < compacted {
         return Err(MvccError::Compacted);
@@ -63,7 +61,7 @@ where
     let mut bytes = 0usize;
     let mut revisions = 0usize;
     let mut last_main = None;
-    for entry in revs.range((rev_u64(from), 0u64)..)? {
+    for entry in reader.revisions.range((rev_u64(from), 0u64)..)? {
         let (k, v) = entry?;
         let (main, sub) = k.value();
         if last_main != Some(main) {
@@ -83,13 +81,15 @@ where
     Ok(out)
 }
 
-fn event_at<K: KvRead, C: CurRead>(
-    reader: &Reader<'_, K, C>,
-    key: &[u8],
+/// The event of the version stored as `stored` at `(main, sub)`.
+fn event_at<K: KvRead, R: RevRead, C: CurRead>(
+    reader: &Reader<'_, K, R, C>,
+    stored: &[u8],
     main: u64,
     sub: u64,
 ) -> Result<Event, MvccError> {
-    let record = reader.record(key, main, sub)?;
+    let (key, record) = StoredVersion::split(stored)?;
+    let record = Record::decode(record)?;
     let prev_kv = reader.previous(key, main, sub)?;
     Ok(match record.into_kv(key, rev_i64(main)) {
         Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
@@ -103,17 +103,16 @@ fn event_at<K: KvRead, C: CurRead>(
 
 /// Events of revisions `from..=current` in order, stopping after the revision during which
 /// `max_events` was reached (a revision is never split, so a Txn's events stay together).
-pub(crate) fn events_since<K, C, R>(
-    reader: &Reader<'_, K, C>,
-    revs: &R,
+pub(crate) fn events_since<K, R, C>(
+    reader: &Reader<'_, K, R, C>,
     from: i64,
     max_events: usize,
     compacted: i64,
 ) -> Result<Vec<Event>, MvccError>
 where
     K: KvRead,
+    R: RevRead,
     C: CurRead,
-    R: ReadableTable<(u64, u64), &'static [u8]>,
 {
     let from = from.max(1);
     if from < compacted {
@@ -121,7 +120,7 @@ where
     }
     let mut out = Vec::new();
     let mut last_main = None;
-    for entry in revs.range((rev_u64(from), 0u64)..)? {
+    for entry in reader.revisions.range((rev_u64(from), 0u64)..)? {
         let (k, v) = entry?;
         let (main, sub) = k.value();
         if out.len() >= max_events && last_main != Some(main) {

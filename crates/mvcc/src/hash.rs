@@ -1,22 +1,20 @@
 //! HashKV: a checksum of the key-value history that every member must agree on.
 //!
 //! etcd's `HashByRev` feeds CRC-32C with every (revision, KeyValue) pair kept at or below
-//! the asked revision, in revision order. Here the same walk goes over the `revs` table and
-//! hashes, per version: main and sub revision (big-endian), key length and key, record
-//! length and the stored record bytes. Compaction here is immediate, so every version kept
+//! the asked revision, in revision order. Here the same walk goes over the `revisions` table
+//! and hashes, per version: main and sub revision (big-endian), key length and key, record
+//! length and the encoded record (the same bytes as schema 1 hashed, so the hash did not
+//! change with the layout). Compaction here is immediate, so every version kept
 //! at or below the compacted revision is exactly etcd's "keep" set. The numbers differ from
 //! etcd's (different bytes are hashed) but only members of one concord cluster compare them.
 
-use redb::ReadableTable;
-
 use crate::error::MvccError;
-use crate::read::KvRead;
-use crate::schema::rev_u64;
+use crate::read::RevRead;
+use crate::schema::{rev_u64, StoredVersion};
 use crate::types::HashKv;
 
-pub(crate) fn hash_kv<K: KvRead, R: ReadableTable<(u64, u64), &'static [u8]>>(
-    kv: &K,
-    revs: &R,
+pub(crate) fn hash_kv<R: RevRead>(
+    revisions: &R,
     revision: i64,
     current: i64,
     compacted: i64,
@@ -29,14 +27,10 @@ pub(crate) fn hash_kv<K: KvRead, R: ReadableTable<(u64, u64), &'static [u8]>>(
     }
     let upto = if revision <= 0 { current } else { revision };
     let mut crc = crc32c::crc32c(b"concord-kv");
-    for entry in revs.range(..=(rev_u64(upto), u64::MAX))? {
+    for entry in revisions.range(..=(rev_u64(upto), u64::MAX))? {
         let (k, v) = entry?;
         let (main, sub) = k.value();
-        let key = v.value();
-        let record = kv
-            .get((key, main, sub))?
-            .ok_or_else(|| MvccError::Corrupt(format!("revs names missing version {main}.{sub}")))?;
-        let record = record.value();
+        let (key, record) = StoredVersion::split(v.value())?;
         crc = crc32c::crc32c_append(crc, &main.to_be_bytes());
         crc = crc32c::crc32c_append(crc, &sub.to_be_bytes());
         crc = crc32c::crc32c_append(crc, &(key.len() as u64).to_be_bytes());

@@ -20,7 +20,7 @@
 //! - `schema`: the redb tables and encodings. `read`: version lookups and key walks.
 //! - `range`, `ops`, `txn`, `compact`, `lease`: the operations. `write`: one apply's writes.
 //! - `hash`, `events`: HashKV and watch catch-up. `snapshot`: Raft snapshots of the state.
-//! - `store`: the [`Store`] itself.
+//! - `store`: the [`Store`] itself. `upgrade`: converts a store of an older layout at open.
 
 mod command;
 mod compact;
@@ -37,6 +37,7 @@ mod snapshot;
 mod store;
 mod txn;
 pub mod types;
+mod upgrade;
 mod validate;
 mod write;
 

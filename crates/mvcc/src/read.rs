@@ -7,8 +7,9 @@
 //!
 //! Walking a range of keys has two paths: at the current revision the `current` table holds
 //! exactly the live keys, one entry each; at a past revision the walk hops from user key to
-//! user key in the `kv` table with two B-tree seeks per key (next key, newest version
-//! `<= rev`), so its cost is the number of distinct keys, not of versions.
+//! user key in the `key_index` table with two B-tree seeks per key (next key, newest version
+//! `<= rev`), so its cost is the number of distinct keys, not of versions. Either way a
+//! version's data is one lookup by revision in the `revisions` table.
 
 use std::ops::Bound;
 
@@ -16,12 +17,16 @@ use redb::ReadableTable;
 
 use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
-use crate::schema::{rev_u64, KvKey, Record};
+use crate::schema::{rev_u64, IndexKey, IndexTag, Record, StoredVersion};
 use crate::types::KeyValue;
 
-/// A table readable as the `kv` table.
-pub(crate) trait KvRead: ReadableTable<KvKey, &'static [u8]> {}
-impl<T: ReadableTable<KvKey, &'static [u8]>> KvRead for T {}
+/// A table readable as the `key_index` table.
+pub(crate) trait KvRead: ReadableTable<IndexKey, u8> {}
+impl<T: ReadableTable<IndexKey, u8>> KvRead for T {}
+
+/// A table readable as the `revisions` table.
+pub(crate) trait RevRead: ReadableTable<(u64, u64), &'static [u8]> {}
+impl<T: ReadableTable<(u64, u64), &'static [u8]>> RevRead for T {}
 
 /// A table readable as the `current` table.
 pub(crate) trait CurRead: ReadableTable<&'static [u8], (u64, u64)> {}
@@ -34,19 +39,23 @@ pub(crate) enum At {
     Revision(i64),
 }
 
-/// Borrowed `kv` and `current` tables of one transaction.
-pub(crate) struct Reader<'a, K, C> {
-    pub(crate) kv: &'a K,
+/// Borrowed key tables of one transaction.
+pub(crate) struct Reader<'a, K, R, C> {
+    pub(crate) index: &'a K,
+    pub(crate) revisions: &'a R,
     pub(crate) current: &'a C,
 }
 
-impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
+impl<K: KvRead, R: RevRead, C: CurRead> Reader<'_, K, R, C> {
     /// The stored record of one exact version.
     pub(crate) fn record(&self, key: &[u8], main: u64, sub: u64) -> Result<Record, MvccError> {
-        match self.kv.get((key, main, sub))? {
-            Some(g) => Record::decode(g.value()),
-            None => Err(MvccError::Corrupt(format!("index points at missing version {main}.{sub} of key {key:?}"))),
+        let missing = || MvccError::Corrupt(format!("index points at missing version {main}.{sub} of key {key:?}"));
+        let stored = self.revisions.get((main, sub))?.ok_or_else(missing)?;
+        let (stored_key, record) = StoredVersion::split(stored.value())?;
+        if stored_key != key {
+            return Err(MvccError::Corrupt(format!("version {main}.{sub} is of key {stored_key:?}, not {key:?}")));
         }
+        Record::decode(record)
     }
 
     /// The KeyValue of one exact version (`None` for a tombstone).
@@ -65,12 +74,12 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
 
     /// The revision of the version of `key` visible at `rev`, if the key existed then.
     pub(crate) fn version_at(&self, key: &[u8], rev: i64) -> Result<Option<(u64, u64)>, MvccError> {
-        let mut it = self.kv.range((key, 0u64, 0u64)..=(key, rev_u64(rev), u64::MAX))?;
+        let mut it = self.index.range((key, 0u64, 0u64)..=(key, rev_u64(rev), u64::MAX))?;
         match it.next_back() {
             None => Ok(None),
             Some(entry) => {
                 let (k, v) = entry?;
-                if Record::is_tombstone(v.value()) {
+                if IndexTag::is_tombstone(v.value()) {
                     Ok(None)
                 } else {
                     let (_, main, sub) = k.value();
@@ -82,18 +91,21 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
 
     /// The version of `key` just before revision `(main, sub)`, if it was live.
     pub(crate) fn previous(&self, key: &[u8], main: u64, sub: u64) -> Result<Option<KeyValue>, MvccError> {
-        let prev = {
-            let mut it = self.kv.range((key, 0u64, 0u64)..(key, main, sub))?;
+        let newest_before = {
+            let mut it = self.index.range((key, 0u64, 0u64)..(key, main, sub))?;
             match it.next_back() {
                 None => None,
                 Some(entry) => {
                     let (k, v) = entry?;
-                    let (_, m, _) = k.value();
-                    Record::decode(v.value())?.into_kv(key, crate::schema::rev_i64(m))
+                    let (_, m, s) = k.value();
+                    (!IndexTag::is_tombstone(v.value())).then_some((m, s))
                 }
             }
         };
-        Ok(prev)
+        match newest_before {
+            Some((m, s)) => self.kv_of(key, m, s),
+            None => Ok(None),
+        }
     }
 
     /// Calls `f(key, main, sub)` for every key live at `at` within `bounds`, in key order
@@ -167,7 +179,7 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
         }
     }
 
-    /// The first user key in `kv` after `cursor` (or at/after the span's start).
+    /// The first user key in `key_index` after `cursor` (or at/after the span's start).
     fn key_after(&self, span: KeyBounds<'_>, cursor: Option<&[u8]>) -> Result<Option<Vec<u8>>, MvccError> {
         let lower = match (cursor, span) {
             (Some(c), _) => Bound::Excluded((c, u64::MAX, u64::MAX)),
@@ -175,14 +187,14 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
                 Bound::Included((start, 0u64, 0u64))
             }
         };
-        let mut it = self.kv.range((lower, Bound::Unbounded))?;
+        let mut it = self.index.range((lower, Bound::Unbounded))?;
         match it.next() {
             None => Ok(None),
             Some(entry) => Ok(Some(entry?.0.value().0.to_vec())),
         }
     }
 
-    /// The last user key in `kv` before `cursor` (or before the span's end).
+    /// The last user key in `key_index` before `cursor` (or before the span's end).
     fn key_before(&self, span: KeyBounds<'_>, cursor: Option<&[u8]>) -> Result<Option<Vec<u8>>, MvccError> {
         let upper = match (cursor, span) {
             (Some(c), _) => Bound::Excluded((c, 0u64, 0u64)),
@@ -190,7 +202,7 @@ impl<K: KvRead, C: CurRead> Reader<'_, K, C> {
             (None, KeyBounds::Span { end: None, .. }) => Bound::Unbounded,
             (None, KeyBounds::Single(k)) => Bound::Included((k, u64::MAX, u64::MAX)),
         };
-        let mut it = self.kv.range((Bound::Unbounded, upper))?;
+        let mut it = self.index.range((Bound::Unbounded, upper))?;
         match it.next_back() {
             None => Ok(None),
             Some(entry) => Ok(Some(entry?.0.value().0.to_vec())),

@@ -1,13 +1,18 @@
 //! The on-disk layout: redb tables, their key/value encodings, and the meta keys.
 //!
 //! etcd keeps one bucket keyed by revision and an in-memory B-tree from user key to its
-//! revisions, rebuilt on every start. Here the key index lives in redb too, so opening the
-//! store reads nothing but the meta table and memory does not grow with the key count:
+//! revisions, rebuilt on every start. Here the history is keyed by revision in the same
+//! way — every version is appended once, in revision order, so its bytes (key and value)
+//! are written to sequential pages and never moved again — while the key index lives in
+//! redb too, so opening the store reads nothing but the meta table and memory does not
+//! grow with the key count. The two key-ordered tables hold no values: a write dirties
+//! one small index leaf and one `current` leaf, not a leaf of values, and a DeleteRange
+//! over many keys rewrites index pages, not the data.
 //!
 //! | table        | key                         | value                        | used for |
 //! |--------------|-----------------------------|------------------------------|----------|
-//! | `kv`         | `(user key, main, sub)`     | [`Record`] bytes             | every kept version; reads at a past revision (newest entry `<= rev` of a key) |
-//! | `revs`       | `(main, sub)`               | user key                     | revision order: hash, watch catch-up, compaction of a revision window |
+//! | `revisions`  | `(main, sub)`               | [`StoredVersion`] bytes: key and [`Record`] | every kept version, in revision order: hash, watch catch-up, compaction of a revision window, the data of every read |
+//! | `key_index`  | `(user key, main, sub)`     | [`IndexTag`] byte            | reads at a past revision (newest entry `<= rev` of a key), a key's history |
 //! | `current`    | user key                    | `(main, sub)` of live version| reads at the current revision; absent once deleted |
 //! | `meta`       | name                        | i64                          | applied index, revision, compacted revision, schema version |
 //! | `leases`     | lease id                    | ttl                          | granted leases |
@@ -17,17 +22,24 @@
 //! A revision is etcd's `(main, sub)`: `main` is the store revision of the write, `sub`
 //! numbers the writes inside one Txn. Revisions are positive, so they are stored as `u64`
 //! (big-endian order = numeric order) and handed out as `i64` like etcd.
+//!
+//! Schema 1 (before this layout) kept each record in a key-ordered `kv` table and a
+//! `revs` table from revision to key; a store of schema 1 is converted at open
+//! ([`crate::store`]), in one transaction.
 
 use redb::TableDefinition;
 
 use crate::error::MvccError;
 use crate::types::KeyValue;
 
-/// Key of the `kv` table: `(user key, main revision, sub revision)`.
-pub(crate) type KvKey = (&'static [u8], u64, u64);
+/// Key of the `key_index` table: `(user key, main revision, sub revision)`.
+pub(crate) type IndexKey = (&'static [u8], u64, u64);
 
-pub(crate) const KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("kv");
-pub(crate) const REVS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("revs");
+pub(crate) const KEY_INDEX: TableDefinition<IndexKey, u8> = TableDefinition::new("key_index");
+pub(crate) const REVISIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("revisions");
+/// Schema 1's tables, read once to convert them.
+pub(crate) const SCHEMA1_KV: TableDefinition<IndexKey, &[u8]> = TableDefinition::new("kv");
+pub(crate) const SCHEMA1_REVS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("revs");
 pub(crate) const CURRENT: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("current");
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 pub(crate) const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
@@ -36,7 +48,9 @@ pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition
 pub(crate) const LEASE_REMAINING: TableDefinition<i64, i64> = TableDefinition::new("lease_remaining");
 
 /// Version of this layout; a store written with another one is refused at open.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// The layout of [`SCHEMA1_KV`] and [`SCHEMA1_REVS`], converted at open.
+pub(crate) const SCHEMA_VERSION_KEY_ORDERED: i64 = 1;
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_APPLIED: &str = "applied_index";
@@ -51,6 +65,71 @@ pub(crate) const NEVER_COMPACTED: i64 = -1;
 const TAG_PUT: u8 = 0;
 const TAG_TOMBSTONE: u8 = 1;
 
+/// Value of a `key_index` entry: whether the version is a put or a tombstone, so that a
+/// read at a past revision knows whether the key was live without reading the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexTag {
+    Put = TAG_PUT as isize,
+    Tombstone = TAG_TOMBSTONE as isize,
+}
+
+impl IndexTag {
+    pub(crate) fn of(record: &Record) -> IndexTag {
+        match record {
+            Record::Put { .. } => IndexTag::Put,
+            Record::Tombstone => IndexTag::Tombstone,
+        }
+    }
+
+    pub(crate) fn byte(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn is_tombstone(byte: u8) -> bool {
+        byte == TAG_TOMBSTONE
+    }
+}
+
+/// Value of a `revisions` entry: the user key (length `u32` big-endian, then its bytes)
+/// followed by the encoded [`Record`]. The key is stored here, once, because the table is
+/// keyed by revision alone.
+pub(crate) struct StoredVersion;
+
+impl StoredVersion {
+    /// Stored bytes of `key` and an already encoded record.
+    pub(crate) fn encode(key: &[u8], record: &[u8]) -> Vec<u8> {
+        let mut out = StoredVersion::with_key(key, record.len());
+        out.extend_from_slice(record);
+        out
+    }
+
+    /// Stored bytes of `key` and `record`, encoding the record in place.
+    pub(crate) fn of(key: &[u8], record: &Record) -> Vec<u8> {
+        let mut out = StoredVersion::with_key(key, record.encoded_len());
+        record.encode_into(&mut out);
+        out
+    }
+
+    fn with_key(key: &[u8], record_len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + key.len() + record_len);
+        let len = u32::try_from(key.len()).expect("a key is bounded by the request size limit, far below 4 GiB");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// `(key, encoded record)` of stored bytes.
+    pub(crate) fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), MvccError> {
+        let corrupt = || MvccError::Corrupt(format!("stored version of {} bytes has no whole key", bytes.len()));
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
+        if rest.len() < len {
+            return Err(corrupt());
+        }
+        Ok(rest.split_at(len))
+    }
+}
+
 /// One stored version of a key: what a Put wrote, or the tombstone of a delete.
 ///
 /// Encoding (value of the `kv` table): tag byte `0` then `create_revision`, `version`,
@@ -63,17 +142,30 @@ pub(crate) enum Record {
 }
 
 impl Record {
+    /// The record alone (stored records are encoded with their key: [`StoredVersion::of`]).
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    fn encoded_len(&self) -> usize {
         match self {
-            Record::Tombstone => vec![TAG_TOMBSTONE],
+            Record::Tombstone => 1,
+            Record::Put { value, .. } => 25 + value.len(),
+        }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Tombstone => out.push(TAG_TOMBSTONE),
             Record::Put { create_revision, version, lease, value } => {
-                let mut out = Vec::with_capacity(25 + value.len());
                 out.push(TAG_PUT);
                 out.extend_from_slice(&create_revision.to_be_bytes());
                 out.extend_from_slice(&version.to_be_bytes());
                 out.extend_from_slice(&lease.to_be_bytes());
                 out.extend_from_slice(value);
-                out
             }
         }
     }
@@ -91,11 +183,6 @@ impl Record {
             }
             _ => Err(MvccError::Corrupt(format!("kv record of {} bytes with tag {:?}", bytes.len(), bytes.first()))),
         }
-    }
-
-    /// Cheap check on encoded bytes, without copying the value.
-    pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
-        bytes.first() == Some(&TAG_TOMBSTONE)
     }
 
     /// The KeyValue this record is for `key` at `mod_revision`; `None` for a tombstone.
@@ -128,9 +215,25 @@ mod tests {
         let r = Record::Put { create_revision: 3, version: 7, lease: -5, value: b"v".to_vec() };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         assert_eq!(Record::decode(&Record::Tombstone.encode()).unwrap(), Record::Tombstone);
-        assert!(Record::is_tombstone(&Record::Tombstone.encode()));
-        assert!(!Record::is_tombstone(&r.encode()));
         assert!(Record::decode(&[0, 1, 2]).is_err());
         assert!(Record::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn stored_version_round_trip() {
+        let record = Record::Put { create_revision: 3, version: 7, lease: 0, value: b"value".to_vec() }.encode();
+        let stored = StoredVersion::encode(b"key", &record);
+        assert_eq!(StoredVersion::split(&stored).unwrap(), (b"key".as_slice(), record.as_slice()));
+        let put = Record::Put { create_revision: 3, version: 7, lease: 0, value: b"value".to_vec() };
+        assert_eq!(StoredVersion::of(b"key", &put), stored);
+        assert_eq!(
+            StoredVersion::split(&StoredVersion::encode(b"", &[1])).unwrap(),
+            (b"".as_slice(), [1u8].as_slice())
+        );
+        assert!(StoredVersion::split(&[0, 0, 0, 9, 1]).is_err(), "a key longer than the bytes is refused");
+        assert!(StoredVersion::split(&[0, 0]).is_err());
+        assert_eq!(IndexTag::of(&Record::Tombstone).byte(), 1);
+        assert!(IndexTag::is_tombstone(IndexTag::Tombstone.byte()));
+        assert!(!IndexTag::is_tombstone(IndexTag::Put.byte()));
     }
 }

@@ -3,8 +3,9 @@
 //! A follower too far behind the leader's log gets the whole state instead. The dump is
 //! written from one read transaction, so it is a consistent cut at its applied index while
 //! applies go on. Only the primary data is written — meta, every kept version, the leases;
-//! the derived tables (`revs`, `current`, `lease_keys`) are rebuilt on restore, so the
-//! format does not depend on how indexes are laid out.
+//! the derived tables (`key_index`, `current`, `lease_keys`) are rebuilt on restore, so the
+//! format does not depend on how the store is laid out (schema 2 writes the same stream as
+//! schema 1 did).
 //!
 //! The stream also carries the application's own metadata: opaque bytes the caller hands
 //! over when the read transaction is open (the server puts its member directory there, the
@@ -37,8 +38,8 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
 use crate::schema::{
-    rev_i64, Record, CURRENT, KV, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
-    META_REVISION, META_SCHEMA, REVS, SCHEMA_VERSION,
+    rev_i64, IndexTag, Record, StoredVersion, CURRENT, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META,
+    META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA, REVISIONS, SCHEMA_VERSION,
 };
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAP";
@@ -112,11 +113,15 @@ pub(crate) fn write(
     w.put(&[TAG_APP_META])?;
     w.put(&len_u32(app_meta.len())?)?;
     w.put(&app_meta)?;
-    let kv = txn.open_table(KV)?;
-    for entry in kv.iter()? {
-        let (k, v) = entry?;
+    let index = txn.open_table(KEY_INDEX)?;
+    let revisions = txn.open_table(REVISIONS)?;
+    for entry in index.iter()? {
+        let (k, _) = entry?;
         let (key, main, sub) = k.value();
-        let record = v.value();
+        let stored = revisions
+            .get((main, sub))?
+            .ok_or_else(|| MvccError::Corrupt(format!("key index names missing version {main}.{sub}")))?;
+        let (_, record) = StoredVersion::split(stored.value())?;
         w.put(&[TAG_VERSION])?;
         w.put(&len_u32(key.len())?)?;
         w.put(key)?;
@@ -297,8 +302,8 @@ pub(crate) fn verify(input: impl Read) -> Result<SnapshotMeta, MvccError> {
 
 /// Fills the empty tables of `txn` from the stream; returns the snapshot's meta.
 pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, MvccError> {
-    let mut kv = txn.open_table(KV)?;
-    let mut revs = txn.open_table(REVS)?;
+    let mut index = txn.open_table(KEY_INDEX)?;
+    let mut revisions = txn.open_table(REVISIONS)?;
     let mut current = txn.open_table(CURRENT)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
@@ -317,8 +322,8 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
     let snapshot = parse(
         input,
         |key, main, sub, bytes, record| {
-            kv.insert((key.as_slice(), main, sub), bytes.as_slice())?;
-            revs.insert((main, sub), key.as_slice())?;
+            index.insert((key.as_slice(), main, sub), IndexTag::of(&record).byte())?;
+            revisions.insert((main, sub), StoredVersion::encode(&key, &bytes).as_slice())?;
             let next_key = last.as_ref().is_some_and(|(k, ..)| *k != key);
             if next_key {
                 finish_key(last.take())?;
@@ -349,8 +354,8 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
 
 /// Empties every table of `txn`, so that [`read_into`] can fill them again.
 pub(crate) fn clear(txn: &WriteTransaction) -> Result<(), MvccError> {
-    txn.delete_table(KV)?;
-    txn.delete_table(REVS)?;
+    txn.delete_table(KEY_INDEX)?;
+    txn.delete_table(REVISIONS)?;
     txn.delete_table(CURRENT)?;
     txn.delete_table(META)?;
     txn.delete_table(LEASES)?;

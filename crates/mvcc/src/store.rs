@@ -26,18 +26,22 @@ use crate::error::MvccError;
 use crate::events::{ChunkLimits, EventChunk};
 use crate::read::Reader;
 use crate::schema::{
-    CURRENT, INITIAL_REVISION, KV, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
-    META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVS, SCHEMA_VERSION,
+    CURRENT, INITIAL_REVISION, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
+    META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVISIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY_ORDERED,
 };
 use crate::snapshot::{self, SnapshotMeta};
 use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats, TxnRequest, TxnResponse};
 use crate::validate::validate_range;
 use crate::write::Writer;
-use crate::{compact, events, hash, lease, ops, range, txn};
+use crate::{compact, events, hash, lease, ops, range, txn, upgrade};
 
 /// A reader of the key tables of a read-only snapshot.
-type SnapshotReader<'a> =
-    Reader<'a, ReadOnlyTable<crate::schema::KvKey, &'static [u8]>, ReadOnlyTable<&'static [u8], (u64, u64)>>;
+type SnapshotReader<'a> = Reader<
+    'a,
+    ReadOnlyTable<crate::schema::IndexKey, u8>,
+    ReadOnlyTable<(u64, u64), &'static [u8]>,
+    ReadOnlyTable<&'static [u8], (u64, u64)>,
+>;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -184,8 +188,8 @@ impl Store {
         let (applied, revision, compacted) = {
             let mut meta = txn.open_table(META)?;
             // Create every table, so that read transactions can always open them.
-            txn.open_table(KV)?;
-            txn.open_table(REVS)?;
+            txn.open_table(KEY_INDEX)?;
+            txn.open_table(REVISIONS)?;
             txn.open_table(CURRENT)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
@@ -199,6 +203,10 @@ impl Store {
                     meta.insert(META_COMPACTED, NEVER_COMPACTED)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(SCHEMA_VERSION_KEY_ORDERED) => {
+                    upgrade::from_key_ordered(&txn)?;
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                }
                 Some(other) => {
                     return Err(MvccError::Corrupt(format!(
                         "store schema version {other}, this build reads version {SCHEMA_VERSION}"
@@ -327,9 +335,10 @@ impl Store {
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let (_, revision, compacted) = read_meta(&meta)?;
-        let kv = txn.open_table(KV)?;
+        let index = txn.open_table(KEY_INDEX)?;
+        let revisions = txn.open_table(REVISIONS)?;
         let current = txn.open_table(CURRENT)?;
-        read(&Reader { kv: &kv, current: &current }, revision, compacted)
+        read(&Reader { index: &index, revisions: &revisions, current: &current }, revision, compacted)
     }
 
     /// Hash of the history kept at or below `revision` (0 = current); `Compacted` if
@@ -339,9 +348,8 @@ impl Store {
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let (_, current, compacted) = read_meta(&meta)?;
-        let kv = txn.open_table(KV)?;
-        let revs = txn.open_table(REVS)?;
-        hash::hash_kv(&kv, &revs, revision, current, compacted)
+        let revisions = txn.open_table(REVISIONS)?;
+        hash::hash_kv(&revisions, revision, current, compacted)
     }
 
     /// Events of revisions `from..=current` (a `from` below 1 counts as 1), for watchers
@@ -352,11 +360,11 @@ impl Store {
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let (_, _, compacted) = read_meta(&meta)?;
-        let kv = txn.open_table(KV)?;
+        let index = txn.open_table(KEY_INDEX)?;
+        let revisions = txn.open_table(REVISIONS)?;
         let current = txn.open_table(CURRENT)?;
-        let revs = txn.open_table(REVS)?;
-        let reader = Reader { kv: &kv, current: &current };
-        events::events_since(&reader, &revs, from, max_events, compacted)
+        let reader = Reader { index: &index, revisions: &revisions, current: &current };
+        events::events_since(&reader, from, max_events, compacted)
     }
 
     /// A bounded catch-up read for a watcher: the events of revisions `from..=through`,
@@ -371,14 +379,14 @@ impl Store {
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let (_, current, compacted) = read_meta(&meta)?;
-        let kv = txn.open_table(KV)?;
+        let index = txn.open_table(KEY_INDEX)?;
+        let revisions = txn.open_table(REVISIONS)?;
         let cur = txn.open_table(CURRENT)?;
-        let revs = txn.open_table(REVS)?;
-        let reader = Reader { kv: &kv, current: &cur };
+        let reader = Reader { index: &index, revisions: &revisions, current: &cur };
         if resumed && from <= compacted {
             return Err(MvccError::Compacted);
         }
-        events::events_chunk(&reader, &revs, from, limits, compacted, current)
+        events::events_chunk(&reader, from, limits, compacted, current)
     }
 
     /// Every granted lease with its TTL and attached keys, by id.
@@ -439,7 +447,7 @@ impl Store {
         let txn = db.begin_read()?;
         Ok(StoreStats {
             keys: txn.open_table(CURRENT)?.len()?,
-            versions: txn.open_table(KV)?.len()?,
+            versions: txn.open_table(REVISIONS)?.len()?,
             leases: txn.open_table(LEASES)?.len()?,
         })
     }

@@ -18,16 +18,20 @@ use redb::{Table, WriteTransaction};
 use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
 use crate::read::{At, Reader};
-use crate::schema::{rev_u64, KvKey, Record, CURRENT, KV, LEASES, LEASE_KEYS, LEASE_REMAINING, REVS};
+use crate::schema::{
+    rev_u64, IndexKey, IndexTag, Record, StoredVersion, CURRENT, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING,
+    REVISIONS,
+};
 use crate::types::{Event, EventKind, KeyValue};
 
-/// The `kv` and `current` tables of a write transaction.
-type KvTable<'t> = Table<'t, KvKey, &'static [u8]>;
+/// The key tables of a write transaction.
+type IndexTable<'t> = Table<'t, IndexKey, u8>;
+type RevisionsTable<'t> = Table<'t, (u64, u64), &'static [u8]>;
 type CurrentTable<'t> = Table<'t, &'static [u8], (u64, u64)>;
 
 pub(crate) struct Writer<'t> {
-    pub(crate) kv: KvTable<'t>,
-    pub(crate) revs: Table<'t, (u64, u64), &'static [u8]>,
+    pub(crate) index: IndexTable<'t>,
+    pub(crate) revisions: RevisionsTable<'t>,
     pub(crate) current: CurrentTable<'t>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
@@ -43,7 +47,7 @@ pub(crate) struct Writer<'t> {
 
 /// How to take back one mutation of the command being applied.
 enum Undo {
-    /// A version was inserted into `kv` and `revs`.
+    /// A version was inserted into `key_index` and `revisions`.
     Inserted { key: Vec<u8>, main: u64, sub: u64 },
     /// `current[key]` held this before.
     Current { key: Vec<u8>, old: Option<(u64, u64)> },
@@ -54,8 +58,8 @@ enum Undo {
 impl<'t> Writer<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction, rev: i64, compacted: i64) -> Result<Writer<'t>, MvccError> {
         Ok(Writer {
-            kv: txn.open_table(KV)?,
-            revs: txn.open_table(REVS)?,
+            index: txn.open_table(KEY_INDEX)?,
+            revisions: txn.open_table(REVISIONS)?,
             current: txn.open_table(CURRENT)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
@@ -80,8 +84,8 @@ impl<'t> Writer<'t> {
         while let Some(u) = self.undo.pop() {
             match u {
                 Undo::Inserted { key, main, sub } => {
-                    self.kv.remove((key.as_slice(), main, sub))?;
-                    self.revs.remove((main, sub))?;
+                    self.index.remove((key.as_slice(), main, sub))?;
+                    self.revisions.remove((main, sub))?;
                 }
                 Undo::Current { key, old } => match old {
                     Some(rev) => {
@@ -124,8 +128,8 @@ impl<'t> Writer<'t> {
         }
     }
 
-    pub(crate) fn reader(&self) -> Reader<'_, KvTable<'t>, CurrentTable<'t>> {
-        Reader { kv: &self.kv, current: &self.current }
+    pub(crate) fn reader(&self) -> Reader<'_, IndexTable<'t>, RevisionsTable<'t>, CurrentTable<'t>> {
+        Reader { index: &self.index, revisions: &self.revisions, current: &self.current }
     }
 
     pub(crate) fn lease_exists(&self, id: i64) -> Result<bool, MvccError> {
@@ -194,8 +198,8 @@ impl<'t> Writer<'t> {
     }
 
     fn insert_version(&mut self, key: &[u8], main: u64, sub: u64, record: &Record) -> Result<(), MvccError> {
-        self.kv.insert((key, main, sub), record.encode().as_slice())?;
-        self.revs.insert((main, sub), key)?;
+        self.index.insert((key, main, sub), IndexTag::of(record).byte())?;
+        self.revisions.insert((main, sub), StoredVersion::of(key, record).as_slice())?;
         self.undo.push(Undo::Inserted { key: key.to_vec(), main, sub });
         Ok(())
     }
