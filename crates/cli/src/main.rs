@@ -71,7 +71,7 @@ struct ServeArgs {
     #[arg(long, env = "CONCORD_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
     /// Number of committed entries to trigger a snapshot.
-    #[arg(long, env = "CONCORD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    #[arg(long, env = "CONCORD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
     /// Number of entries for a slow follower to catch up after compacting the raft log.
     #[arg(long, env = "CONCORD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5000)]

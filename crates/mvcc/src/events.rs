@@ -7,7 +7,7 @@
 //! starts below the compacted revision cannot be served (etcd: `minRev < compactRev`).
 
 use crate::error::MvccError;
-use crate::read::{CurRead, KvRead, Reader, RevRead};
+use crate::read::{KvRead, Reader, RevRead};
 use crate::schema::{rev_i64, rev_u64, Record, StoredVersion};
 use crate::types::{Event, EventKind, KeyValue};
 
@@ -41,8 +41,8 @@ fn event_bytes(event: &Event) -> usize {
 /// far it read. Unlike `events_since`, `from` is checked against the compacted revision
 /// before it is raised to 1, as etcd does (a start of -5 on a never-compacted store, whose
 /// compacted revision is -1, is refused).
-pub(crate) fn events_chunk<K, R, C>(
-    reader: &Reader<'_, K, R, C>,
+pub(crate) fn events_chunk<K, R>(
+    reader: &Reader<'_, K, R>,
     from: i64,
     limits: ChunkLimits,
     compacted: i64,
@@ -51,7 +51,6 @@ pub(crate) fn events_chunk<K, R, C>(
 where
     K: KvRead,
     R: RevRead,
-    C: CurRead,
 {
     if from < compacted {
         return Err(MvccError::Compacted);
@@ -82,8 +81,8 @@ where
 }
 
 /// The event of the version stored as `stored` at `(main, sub)`.
-fn event_at<K: KvRead, R: RevRead, C: CurRead>(
-    reader: &Reader<'_, K, R, C>,
+fn event_at<K: KvRead, R: RevRead>(
+    reader: &Reader<'_, K, R>,
     stored: &[u8],
     main: u64,
     sub: u64,
@@ -103,8 +102,8 @@ fn event_at<K: KvRead, R: RevRead, C: CurRead>(
 
 /// Events of revisions `from..=current` in order, stopping after the revision during which
 /// `max_events` was reached (a revision is never split, so a Txn's events stay together).
-pub(crate) fn events_since<K, R, C>(
-    reader: &Reader<'_, K, R, C>,
+pub(crate) fn events_since<K, R>(
+    reader: &Reader<'_, K, R>,
     from: i64,
     max_events: usize,
     compacted: i64,
@@ -112,7 +111,6 @@ pub(crate) fn events_since<K, R, C>(
 where
     K: KvRead,
     R: RevRead,
-    C: CurRead,
 {
     let from = from.max(1);
     if from < compacted {

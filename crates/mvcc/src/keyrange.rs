@@ -4,8 +4,6 @@
 //! `range_end == "\0"` is every key `>= key`, anything else is `[key, range_end)`. Range,
 //! DeleteRange, Compare and watch all share this, so it is decoded once into [`KeyBounds`].
 
-use std::ops::Bound;
-
 /// The decoded form of `(key, range_end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyBounds<'a> {
@@ -36,14 +34,6 @@ impl<'a> KeyBounds<'a> {
         match *self {
             KeyBounds::Single(key) => key == k,
             KeyBounds::Span { start, end } => start <= k && end.is_none_or(|e| k < e),
-        }
-    }
-
-    /// The bounds as a `RangeBounds` over plain keys (for `Single`, `[key, key]`).
-    pub(crate) fn as_bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-        match *self {
-            KeyBounds::Single(k) => (Bound::Included(k), Bound::Included(k)),
-            KeyBounds::Span { start, end } => (Bound::Included(start), end.map_or(Bound::Unbounded, Bound::Excluded)),
         }
     }
 }

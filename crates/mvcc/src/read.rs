@@ -5,11 +5,12 @@
 //! transaction of an apply, where it sees the writes made earlier in the same command (that
 //! is how reads inside a Txn see the Txn's own earlier writes).
 //!
-//! Walking a range of keys has two paths: at the current revision the `current` table holds
-//! exactly the live keys, one entry each; at a past revision the walk hops from user key to
-//! user key in the `key_index` table with two B-tree seeks per key (next key, newest version
-//! `<= rev`), so its cost is the number of distinct keys, not of versions. Either way a
-//! version's data is one lookup by revision in the `revisions` table.
+//! Walking a range of keys hops from user key to user key in the `key_index` table with two
+//! B-tree seeks per key (next key, newest version `<= rev`), so its cost is the number of
+//! distinct keys, not of versions; a read at the current revision is the same walk with no
+//! upper bound on the revision (there is no separate table of live keys: one less
+//! key-ordered table to rewrite on every write). A version's data is then one lookup by
+//! revision in the `revisions` table.
 
 use std::ops::Bound;
 
@@ -28,10 +29,6 @@ impl<T: ReadableTable<IndexKey, u8>> KvRead for T {}
 pub(crate) trait RevRead: ReadableTable<(u64, u64), &'static [u8]> {}
 impl<T: ReadableTable<(u64, u64), &'static [u8]>> RevRead for T {}
 
-/// A table readable as the `current` table.
-pub(crate) trait CurRead: ReadableTable<&'static [u8], (u64, u64)> {}
-impl<T: ReadableTable<&'static [u8], (u64, u64)>> CurRead for T {}
-
 /// Where a walk reads: the live keys, or the state at a past revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum At {
@@ -40,13 +37,22 @@ pub(crate) enum At {
 }
 
 /// Borrowed key tables of one transaction.
-pub(crate) struct Reader<'a, K, R, C> {
+pub(crate) struct Reader<'a, K, R> {
     pub(crate) index: &'a K,
     pub(crate) revisions: &'a R,
-    pub(crate) current: &'a C,
 }
 
-impl<K: KvRead, R: RevRead, C: CurRead> Reader<'_, K, R, C> {
+impl At {
+    /// The highest main revision a read here sees.
+    fn upto(self) -> u64 {
+        match self {
+            At::Current => u64::MAX,
+            At::Revision(rev) => rev_u64(rev),
+        }
+    }
+}
+
+impl<K: KvRead, R: RevRead> Reader<'_, K, R> {
     /// The stored record of one exact version.
     pub(crate) fn record(&self, key: &[u8], main: u64, sub: u64) -> Result<Record, MvccError> {
         let missing = || MvccError::Corrupt(format!("index points at missing version {main}.{sub} of key {key:?}"));
@@ -65,16 +71,15 @@ impl<K: KvRead, R: RevRead, C: CurRead> Reader<'_, K, R, C> {
 
     /// The live version of `key`, if it exists.
     pub(crate) fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
-        let rev = self.current.get(key)?.map(|g| g.value());
-        match rev {
+        match self.live_version(key, At::Current)? {
             Some((main, sub)) => self.kv_of(key, main, sub),
             None => Ok(None),
         }
     }
 
-    /// The revision of the version of `key` visible at `rev`, if the key existed then.
-    pub(crate) fn version_at(&self, key: &[u8], rev: i64) -> Result<Option<(u64, u64)>, MvccError> {
-        let mut it = self.index.range((key, 0u64, 0u64)..=(key, rev_u64(rev), u64::MAX))?;
+    /// The revision of the version of `key` visible at `at`, if the key was live then.
+    pub(crate) fn live_version(&self, key: &[u8], at: At) -> Result<Option<(u64, u64)>, MvccError> {
+        let mut it = self.index.range((key, 0u64, 0u64)..=(key, at.upto(), u64::MAX))?;
         match it.next_back() {
             None => Ok(None),
             Some(entry) => {
@@ -120,63 +125,31 @@ impl<K: KvRead, R: RevRead, C: CurRead> Reader<'_, K, R, C> {
         if bounds.is_empty() {
             return Ok(());
         }
-        match (at, bounds) {
-            (At::Current, KeyBounds::Single(key)) => {
-                let rev = self.current.get(key)?.map(|g| g.value());
-                if let Some((main, sub)) = rev {
-                    f(key, main, sub)?;
-                }
-                Ok(())
+        if let KeyBounds::Single(key) = bounds {
+            if let Some((main, sub)) = self.live_version(key, at)? {
+                f(key, main, sub)?;
             }
-            (At::Current, span) => {
-                let iter = self.current.range::<&[u8]>(span.as_bounds())?;
-                if reverse {
-                    for entry in iter.rev() {
-                        let (k, v) = entry?;
-                        let (main, sub) = v.value();
-                        if !f(k.value(), main, sub)? {
-                            break;
-                        }
-                    }
-                } else {
-                    for entry in iter {
-                        let (k, v) = entry?;
-                        let (main, sub) = v.value();
-                        if !f(k.value(), main, sub)? {
-                            break;
-                        }
-                    }
-                }
-                Ok(())
-            }
-            (At::Revision(rev), KeyBounds::Single(key)) => {
-                if let Some((main, sub)) = self.version_at(key, rev)? {
-                    f(key, main, sub)?;
-                }
-                Ok(())
-            }
-            (At::Revision(rev), span) => {
-                let mut cursor: Option<Vec<u8>> = None;
-                loop {
-                    let next = if reverse {
-                        self.key_before(span, cursor.as_deref())?
-                    } else {
-                        self.key_after(span, cursor.as_deref())?
-                    };
-                    let Some(key) = next else { break };
-                    if !span.contains(&key) {
-                        break;
-                    }
-                    if let Some((main, sub)) = self.version_at(&key, rev)? {
-                        if !f(&key, main, sub)? {
-                            break;
-                        }
-                    }
-                    cursor = Some(key);
-                }
-                Ok(())
-            }
+            return Ok(());
         }
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let next = if reverse {
+                self.key_before(bounds, cursor.as_deref())?
+            } else {
+                self.key_after(bounds, cursor.as_deref())?
+            };
+            let Some(key) = next else { break };
+            if !bounds.contains(&key) {
+                break;
+            }
+            if let Some((main, sub)) = self.live_version(&key, at)? {
+                if !f(&key, main, sub)? {
+                    break;
+                }
+            }
+            cursor = Some(key);
+        }
+        Ok(())
     }
 
     /// The first user key in `key_index` after `cursor` (or at/after the span's start).

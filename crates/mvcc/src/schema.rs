@@ -5,15 +5,15 @@
 //! way — every version is appended once, in revision order, so its bytes (key and value)
 //! are written to sequential pages and never moved again — while the key index lives in
 //! redb too, so opening the store reads nothing but the meta table and memory does not
-//! grow with the key count. The two key-ordered tables hold no values: a write dirties
-//! one small index leaf and one `current` leaf, not a leaf of values, and a DeleteRange
-//! over many keys rewrites index pages, not the data.
+//! grow with the key count. The one key-ordered table holds no values: a write dirties
+//! one small index leaf, not a leaf of values, and a DeleteRange over many keys rewrites
+//! index pages, not the data. There is no table of the live keys: the live version of a
+//! key is its newest index entry, when that is not a tombstone.
 //!
 //! | table        | key                         | value                        | used for |
 //! |--------------|-----------------------------|------------------------------|----------|
 //! | `revisions`  | `(main, sub)`               | [`StoredVersion`] bytes: key and [`Record`] | every kept version, in revision order: hash, watch catch-up, compaction of a revision window, the data of every read |
-//! | `key_index`  | `(user key, main, sub)`     | [`IndexTag`] byte            | reads at a past revision (newest entry `<= rev` of a key), a key's history |
-//! | `current`    | user key                    | `(main, sub)` of live version| reads at the current revision; absent once deleted |
+//! | `key_index`  | `(user key, main, sub)`     | [`IndexTag`] byte            | every read: a key's newest entry (`<= rev` at a past revision) is its version |
 //! | `meta`       | name                        | i64                          | applied index, revision, compacted revision, schema version |
 //! | `leases`     | lease id                    | ttl                          | granted leases |
 //! | `lease_keys` | `(lease id, user key)`      | `()`                         | keys attached to a lease, for revoke |
@@ -23,9 +23,9 @@
 //! numbers the writes inside one Txn. Revisions are positive, so they are stored as `u64`
 //! (big-endian order = numeric order) and handed out as `i64` like etcd.
 //!
-//! Schema 1 (before this layout) kept each record in a key-ordered `kv` table and a
-//! `revs` table from revision to key; a store of schema 1 is converted at open
-//! ([`crate::store`]), in one transaction.
+//! Schema 1 (before this layout) kept each record in a key-ordered `kv` table, a `revs`
+//! table from revision to key and a `current` table of the live keys; a store of schema 1
+//! is converted at open (`upgrade`), in one transaction.
 
 use redb::TableDefinition;
 
@@ -40,7 +40,7 @@ pub(crate) const REVISIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition
 /// Schema 1's tables, read once to convert them.
 pub(crate) const SCHEMA1_KV: TableDefinition<IndexKey, &[u8]> = TableDefinition::new("kv");
 pub(crate) const SCHEMA1_REVS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("revs");
-pub(crate) const CURRENT: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("current");
+pub(crate) const SCHEMA1_CURRENT: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("current");
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 pub(crate) const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
 pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
@@ -49,7 +49,7 @@ pub(crate) const LEASE_REMAINING: TableDefinition<i64, i64> = TableDefinition::n
 
 /// Version of this layout; a store written with another one is refused at open.
 pub(crate) const SCHEMA_VERSION: i64 = 2;
-/// The layout of [`SCHEMA1_KV`] and [`SCHEMA1_REVS`], converted at open.
+/// The layout of [`SCHEMA1_KV`], [`SCHEMA1_REVS`] and [`SCHEMA1_CURRENT`], converted at open.
 pub(crate) const SCHEMA_VERSION_KEY_ORDERED: i64 = 1;
 
 pub(crate) const META_SCHEMA: &str = "schema_version";

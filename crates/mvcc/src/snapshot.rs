@@ -3,7 +3,7 @@
 //! A follower too far behind the leader's log gets the whole state instead. The dump is
 //! written from one read transaction, so it is a consistent cut at its applied index while
 //! applies go on. Only the primary data is written — meta, every kept version, the leases;
-//! the derived tables (`key_index`, `current`, `lease_keys`) are rebuilt on restore, so the
+//! the derived tables (`key_index`, `lease_keys`) are rebuilt on restore, so the
 //! format does not depend on how the store is laid out (schema 2 writes the same stream as
 //! schema 1 did).
 //!
@@ -38,8 +38,8 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
 use crate::schema::{
-    rev_i64, IndexTag, Record, StoredVersion, CURRENT, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META,
-    META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA, REVISIONS, SCHEMA_VERSION,
+    rev_i64, IndexTag, Record, StoredVersion, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED,
+    META_COMPACTED, META_REVISION, META_SCHEMA, REVISIONS, SCHEMA_VERSION,
 };
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAP";
@@ -304,15 +304,14 @@ pub(crate) fn verify(input: impl Read) -> Result<SnapshotMeta, MvccError> {
 pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, MvccError> {
     let mut index = txn.open_table(KEY_INDEX)?;
     let mut revisions = txn.open_table(REVISIONS)?;
-    let mut current = txn.open_table(CURRENT)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut lease_remaining = txn.open_table(LEASE_REMAINING)?;
-    // Versions come in (key, revision) order: the last one of each key decides `current`.
-    let mut last: Option<(Vec<u8>, u64, u64, Record)> = None;
-    let mut finish_key = |last: Option<(Vec<u8>, u64, u64, Record)>| -> Result<(), MvccError> {
-        if let Some((key, main, sub, Record::Put { lease, .. })) = last {
-            current.insert(key.as_slice(), (main, sub))?;
+    // Versions come in (key, revision) order: the last one of each key decides whether
+    // the key is live, and so attached to its lease.
+    let mut last: Option<(Vec<u8>, Record)> = None;
+    let mut finish_key = |last: Option<(Vec<u8>, Record)>| -> Result<(), MvccError> {
+        if let Some((key, Record::Put { lease, .. })) = last {
             if lease != 0 {
                 lease_keys.insert((lease, key.as_slice()), ())?;
             }
@@ -328,7 +327,7 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
             if next_key {
                 finish_key(last.take())?;
             }
-            last = Some((key, main, sub, record));
+            last = Some((key, record));
             Ok(())
         },
         |id, ttl| {
@@ -356,7 +355,6 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
 pub(crate) fn clear(txn: &WriteTransaction) -> Result<(), MvccError> {
     txn.delete_table(KEY_INDEX)?;
     txn.delete_table(REVISIONS)?;
-    txn.delete_table(CURRENT)?;
     txn.delete_table(META)?;
     txn.delete_table(LEASES)?;
     txn.delete_table(LEASE_KEYS)?;

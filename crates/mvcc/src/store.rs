@@ -26,7 +26,7 @@ use crate::error::MvccError;
 use crate::events::{ChunkLimits, EventChunk};
 use crate::read::Reader;
 use crate::schema::{
-    CURRENT, INITIAL_REVISION, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
+    INITIAL_REVISION, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
     META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVISIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY_ORDERED,
 };
 use crate::snapshot::{self, SnapshotMeta};
@@ -36,12 +36,8 @@ use crate::write::Writer;
 use crate::{compact, events, hash, lease, ops, range, txn, upgrade};
 
 /// A reader of the key tables of a read-only snapshot.
-type SnapshotReader<'a> = Reader<
-    'a,
-    ReadOnlyTable<crate::schema::IndexKey, u8>,
-    ReadOnlyTable<(u64, u64), &'static [u8]>,
-    ReadOnlyTable<&'static [u8], (u64, u64)>,
->;
+type SnapshotReader<'a> =
+    Reader<'a, ReadOnlyTable<crate::schema::IndexKey, u8>, ReadOnlyTable<(u64, u64), &'static [u8]>>;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -190,7 +186,6 @@ impl Store {
             // Create every table, so that read transactions can always open them.
             txn.open_table(KEY_INDEX)?;
             txn.open_table(REVISIONS)?;
-            txn.open_table(CURRENT)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
             txn.open_table(LEASE_REMAINING)?;
@@ -337,8 +332,7 @@ impl Store {
         let (_, revision, compacted) = read_meta(&meta)?;
         let index = txn.open_table(KEY_INDEX)?;
         let revisions = txn.open_table(REVISIONS)?;
-        let current = txn.open_table(CURRENT)?;
-        read(&Reader { index: &index, revisions: &revisions, current: &current }, revision, compacted)
+        read(&Reader { index: &index, revisions: &revisions }, revision, compacted)
     }
 
     /// Hash of the history kept at or below `revision` (0 = current); `Compacted` if
@@ -362,8 +356,7 @@ impl Store {
         let (_, _, compacted) = read_meta(&meta)?;
         let index = txn.open_table(KEY_INDEX)?;
         let revisions = txn.open_table(REVISIONS)?;
-        let current = txn.open_table(CURRENT)?;
-        let reader = Reader { index: &index, revisions: &revisions, current: &current };
+        let reader = Reader { index: &index, revisions: &revisions };
         events::events_since(&reader, from, max_events, compacted)
     }
 
@@ -381,8 +374,7 @@ impl Store {
         let (_, current, compacted) = read_meta(&meta)?;
         let index = txn.open_table(KEY_INDEX)?;
         let revisions = txn.open_table(REVISIONS)?;
-        let cur = txn.open_table(CURRENT)?;
-        let reader = Reader { index: &index, revisions: &revisions, current: &cur };
+        let reader = Reader { index: &index, revisions: &revisions };
         if resumed && from <= compacted {
             return Err(MvccError::Compacted);
         }
@@ -441,15 +433,25 @@ impl Store {
         snapshot::write(&db, out, app_meta)
     }
 
-    /// How many keys, versions and leases the store holds.
+    /// How many live keys, versions and leases the store holds. Counting the live keys
+    /// walks the key index (one step per distinct key): for tests and diagnostics.
     pub fn stats(&self) -> Result<StoreStats, MvccError> {
         let db = self.db();
         let txn = db.begin_read()?;
-        Ok(StoreStats {
-            keys: txn.open_table(CURRENT)?.len()?,
-            versions: txn.open_table(REVISIONS)?.len()?,
-            leases: txn.open_table(LEASES)?.len()?,
-        })
+        let index = txn.open_table(KEY_INDEX)?;
+        let revisions = txn.open_table(REVISIONS)?;
+        let mut keys = 0u64;
+        let everything = crate::keyrange::KeyBounds::new(b"", b"\0");
+        Reader { index: &index, revisions: &revisions }.visit(
+            everything,
+            crate::read::At::Current,
+            false,
+            |_, _, _| {
+                keys += 1;
+                Ok(true)
+            },
+        )?;
+        Ok(StoreStats { keys, versions: revisions.len()?, leases: txn.open_table(LEASES)?.len()? })
     }
 
     /// Size of the database file (for an in-memory store: the bytes allocated).

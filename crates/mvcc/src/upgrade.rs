@@ -1,10 +1,10 @@
 //! Converting a store written with an older layout, once, at open.
 //!
-//! Schema 1 kept every record in the key-ordered `kv` table (`(key, main, sub)` → record)
-//! and a `revs` table from revision to key. Schema 2 keeps the record, key included, in the
-//! revision-ordered `revisions` table and only a one-byte tag in the key-ordered
-//! `key_index` (see [`crate::schema`]). `current`, the leases and the meta table did not
-//! change. The conversion runs inside the transaction that opens the store, so a crash
+//! Schema 1 kept every record in the key-ordered `kv` table (`(key, main, sub)` → record),
+//! a `revs` table from revision to key and a `current` table of the live keys. Schema 2
+//! keeps the record, key included, in the revision-ordered `revisions` table and only a
+//! one-byte tag in the key-ordered `key_index` (see [`crate::schema`]); the live keys are
+//! read from the index. The leases and the meta table did not change. The conversion runs inside the transaction that opens the store, so a crash
 //! during it leaves the schema-1 store as it was, and the next open converts again.
 //!
 //! Memory: one version at a time; the transaction itself holds the new tables' pages.
@@ -12,10 +12,10 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
-use crate::schema::{IndexTag, Record, StoredVersion, KEY_INDEX, REVISIONS, SCHEMA1_KV, SCHEMA1_REVS};
+use crate::schema::{IndexTag, Record, StoredVersion, KEY_INDEX, REVISIONS, SCHEMA1_CURRENT, SCHEMA1_KV, SCHEMA1_REVS};
 
-/// Moves schema 1's `kv` and `revs` tables into `revisions` and `key_index`, then deletes
-/// them. The caller records the new schema version in the same transaction.
+/// Moves schema 1's `kv` table into `revisions` and `key_index`, then deletes it, `revs`
+/// and `current`. The caller records the new schema version in the same transaction.
 pub(crate) fn from_key_ordered(txn: &WriteTransaction) -> Result<(), MvccError> {
     {
         let old = txn.open_table(SCHEMA1_KV)?;
@@ -32,6 +32,7 @@ pub(crate) fn from_key_ordered(txn: &WriteTransaction) -> Result<(), MvccError> 
     }
     txn.delete_table(SCHEMA1_KV)?;
     txn.delete_table(SCHEMA1_REVS)?;
+    txn.delete_table(SCHEMA1_CURRENT)?;
     Ok(())
 }
 
@@ -40,7 +41,8 @@ mod tests {
     use redb::{Database, ReadableDatabase};
 
     use crate::schema::{
-        Record, CURRENT, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA, SCHEMA1_KV, SCHEMA1_REVS,
+        Record, META, META_APPLIED, META_COMPACTED, META_REVISION, META_SCHEMA, SCHEMA1_CURRENT, SCHEMA1_KV,
+        SCHEMA1_REVS,
     };
     use crate::types::RangeRequest;
     use crate::Store;
@@ -53,7 +55,7 @@ mod tests {
         {
             let mut kv = txn.open_table(SCHEMA1_KV).expect("kv");
             let mut revs = txn.open_table(SCHEMA1_REVS).expect("revs");
-            let mut current = txn.open_table(CURRENT).expect("current");
+            let mut current = txn.open_table(SCHEMA1_CURRENT).expect("current");
             let mut meta = txn.open_table(META).expect("meta");
             let put = |create, version, value: &str| {
                 Record::Put { create_revision: create, version, lease: 0, value: value.into() }.encode()
@@ -99,6 +101,7 @@ mod tests {
         let db = Database::open(&path).expect("reopen");
         let txn = db.begin_read().expect("read");
         assert!(txn.open_table(SCHEMA1_KV).is_err(), "schema 1's kv table is deleted");
+        assert!(txn.open_table(SCHEMA1_CURRENT).is_err(), "schema 1's current table is deleted");
         assert_eq!(txn.open_table(META).expect("meta").get(META_SCHEMA).expect("get").map(|g| g.value()), Some(2));
     }
 }

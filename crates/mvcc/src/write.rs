@@ -19,20 +19,17 @@ use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
 use crate::read::{At, Reader};
 use crate::schema::{
-    rev_u64, IndexKey, IndexTag, Record, StoredVersion, CURRENT, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING,
-    REVISIONS,
+    rev_u64, IndexKey, IndexTag, Record, StoredVersion, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, REVISIONS,
 };
 use crate::types::{Event, EventKind, KeyValue};
 
 /// The key tables of a write transaction.
 type IndexTable<'t> = Table<'t, IndexKey, u8>;
 type RevisionsTable<'t> = Table<'t, (u64, u64), &'static [u8]>;
-type CurrentTable<'t> = Table<'t, &'static [u8], (u64, u64)>;
 
 pub(crate) struct Writer<'t> {
     pub(crate) index: IndexTable<'t>,
     pub(crate) revisions: RevisionsTable<'t>,
-    pub(crate) current: CurrentTable<'t>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
     pub(crate) lease_remaining: Table<'t, i64, i64>,
@@ -49,8 +46,6 @@ pub(crate) struct Writer<'t> {
 enum Undo {
     /// A version was inserted into `key_index` and `revisions`.
     Inserted { key: Vec<u8>, main: u64, sub: u64 },
-    /// `current[key]` held this before.
-    Current { key: Vec<u8>, old: Option<(u64, u64)> },
     /// `(lease, key)` was added to (`added`) or removed from `lease_keys`.
     LeaseKey { lease: i64, key: Vec<u8>, added: bool },
 }
@@ -60,7 +55,6 @@ impl<'t> Writer<'t> {
         Ok(Writer {
             index: txn.open_table(KEY_INDEX)?,
             revisions: txn.open_table(REVISIONS)?,
-            current: txn.open_table(CURRENT)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
             lease_remaining: txn.open_table(LEASE_REMAINING)?,
@@ -87,14 +81,6 @@ impl<'t> Writer<'t> {
                     self.index.remove((key.as_slice(), main, sub))?;
                     self.revisions.remove((main, sub))?;
                 }
-                Undo::Current { key, old } => match old {
-                    Some(rev) => {
-                        self.current.insert(key.as_slice(), rev)?;
-                    }
-                    None => {
-                        self.current.remove(key.as_slice())?;
-                    }
-                },
                 Undo::LeaseKey { lease, key, added } => {
                     if added {
                         self.lease_keys.remove((lease, key.as_slice()))?;
@@ -128,8 +114,8 @@ impl<'t> Writer<'t> {
         }
     }
 
-    pub(crate) fn reader(&self) -> Reader<'_, IndexTable<'t>, RevisionsTable<'t>, CurrentTable<'t>> {
-        Reader { index: &self.index, revisions: &self.revisions, current: &self.current }
+    pub(crate) fn reader(&self) -> Reader<'_, IndexTable<'t>, RevisionsTable<'t>> {
+        Reader { index: &self.index, revisions: &self.revisions }
     }
 
     pub(crate) fn lease_exists(&self, id: i64) -> Result<bool, MvccError> {
@@ -148,8 +134,6 @@ impl<'t> Writer<'t> {
         };
         let record = Record::Put { create_revision, version, lease, value: value.to_vec() };
         self.insert_version(key, main, sub, &record)?;
-        let old = self.current.insert(key, (main, sub))?.map(|g| g.value());
-        self.undo.push(Undo::Current { key: key.to_vec(), old });
         if let Some(p) = &prev {
             if p.lease != 0 {
                 self.detach(p.lease, key)?;
@@ -183,8 +167,6 @@ impl<'t> Writer<'t> {
         let main = rev_u64(self.rev + 1);
         let sub = self.sub;
         self.insert_version(key, main, sub, &Record::Tombstone)?;
-        let old = self.current.remove(key)?.map(|g| g.value());
-        self.undo.push(Undo::Current { key: key.to_vec(), old });
         if prev.lease != 0 {
             self.detach(prev.lease, key)?;
         }

@@ -53,7 +53,7 @@ impl Default for ServerConfig {
             initial_cluster_token: "concord-cluster".into(),
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             snapshot_catchup_entries: 5000,
             wal_segment_bytes: 64 << 20,
             max_request_bytes: 1536 * 1024,
