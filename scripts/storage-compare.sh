@@ -11,8 +11,9 @@
 #   KEY_SIZE=256 VAL_SIZE=1024   (check perf's sizes)
 #   SYSTEMS="concord etcd"
 #   RESULTS=DIR        member logs (default: a temp dir, removed unless KEEP=1)
-#   PROFILE=1          also sample the leader with `perf record -g` during the delete, into
-#                      RESULTS/SYSTEM/perf-del.data (kept: give RESULTS or KEEP=1)
+#   PROFILE=1          also sample the leader with `perf record --call-graph dwarf` during
+#                      the delete, into RESULTS/SYSTEM/perf-del.data (kept: give RESULTS
+#                      or KEEP=1)
 #
 # Per system it prints: write throughput of the fill (from the bench's JSON), the leader's
 # database size (endpoint status), bytes the leader wrote to disk per put (/proc/PID/io
@@ -98,7 +99,7 @@ for system in $SYSTEMS; do
     wal="$(du -sb "$wal_dir" 2>/dev/null | cut -f1)"
     perf_pid=""
     if [[ "${PROFILE:-0}" == 1 ]] && command -v perf >/dev/null; then
-        perf record -F 999 -g -o "$dir/perf-del.data" -p "$leader_pid" >/dev/null 2>&1 &
+        perf record -F 499 --call-graph dwarf,16384 -o "$dir/perf-del.data" -p "$leader_pid" >/dev/null 2>&1 &
         perf_pid=$!
         sleep 1
     fi

@@ -161,12 +161,22 @@ impl<'t> Writer<'t> {
     /// Deletes `key` if it is live; whether it was. The deleted version is in the event
     /// (its only copy: see [`Writer::delete_range`]).
     pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool, MvccError> {
-        let Some(prev) = self.reader().latest(key)? else {
-            return Ok(false);
-        };
-        let main = rev_u64(self.rev + 1);
-        let sub = self.sub;
-        self.insert_version(key, main, sub, &Record::Tombstone)?;
+        match self.reader().live_version(key, At::Current)? {
+            Some((main, sub)) => {
+                self.delete_version(key, main, sub)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes `key`, whose live version is `(main, sub)`.
+    fn delete_version(&mut self, key: &[u8], main: u64, sub: u64) -> Result<(), MvccError> {
+        let prev = self.reader().kv_of(key, main, sub)?.ok_or_else(|| {
+            MvccError::Corrupt(format!("the live version {main}.{sub} of key {key:?} is a tombstone"))
+        })?;
+        let tombstone_main = rev_u64(self.rev + 1);
+        self.insert_version(key, tombstone_main, self.sub, &Record::Tombstone)?;
         if prev.lease != 0 {
             self.detach(prev.lease, key)?;
         }
@@ -176,7 +186,7 @@ impl<'t> Writer<'t> {
             kv: KeyValue { key: key.to_vec(), mod_revision: self.rev + 1, ..KeyValue::default() },
             prev_kv: Some(prev),
         });
-        Ok(true)
+        Ok(())
     }
 
     fn insert_version(&mut self, key: &[u8], main: u64, sub: u64, record: &Record) -> Result<(), MvccError> {
@@ -197,23 +207,22 @@ impl<'t> Writer<'t> {
     /// deleted versions if `with_prev` (copied from the events, which hold them anyway:
     /// a DeleteRange without `prev_kv` copies no value).
     ///
-    /// The keys to delete are collected first (memory: one copy of each matched key).
+    /// The live keys are collected first with their versions (memory: one copy of each
+    /// matched key), then each is deleted without looking it up again.
     pub(crate) fn delete_range(
         &mut self,
         bounds: KeyBounds<'_>,
         with_prev: bool,
     ) -> Result<(usize, Vec<KeyValue>), MvccError> {
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        self.reader().visit(bounds, At::Current, false, |k, _, _| {
-            keys.push(k.to_vec());
+        let mut live: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+        self.reader().visit(bounds, At::Current, false, |k, main, sub| {
+            live.push((k.to_vec(), main, sub));
             Ok(true)
         })?;
         let first_event = self.events.len();
-        let mut deleted = 0;
-        for k in keys {
-            if self.delete(&k)? {
-                deleted += 1;
-            }
+        let deleted = live.len();
+        for (key, main, sub) in live {
+            self.delete_version(&key, main, sub)?;
         }
         let prevs = if with_prev {
             self.events[first_event..].iter().filter_map(|event| event.prev_kv.clone()).collect()
