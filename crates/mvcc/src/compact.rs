@@ -8,8 +8,8 @@
 //!
 //! Cost: only revisions in `(previous compaction, c]` are visited, through the `revisions` table
 //! in batches of [`BATCH`] (memory is bounded by the batch, not by the window); for each,
-//! a seek decides whether it is the key's newest version at or below `c`, and if so the
-//! key's older versions are removed. All of it is one redb transaction: a very large
+//! the key index decides whether it is the key's newest version at or below `c`, and if so
+//! the key's older versions are removed from both. All of it is one redb transaction: a very large
 //! window makes one large commit.
 
 use std::ops::Bound;
@@ -17,7 +17,7 @@ use std::ops::Bound;
 use redb::ReadableTable;
 
 use crate::error::MvccError;
-use crate::schema::{rev_u64, IndexTag, StoredVersion};
+use crate::schema::{rev_u64, StoredVersion};
 use crate::types::{CompactionRequest, CompactionResponse};
 use crate::write::Writer;
 
@@ -57,32 +57,19 @@ pub(crate) fn compact(w: &mut Writer<'_>, req: &CompactionRequest) -> Result<Com
 /// Handles version `(main, sub)` of `key`: if it is the newest at or below `target`, drops
 /// every older version, and itself too when it is a tombstone.
 fn compact_version(w: &mut Writer<'_>, key: &[u8], main: u64, sub: u64, target: i64) -> Result<(), MvccError> {
-    let newer = w
-        .index
-        .range((Bound::Excluded((key, main, sub)), Bound::Included((key, rev_u64(target), u64::MAX))))?
-        .next()
-        .is_some();
-    if newer {
-        // The newest one, visited later, takes care of this one.
+    let versions = w.index.versions(key);
+    let Ok(at) = versions.binary_search_by_key(&(main, sub), |v| (v.main, v.sub)) else {
+        return Err(MvccError::Corrupt(format!("key index misses version {main}.{sub} of key {key:?}")));
+    };
+    if versions.get(at + 1).is_some_and(|newer| newer.main <= rev_u64(target)) {
+        // The newest one at or below the target, visited later, takes care of this one.
         return Ok(());
     }
-    let mut doomed: Vec<(u64, u64)> = Vec::new();
-    for entry in w.index.range((key, 0u64, 0u64)..(key, main, sub))? {
-        let (k, _) = entry?;
-        let (_, m, s) = k.value();
-        doomed.push((m, s));
-    }
-    let tombstone = match w.index.get((key, main, sub))? {
-        Some(v) => IndexTag::is_tombstone(v.value()),
-        None => {
-            return Err(MvccError::Corrupt(format!("key index misses version {main}.{sub} of key {key:?}")));
-        }
-    };
-    if tombstone {
-        doomed.push((main, sub));
-    }
+    let keep_this = !versions[at].tombstone;
+    let doomed: Vec<(u64, u64)> =
+        versions[..at].iter().map(|v| (v.main, v.sub)).chain((!keep_this).then_some((main, sub))).collect();
     for (m, s) in doomed {
-        w.index.remove((key, m, s))?;
+        w.index.remove(key, m, s);
         w.revisions.remove((m, s))?;
     }
     Ok(())

@@ -7,7 +7,7 @@
 //! starts below the compacted revision cannot be served (etcd: `minRev < compactRev`).
 
 use crate::error::MvccError;
-use crate::read::{KvRead, Reader, RevRead};
+use crate::read::{Reader, RevRead};
 use crate::schema::{rev_i64, rev_u64, Record, StoredVersion};
 use crate::types::{Event, EventKind, KeyValue};
 
@@ -41,15 +41,14 @@ fn event_bytes(event: &Event) -> usize {
 /// far it read. Unlike `events_since`, `from` is checked against the compacted revision
 /// before it is raised to 1, as etcd does (a start of -5 on a never-compacted store, whose
 /// compacted revision is -1, is refused).
-pub(crate) fn events_chunk<K, R>(
-    reader: &Reader<'_, K, R>,
+pub(crate) fn events_chunk<R>(
+    reader: &Reader<'_, R>,
     from: i64,
     limits: ChunkLimits,
     compacted: i64,
     current: i64,
 ) -> Result<EventChunk, MvccError>
 where
-    K: KvRead,
     R: RevRead,
 {
     if from < compacted {
@@ -81,12 +80,7 @@ where
 }
 
 /// The event of the version stored as `stored` at `(main, sub)`.
-fn event_at<K: KvRead, R: RevRead>(
-    reader: &Reader<'_, K, R>,
-    stored: &[u8],
-    main: u64,
-    sub: u64,
-) -> Result<Event, MvccError> {
+fn event_at<R: RevRead>(reader: &Reader<'_, R>, stored: &[u8], main: u64, sub: u64) -> Result<Event, MvccError> {
     let (key, record) = StoredVersion::split(stored)?;
     let record = Record::decode(record)?;
     let prev_kv = reader.previous(key, main, sub)?;
@@ -102,14 +96,13 @@ fn event_at<K: KvRead, R: RevRead>(
 
 /// Events of revisions `from..=current` in order, stopping after the revision during which
 /// `max_events` was reached (a revision is never split, so a Txn's events stay together).
-pub(crate) fn events_since<K, R>(
-    reader: &Reader<'_, K, R>,
+pub(crate) fn events_since<R>(
+    reader: &Reader<'_, R>,
     from: i64,
     max_events: usize,
     compacted: i64,
 ) -> Result<Vec<Event>, MvccError>
 where
-    K: KvRead,
     R: RevRead,
 {
     let from = from.max(1);

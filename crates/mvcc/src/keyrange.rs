@@ -4,6 +4,8 @@
 //! `range_end == "\0"` is every key `>= key`, anything else is `[key, range_end)`. Range,
 //! DeleteRange, Compare and watch all share this, so it is decoded once into [`KeyBounds`].
 
+use std::ops::Bound;
+
 /// The decoded form of `(key, range_end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyBounds<'a> {
@@ -30,10 +32,11 @@ impl<'a> KeyBounds<'a> {
         }
     }
 
-    pub(crate) fn contains(&self, k: &[u8]) -> bool {
+    /// The bounds as a `RangeBounds` over plain keys (for `Single`, `[key, key]`).
+    pub(crate) fn as_bounds(&self) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
         match *self {
-            KeyBounds::Single(key) => key == k,
-            KeyBounds::Span { start, end } => start <= k && end.is_none_or(|e| k < e),
+            KeyBounds::Single(k) => (Bound::Included(k), Bound::Included(k)),
+            KeyBounds::Span { start, end } => (Bound::Included(start), end.map_or(Bound::Unbounded, Bound::Excluded)),
         }
     }
 }
@@ -54,15 +57,19 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::RangeBounds;
+
     use super::*;
 
     #[test]
     fn shapes() {
         assert_eq!(KeyBounds::new(b"a", b""), KeyBounds::Single(b"a"));
-        assert!(KeyBounds::new(b"a", b"\0").contains(b"zzz"));
-        assert!(!KeyBounds::new(b"b", b"\0").contains(b"a"));
+        let contains = |bounds: KeyBounds<'_>, k: &[u8]| bounds.as_bounds().contains(&k);
+        assert!(contains(KeyBounds::new(b"a", b"\0"), b"zzz"));
+        assert!(!contains(KeyBounds::new(b"b", b"\0"), b"a"));
         let r = KeyBounds::new(b"a", b"c");
-        assert!(r.contains(b"a") && r.contains(b"bzz") && !r.contains(b"c"));
+        assert!(contains(r, b"a") && contains(r, b"bzz") && !contains(r, b"c"));
+        assert!(contains(KeyBounds::new(b"a", b""), b"a") && !contains(KeyBounds::new(b"a", b""), b"ab"));
         assert!(KeyBounds::new(b"c", b"a").is_empty());
         assert!(KeyBounds::new(b"c", b"c").is_empty());
         assert!(!KeyBounds::new(b"c", b"\0").is_empty());

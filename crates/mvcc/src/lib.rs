@@ -27,6 +27,7 @@ mod compact;
 mod error;
 mod events;
 mod hash;
+mod index;
 mod keyrange;
 mod lease;
 mod ops;

@@ -18,14 +18,14 @@ use std::cmp::Ordering;
 
 use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
-use crate::read::{At, KvRead, Reader, RevRead};
+use crate::read::{At, Reader, RevRead};
 use crate::schema::rev_i64;
 use crate::types::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
 
 /// Serves `req` on a view whose current revision is `view_rev` and compacted revision is
 /// `compacted`.
-pub(crate) fn range<K: KvRead, R: RevRead>(
-    reader: &Reader<'_, K, R>,
+pub(crate) fn range<R: RevRead>(
+    reader: &Reader<'_, R>,
     req: &RangeRequest,
     view_rev: i64,
     compacted: i64,

@@ -1,19 +1,15 @@
 //! The on-disk layout: redb tables, their key/value encodings, and the meta keys.
 //!
-//! etcd keeps one bucket keyed by revision and an in-memory B-tree from user key to its
-//! revisions, rebuilt on every start. Here the history is keyed by revision in the same
-//! way — every version is appended once, in revision order, so its bytes (key and value)
-//! are written to sequential pages and never moved again — while the key index lives in
-//! redb too, so opening the store reads nothing but the meta table and memory does not
-//! grow with the key count. The one key-ordered table holds no values: a write dirties
-//! one small index leaf, not a leaf of values, and a DeleteRange over many keys rewrites
-//! index pages, not the data. There is no table of the live keys: the live version of a
-//! key is its newest index entry, when that is not a tombstone.
+//! This is etcd's layout. The history is one table keyed by revision: every version is
+//! appended once, in revision order, so its bytes (key and value) go to sequential pages
+//! and are never moved again. The key index, from user key to its revisions, lives in
+//! memory (`index`) and is rebuilt from this table when the store opens. No table is
+//! ordered by user key, so a put or a delete at a random key rewrites no key-ordered page,
+//! and a DeleteRange over many keys writes only their tombstones.
 //!
 //! | table        | key                         | value                        | used for |
 //! |--------------|-----------------------------|------------------------------|----------|
-//! | `revisions`  | `(main, sub)`               | [`StoredVersion`] bytes: key and [`Record`] | every kept version, in revision order: hash, watch catch-up, compaction of a revision window, the data of every read |
-//! | `key_index`  | `(user key, main, sub)`     | [`IndexTag`] byte            | every read: a key's newest entry (`<= rev` at a past revision) is its version |
+//! | `revisions`  | `(main, sub)`               | [`StoredVersion`] bytes: key and [`Record`] | every kept version, in revision order: the data of every read, hash, watch catch-up, compaction of a revision window, the key index at open |
 //! | `meta`       | name                        | i64                          | applied index, revision, compacted revision, schema version |
 //! | `leases`     | lease id                    | ttl                          | granted leases |
 //! | `lease_keys` | `(lease id, user key)`      | `()`                         | keys attached to a lease, for revoke |
@@ -24,21 +20,20 @@
 //! (big-endian order = numeric order) and handed out as `i64` like etcd.
 //!
 //! Schema 1 (before this layout) kept each record in a key-ordered `kv` table, a `revs`
-//! table from revision to key and a `current` table of the live keys; a store of schema 1
-//! is converted at open (`upgrade`), in one transaction.
+//! table from revision to key and a `current` table of the live keys, and needed no index
+//! in memory; a store of schema 1 is converted at open (`upgrade`), in one transaction.
 
 use redb::TableDefinition;
 
 use crate::error::MvccError;
 use crate::types::KeyValue;
 
-/// Key of the `key_index` table: `(user key, main revision, sub revision)`.
-pub(crate) type IndexKey = (&'static [u8], u64, u64);
+/// Key of schema 1's `kv` table: `(user key, main revision, sub revision)`.
+pub(crate) type KvKey = (&'static [u8], u64, u64);
 
-pub(crate) const KEY_INDEX: TableDefinition<IndexKey, u8> = TableDefinition::new("key_index");
 pub(crate) const REVISIONS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("revisions");
 /// Schema 1's tables, read once to convert them.
-pub(crate) const SCHEMA1_KV: TableDefinition<IndexKey, &[u8]> = TableDefinition::new("kv");
+pub(crate) const SCHEMA1_KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("kv");
 pub(crate) const SCHEMA1_REVS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("revs");
 pub(crate) const SCHEMA1_CURRENT: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("current");
 pub(crate) const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
@@ -64,31 +59,6 @@ pub(crate) const NEVER_COMPACTED: i64 = -1;
 
 const TAG_PUT: u8 = 0;
 const TAG_TOMBSTONE: u8 = 1;
-
-/// Value of a `key_index` entry: whether the version is a put or a tombstone, so that a
-/// read at a past revision knows whether the key was live without reading the record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IndexTag {
-    Put = TAG_PUT as isize,
-    Tombstone = TAG_TOMBSTONE as isize,
-}
-
-impl IndexTag {
-    pub(crate) fn of(record: &Record) -> IndexTag {
-        match record {
-            Record::Put { .. } => IndexTag::Put,
-            Record::Tombstone => IndexTag::Tombstone,
-        }
-    }
-
-    pub(crate) fn byte(self) -> u8 {
-        self as u8
-    }
-
-    pub(crate) fn is_tombstone(byte: u8) -> bool {
-        byte == TAG_TOMBSTONE
-    }
-}
 
 /// Value of a `revisions` entry: the user key (length `u32` big-endian, then its bytes)
 /// followed by the encoded [`Record`]. The key is stored here, once, because the table is
@@ -170,6 +140,11 @@ impl Record {
         }
     }
 
+    /// Whether encoded record bytes are a tombstone, without decoding them.
+    pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
+        bytes.first() == Some(&TAG_TOMBSTONE)
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<Record, MvccError> {
         match bytes.split_first() {
             Some((&TAG_TOMBSTONE, [])) => Ok(Record::Tombstone),
@@ -232,8 +207,7 @@ mod tests {
         );
         assert!(StoredVersion::split(&[0, 0, 0, 9, 1]).is_err(), "a key longer than the bytes is refused");
         assert!(StoredVersion::split(&[0, 0]).is_err());
-        assert_eq!(IndexTag::of(&Record::Tombstone).byte(), 1);
-        assert!(IndexTag::is_tombstone(IndexTag::Tombstone.byte()));
-        assert!(!IndexTag::is_tombstone(IndexTag::Put.byte()));
+        assert!(Record::is_tombstone(StoredVersion::split(&StoredVersion::of(b"k", &Record::Tombstone)).unwrap().1));
+        assert!(!Record::is_tombstone(&record));
     }
 }

@@ -3,7 +3,7 @@
 //! A follower too far behind the leader's log gets the whole state instead. The dump is
 //! written from one read transaction, so it is a consistent cut at its applied index while
 //! applies go on. Only the primary data is written — meta, every kept version, the leases;
-//! the derived tables (`key_index`, `lease_keys`) are rebuilt on restore, so the
+//! the derived state (the key index, `lease_keys`) is rebuilt on restore, so the
 //! format does not depend on how the store is laid out (schema 2 writes the same stream as
 //! schema 1 did).
 //!
@@ -34,12 +34,13 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
+use crate::index::{KeyIndex, Version};
 use crate::schema::{
-    rev_i64, IndexTag, Record, StoredVersion, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED,
-    META_COMPACTED, META_REVISION, META_SCHEMA, REVISIONS, SCHEMA_VERSION,
+    rev_i64, Record, StoredVersion, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
+    META_REVISION, META_SCHEMA, REVISIONS, SCHEMA_VERSION,
 };
 
 const MAGIC: &[u8] = b"CONCORD-MVCC-SNAP";
@@ -92,15 +93,15 @@ fn len_u32(n: usize) -> Result<[u8; 4], MvccError> {
         .map_err(|_| MvccError::Internal(format!("{n} bytes do not fit a snapshot record")))
 }
 
-/// Writes the stream from one read transaction. `app_meta` is called with the applied
-/// index of that transaction once it is open, before anything is written; what it returns
-/// goes into the stream as the application metadata.
+/// Writes the stream from one read transaction and the key index that matches it.
+/// `app_meta` is called with the applied index of that transaction, before anything is
+/// written; what it returns goes into the stream as the application metadata.
 pub(crate) fn write(
-    db: &redb::Database,
+    txn: &ReadTransaction,
+    index: &KeyIndex,
     out: impl Write,
     app_meta: impl FnOnce(u64) -> Result<Vec<u8>, MvccError>,
 ) -> Result<SnapshotMeta, MvccError> {
-    let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
     let (applied, revision, compacted) = crate::store::read_meta(&meta)?;
     let app_meta = app_meta(applied)?;
@@ -113,11 +114,9 @@ pub(crate) fn write(
     w.put(&[TAG_APP_META])?;
     w.put(&len_u32(app_meta.len())?)?;
     w.put(&app_meta)?;
-    let index = txn.open_table(KEY_INDEX)?;
     let revisions = txn.open_table(REVISIONS)?;
-    for entry in index.iter()? {
-        let (k, _) = entry?;
-        let (key, main, sub) = k.value();
+    for (key, version) in index.iter() {
+        let (main, sub) = (version.main, version.sub);
         let stored = revisions
             .get((main, sub))?
             .ok_or_else(|| MvccError::Corrupt(format!("key index names missing version {main}.{sub}")))?;
@@ -300,9 +299,10 @@ pub(crate) fn verify(input: impl Read) -> Result<SnapshotMeta, MvccError> {
     parse(input, |_, _, _, _, _| Ok(()), |_, _| Ok(()), |_, _| Ok(()))
 }
 
-/// Fills the empty tables of `txn` from the stream; returns the snapshot's meta.
-pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<SnapshotMeta, MvccError> {
-    let mut index = txn.open_table(KEY_INDEX)?;
+/// Fills the empty tables of `txn` from the stream; returns the snapshot's meta and the
+/// key index of what it holds.
+pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<(SnapshotMeta, KeyIndex), MvccError> {
+    let mut index = KeyIndex::default();
     let mut revisions = txn.open_table(REVISIONS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
@@ -321,7 +321,12 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
     let snapshot = parse(
         input,
         |key, main, sub, bytes, record| {
-            index.insert((key.as_slice(), main, sub), IndexTag::of(&record).byte())?;
+            if index.versions(&key).last().is_some_and(|last| (last.main, last.sub) >= (main, sub)) {
+                return Err(MvccError::Corrupt(format!(
+                    "snapshot versions of key {key:?} are out of revision order at {main}.{sub}"
+                )));
+            }
+            index.push(&key, Version { main, sub, tombstone: matches!(record, Record::Tombstone) });
             revisions.insert((main, sub), StoredVersion::encode(&key, &bytes).as_slice())?;
             let next_key = last.as_ref().is_some_and(|(k, ..)| *k != key);
             if next_key {
@@ -348,12 +353,11 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<Snap
     )?;
     meta.insert(META_REVISION, snapshot.revision)?;
     meta.insert(META_COMPACTED, snapshot.compacted_revision)?;
-    Ok(snapshot)
+    Ok((snapshot, index))
 }
 
 /// Empties every table of `txn`, so that [`read_into`] can fill them again.
 pub(crate) fn clear(txn: &WriteTransaction) -> Result<(), MvccError> {
-    txn.delete_table(KEY_INDEX)?;
     txn.delete_table(REVISIONS)?;
     txn.delete_table(META)?;
     txn.delete_table(LEASES)?;

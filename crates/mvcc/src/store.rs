@@ -7,9 +7,10 @@
 //! command's answer, not a failure: the entry still counts as applied. A storage error
 //! aborts the whole batch and nothing of it is applied.
 //!
-//! Reads run in their own read transactions (a consistent snapshot) and never wait for an
-//! apply. The database sits behind an `RwLock` only so that [`Store::defragment`] can have
-//! it alone, as redb's compaction requires.
+//! Reads run in their own read transactions (a consistent snapshot) with the key index
+//! published at the same commit (see `index`): a read waits at most for a commit to
+//! finish, never for an apply to run. The database sits behind an `RwLock` only so that
+//! [`Store::defragment`] can have it alone, as redb's compaction requires.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,16 +19,19 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::backends::InMemoryBackend;
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    WriteTransaction,
 };
 
 use crate::command::{Applied, Command, Response};
 use crate::error::MvccError;
 use crate::events::{ChunkLimits, EventChunk};
+use crate::index::{KeyIndex, Version};
 use crate::read::Reader;
+use crate::schema::{Record, StoredVersion};
 use crate::schema::{
-    INITIAL_REVISION, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED,
-    META_REVISION, META_SCHEMA, NEVER_COMPACTED, REVISIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY_ORDERED,
+    INITIAL_REVISION, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED, META_REVISION,
+    META_SCHEMA, NEVER_COMPACTED, REVISIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY_ORDERED,
 };
 use crate::snapshot::{self, SnapshotMeta};
 use crate::types::{Event, HashKv, Lease, RangeRequest, RangeResponse, StoreStats, TxnRequest, TxnResponse};
@@ -36,8 +40,7 @@ use crate::write::Writer;
 use crate::{compact, events, hash, lease, ops, range, txn, upgrade};
 
 /// A reader of the key tables of a read-only snapshot.
-type SnapshotReader<'a> =
-    Reader<'a, ReadOnlyTable<crate::schema::IndexKey, u8>, ReadOnlyTable<(u64, u64), &'static [u8]>>;
+type SnapshotReader<'a> = Reader<'a, ReadOnlyTable<(u64, u64), &'static [u8]>>;
 
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
@@ -60,6 +63,10 @@ impl Default for Options {
 /// The revisioned key-value store (see the crate docs).
 pub struct Store {
     db: RwLock<Database>,
+    /// The key index as of the last commit. A commit and the publication of its index
+    /// happen under the write lock; a read opens its transaction and clones the index
+    /// under the read lock, so the two always match.
+    index: RwLock<KeyIndex>,
     path: Option<PathBuf>,
     sync: bool,
     applied: AtomicU64,
@@ -152,9 +159,12 @@ impl Store {
         let mut txn = db.begin_write()?;
         txn.set_durability(if self.sync { Durability::Immediate } else { Durability::None })?;
         snapshot::clear(&txn)?;
-        let meta = snapshot::read_into(&txn, input)?;
+        let (meta, index) = snapshot::read_into(&txn, input)?;
         before_commit(&meta)?;
+        let mut published = self.index_mut();
         txn.commit()?;
+        *published = index;
+        drop(published);
         self.applied.store(meta.applied_index, Ordering::Release);
         self.revision.store(meta.revision, Ordering::Release);
         self.compacted.store(meta.compacted_revision, Ordering::Release);
@@ -174,7 +184,7 @@ impl Store {
     fn fill_from_snapshot(db: &Database, input: impl Read, sync: bool) -> Result<SnapshotMeta, MvccError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(if sync { Durability::Immediate } else { Durability::None })?;
-        let meta = snapshot::read_into(&txn, input)?;
+        let (meta, _) = snapshot::read_into(&txn, input)?;
         txn.commit()?;
         Ok(meta)
     }
@@ -184,7 +194,6 @@ impl Store {
         let (applied, revision, compacted) = {
             let mut meta = txn.open_table(META)?;
             // Create every table, so that read transactions can always open them.
-            txn.open_table(KEY_INDEX)?;
             txn.open_table(REVISIONS)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
@@ -210,9 +219,11 @@ impl Store {
             }
             read_meta(&meta)?
         };
+        let index = load_index(&txn)?;
         txn.commit()?;
         Ok(Store {
             db: RwLock::new(db),
+            index: RwLock::new(index),
             path,
             sync,
             applied: AtomicU64::new(applied),
@@ -228,6 +239,18 @@ impl Store {
 
     fn db_mut(&self) -> RwLockWriteGuard<'_, Database> {
         self.db.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The published index, for a commit to replace.
+    fn index_mut(&self) -> RwLockWriteGuard<'_, KeyIndex> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A read transaction and the key index that matches it.
+    fn read_view(&self, db: &Database) -> Result<(ReadTransaction, KeyIndex), MvccError> {
+        let published = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let txn = db.begin_read()?;
+        Ok((txn, published.clone()))
     }
 
     /// Index of the last applied Raft entry (0 for a new store).
@@ -293,12 +316,16 @@ impl Store {
         let mut txn = db.begin_write()?;
         txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         let mut out = Vec::new();
-        let (applied, revision, compacted) = apply_in(&txn, entries, &mut out)?;
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (applied, revision, compacted, index) = apply_in(&txn, index, entries, &mut out)?;
         if out.is_empty() {
             txn.abort()?;
             return Ok(out);
         }
+        let mut published = self.index_mut();
         txn.commit()?;
+        *published = index;
+        drop(published);
         self.applied.store(applied, Ordering::Release);
         self.revision.store(revision, Ordering::Release);
         self.compacted.store(compacted, Ordering::Release);
@@ -327,10 +354,9 @@ impl Store {
         read: impl FnOnce(&SnapshotReader<'_>, i64, i64) -> Result<T, MvccError>,
     ) -> Result<T, MvccError> {
         let db = self.db();
-        let txn = db.begin_read()?;
+        let (txn, index) = self.read_view(&db)?;
         let meta = txn.open_table(META)?;
         let (_, revision, compacted) = read_meta(&meta)?;
-        let index = txn.open_table(KEY_INDEX)?;
         let revisions = txn.open_table(REVISIONS)?;
         read(&Reader { index: &index, revisions: &revisions }, revision, compacted)
     }
@@ -351,10 +377,9 @@ impl Store {
     /// never splitting a revision. `Compacted` if `from` is below the compacted revision.
     pub fn events_since(&self, from: i64, max_events: usize) -> Result<Vec<Event>, MvccError> {
         let db = self.db();
-        let txn = db.begin_read()?;
+        let (txn, index) = self.read_view(&db)?;
         let meta = txn.open_table(META)?;
         let (_, _, compacted) = read_meta(&meta)?;
-        let index = txn.open_table(KEY_INDEX)?;
         let revisions = txn.open_table(REVISIONS)?;
         let reader = Reader { index: &index, revisions: &revisions };
         events::events_since(&reader, from, max_events, compacted)
@@ -369,10 +394,9 @@ impl Store {
     /// read may start exactly there, as etcd allows.
     pub fn events_chunk(&self, from: i64, limits: ChunkLimits, resumed: bool) -> Result<EventChunk, MvccError> {
         let db = self.db();
-        let txn = db.begin_read()?;
+        let (txn, index) = self.read_view(&db)?;
         let meta = txn.open_table(META)?;
         let (_, current, compacted) = read_meta(&meta)?;
-        let index = txn.open_table(KEY_INDEX)?;
         let revisions = txn.open_table(REVISIONS)?;
         let reader = Reader { index: &index, revisions: &revisions };
         if resumed && from <= compacted {
@@ -430,28 +454,22 @@ impl Store {
         app_meta: impl FnOnce(u64) -> Result<Vec<u8>, MvccError>,
     ) -> Result<SnapshotMeta, MvccError> {
         let db = self.db();
-        snapshot::write(&db, out, app_meta)
+        let (txn, index) = self.read_view(&db)?;
+        snapshot::write(&txn, &index, out, app_meta)
     }
 
     /// How many live keys, versions and leases the store holds. Counting the live keys
     /// walks the key index (one step per distinct key): for tests and diagnostics.
     pub fn stats(&self) -> Result<StoreStats, MvccError> {
         let db = self.db();
-        let txn = db.begin_read()?;
-        let index = txn.open_table(KEY_INDEX)?;
-        let revisions = txn.open_table(REVISIONS)?;
+        let (txn, index) = self.read_view(&db)?;
         let mut keys = 0u64;
         let everything = crate::keyrange::KeyBounds::new(b"", b"\0");
-        Reader { index: &index, revisions: &revisions }.visit(
-            everything,
-            crate::read::At::Current,
-            false,
-            |_, _, _| {
-                keys += 1;
-                Ok(true)
-            },
-        )?;
-        Ok(StoreStats { keys, versions: revisions.len()?, leases: txn.open_table(LEASES)?.len()? })
+        index.visit::<MvccError>(everything, u64::MAX, false, |_, _, _| {
+            keys += 1;
+            Ok(true)
+        })?;
+        Ok(StoreStats { keys, versions: index.version_count(), leases: txn.open_table(LEASES)?.len()? })
     }
 
     /// Size of the database file (for an in-memory store: the bytes allocated).
@@ -495,16 +513,18 @@ pub(crate) fn read_meta<T: ReadableTable<&'static str, i64>>(meta: &T) -> Result
     Ok((applied, get(META_REVISION)?, get(META_COMPACTED)?))
 }
 
-/// Applies `entries` inside `txn`, pushing one [`Applied`] per applied entry; returns the
-/// new `(applied index, revision, compacted revision)`.
+/// Applies `entries` inside `txn`, changing `index` with them and pushing one [`Applied`]
+/// per applied entry; returns the new `(applied index, revision, compacted revision)` and
+/// the index to publish once `txn` commits.
 fn apply_in<'c>(
     txn: &WriteTransaction,
+    index: KeyIndex,
     entries: impl Iterator<Item = (u64, &'c Command)>,
     out: &mut Vec<Applied>,
-) -> Result<(u64, i64, i64), MvccError> {
+) -> Result<(u64, i64, i64, KeyIndex), MvccError> {
     let mut meta = txn.open_table(META)?;
     let (mut applied, revision, compacted) = read_meta(&meta)?;
-    let mut w = Writer::open(txn, revision, compacted)?;
+    let mut w = Writer::open(txn, index, revision, compacted)?;
     for (index, command) in entries {
         if index <= applied {
             continue;
@@ -528,7 +548,21 @@ fn apply_in<'c>(
     )?;
     meta.insert(META_REVISION, w.rev)?;
     meta.insert(META_COMPACTED, w.compacted)?;
-    Ok((applied, w.rev, w.compacted))
+    Ok((applied, w.rev, w.compacted, w.index))
+}
+
+/// Builds the key index from the `revisions` table (every kept version, in revision
+/// order): what opening a store costs, one read of the history.
+fn load_index(txn: &WriteTransaction) -> Result<KeyIndex, MvccError> {
+    let revisions = txn.open_table(REVISIONS)?;
+    let mut index = KeyIndex::default();
+    for entry in revisions.iter()? {
+        let (k, v) = entry?;
+        let (main, sub) = k.value();
+        let (key, record) = StoredVersion::split(v.value())?;
+        index.push(key, Version { main, sub, tombstone: Record::is_tombstone(record) });
+    }
+    Ok(index)
 }
 
 fn apply_one(w: &mut Writer<'_>, command: &Command) -> Result<Response, MvccError> {

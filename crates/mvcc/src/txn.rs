@@ -15,7 +15,7 @@ use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
 use crate::ops;
 use crate::range;
-use crate::read::{At, KvRead, Reader, RevRead};
+use crate::read::{At, Reader, RevRead};
 use crate::types::{
     Compare, CompareResult, CompareTarget, KeyValue, RequestOp, ResponseOp, TargetUnion, TxnRequest, TxnResponse,
 };
@@ -38,8 +38,8 @@ pub fn is_serializable(req: &TxnRequest) -> bool {
 
 /// Evaluates a read-only Txn (see [`is_read_only`]) against one snapshot: the compares,
 /// then etcd's checks of the chosen branch's Ranges, then the Ranges, all at `revision`.
-pub(crate) fn read_only_txn<K: KvRead, R: RevRead>(
-    reader: &Reader<'_, K, R>,
+pub(crate) fn read_only_txn<R: RevRead>(
+    reader: &Reader<'_, R>,
     req: &TxnRequest,
     revision: i64,
     compacted: i64,
@@ -95,11 +95,7 @@ pub(crate) fn apply_txn(w: &mut Writer<'_>, req: &TxnRequest) -> Result<TxnRespo
 
 /// Outcome of the compares of `req` and of every nested Txn on the chosen path, in
 /// pre-order (etcd's `txnPath`).
-fn compare_path<K: KvRead, R: RevRead>(
-    reader: &Reader<'_, K, R>,
-    req: &TxnRequest,
-    path: &mut Vec<bool>,
-) -> Result<(), MvccError> {
+fn compare_path<R: RevRead>(reader: &Reader<'_, R>, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), MvccError> {
     let mut ok = true;
     for c in &req.compare {
         if !compare(reader, c)? {
@@ -126,7 +122,7 @@ fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 
 /// etcd's `applyCompare`: every live key in the range must satisfy the compare; with no key,
 /// a zero KeyValue is compared, except that a Value compare then fails.
-pub(crate) fn compare<K: KvRead, R: RevRead>(reader: &Reader<'_, K, R>, c: &Compare) -> Result<bool, MvccError> {
+pub(crate) fn compare<R: RevRead>(reader: &Reader<'_, R>, c: &Compare) -> Result<bool, MvccError> {
     let mut any = false;
     let mut all = true;
     reader.visit(KeyBounds::new(&c.key, &c.range_end), At::Current, false, |key, main, sub| {

@@ -2,9 +2,9 @@
 //!
 //! Schema 1 kept every record in the key-ordered `kv` table (`(key, main, sub)` → record),
 //! a `revs` table from revision to key and a `current` table of the live keys. Schema 2
-//! keeps the record, key included, in the revision-ordered `revisions` table and only a
-//! one-byte tag in the key-ordered `key_index` (see [`crate::schema`]); the live keys are
-//! read from the index. The leases and the meta table did not change. The conversion runs inside the transaction that opens the store, so a crash
+//! keeps the record, key included, in the revision-ordered `revisions` table only (see
+//! [`crate::schema`]); the key index is built in memory at open. The leases and the meta
+//! table did not change. The conversion runs inside the transaction that opens the store, so a crash
 //! during it leaves the schema-1 store as it was, and the next open converts again.
 //!
 //! Memory: one version at a time; the transaction itself holds the new tables' pages.
@@ -12,21 +12,18 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::error::MvccError;
-use crate::schema::{IndexTag, Record, StoredVersion, KEY_INDEX, REVISIONS, SCHEMA1_CURRENT, SCHEMA1_KV, SCHEMA1_REVS};
+use crate::schema::{Record, StoredVersion, REVISIONS, SCHEMA1_CURRENT, SCHEMA1_KV, SCHEMA1_REVS};
 
-/// Moves schema 1's `kv` table into `revisions` and `key_index`, then deletes it, `revs`
-/// and `current`. The caller records the new schema version in the same transaction.
+/// Moves schema 1's `kv` table into `revisions`, then deletes it, `revs` and `current`. The caller records the new schema version in the same transaction.
 pub(crate) fn from_key_ordered(txn: &WriteTransaction) -> Result<(), MvccError> {
     {
         let old = txn.open_table(SCHEMA1_KV)?;
-        let mut index = txn.open_table(KEY_INDEX)?;
         let mut revisions = txn.open_table(REVISIONS)?;
         for entry in old.iter()? {
             let (k, v) = entry?;
             let (key, main, sub) = k.value();
             let record = v.value();
-            let tag = IndexTag::of(&Record::decode(record)?);
-            index.insert((key, main, sub), tag.byte())?;
+            Record::decode(record)?;
             revisions.insert((main, sub), StoredVersion::encode(key, record).as_slice())?;
         }
     }

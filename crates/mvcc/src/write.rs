@@ -16,19 +16,18 @@
 use redb::{Table, WriteTransaction};
 
 use crate::error::MvccError;
+use crate::index::{KeyIndex, Version};
 use crate::keyrange::KeyBounds;
 use crate::read::{At, Reader};
-use crate::schema::{
-    rev_u64, IndexKey, IndexTag, Record, StoredVersion, KEY_INDEX, LEASES, LEASE_KEYS, LEASE_REMAINING, REVISIONS,
-};
+use crate::schema::{rev_u64, Record, StoredVersion, LEASES, LEASE_KEYS, LEASE_REMAINING, REVISIONS};
 use crate::types::{Event, EventKind, KeyValue};
 
-/// The key tables of a write transaction.
-type IndexTable<'t> = Table<'t, IndexKey, u8>;
+/// The `revisions` table of a write transaction.
 type RevisionsTable<'t> = Table<'t, (u64, u64), &'static [u8]>;
 
 pub(crate) struct Writer<'t> {
-    pub(crate) index: IndexTable<'t>,
+    /// The apply's own clone of the key index; the store publishes it after the commit.
+    pub(crate) index: KeyIndex,
     pub(crate) revisions: RevisionsTable<'t>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
@@ -44,16 +43,21 @@ pub(crate) struct Writer<'t> {
 
 /// How to take back one mutation of the command being applied.
 enum Undo {
-    /// A version was inserted into `key_index` and `revisions`.
+    /// A version was added to the index and to `revisions`.
     Inserted { key: Vec<u8>, main: u64, sub: u64 },
     /// `(lease, key)` was added to (`added`) or removed from `lease_keys`.
     LeaseKey { lease: i64, key: Vec<u8>, added: bool },
 }
 
 impl<'t> Writer<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction, rev: i64, compacted: i64) -> Result<Writer<'t>, MvccError> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        index: KeyIndex,
+        rev: i64,
+        compacted: i64,
+    ) -> Result<Writer<'t>, MvccError> {
         Ok(Writer {
-            index: txn.open_table(KEY_INDEX)?,
+            index,
             revisions: txn.open_table(REVISIONS)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
@@ -78,7 +82,7 @@ impl<'t> Writer<'t> {
         while let Some(u) = self.undo.pop() {
             match u {
                 Undo::Inserted { key, main, sub } => {
-                    self.index.remove((key.as_slice(), main, sub))?;
+                    self.index.remove(&key, main, sub);
                     self.revisions.remove((main, sub))?;
                 }
                 Undo::LeaseKey { lease, key, added } => {
@@ -114,7 +118,7 @@ impl<'t> Writer<'t> {
         }
     }
 
-    pub(crate) fn reader(&self) -> Reader<'_, IndexTable<'t>, RevisionsTable<'t>> {
+    pub(crate) fn reader(&self) -> Reader<'_, RevisionsTable<'t>> {
         Reader { index: &self.index, revisions: &self.revisions }
     }
 
@@ -161,7 +165,7 @@ impl<'t> Writer<'t> {
     /// Deletes `key` if it is live; whether it was. The deleted version is in the event
     /// (its only copy: see [`Writer::delete_range`]).
     pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool, MvccError> {
-        match self.reader().live_version(key, At::Current)? {
+        match self.reader().live_version(key, At::Current) {
             Some((main, sub)) => {
                 self.delete_version(key, main, sub)?;
                 Ok(true)
@@ -190,8 +194,8 @@ impl<'t> Writer<'t> {
     }
 
     fn insert_version(&mut self, key: &[u8], main: u64, sub: u64, record: &Record) -> Result<(), MvccError> {
-        self.index.insert((key, main, sub), IndexTag::of(record).byte())?;
         self.revisions.insert((main, sub), StoredVersion::of(key, record).as_slice())?;
+        self.index.push(key, Version { main, sub, tombstone: matches!(record, Record::Tombstone) });
         self.undo.push(Undo::Inserted { key: key.to_vec(), main, sub });
         Ok(())
     }
