@@ -79,19 +79,34 @@ where
     Ok(out)
 }
 
-/// The event of the version stored as `stored` at `(main, sub)`.
+/// The event of the version stored as `stored` at `(main, sub)`: a put with the version
+/// before it, a delete without (as the apply makes them: see [`fill_delete_prevs`]).
 fn event_at<R: RevRead>(reader: &Reader<'_, R>, stored: &[u8], main: u64, sub: u64) -> Result<Event, MvccError> {
     let (key, record) = StoredVersion::split(stored)?;
     let record = Record::decode(record)?;
-    let prev_kv = reader.previous(key, main, sub)?;
     Ok(match record.into_kv(key, rev_i64(main)) {
-        Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
+        Some(kv) => Event { kind: EventKind::Put, kv, prev_kv: reader.previous(key, main, sub)? },
         None => Event {
             kind: EventKind::Delete,
             kv: KeyValue { key: key.to_vec(), mod_revision: rev_i64(main), ..KeyValue::default() },
-            prev_kv,
+            prev_kv: None,
         },
     })
+}
+
+/// Gives every Delete event without `prev_kv` the version it deleted, read from the
+/// store. A delete always removes a live version, so a Delete event without one is one
+/// whose version was not read (by the apply or a catch-up read), never one that had none.
+/// A version compacted away since (a compaction at or above the delete's revision) stays
+/// missing, as in etcd, whose watchers read `prev_kv` the same way and skip what is gone.
+pub(crate) fn fill_delete_prevs<R: RevRead>(reader: &Reader<'_, R>, events: &mut [Event]) -> Result<(), MvccError> {
+    for event in events.iter_mut().filter(|e| e.kind == EventKind::Delete && e.prev_kv.is_none()) {
+        let main = rev_u64(event.kv.mod_revision);
+        // A Txn may not both write and delete one key, so the key's version before the
+        // delete's revision is the one it deleted.
+        event.prev_kv = reader.previous(&event.kv.key, main, 0)?;
+    }
+    Ok(())
 }
 
 /// Events of revisions `from..=current` in order, stopping after the revision during which
@@ -153,7 +168,10 @@ mod tests {
         let tiny = ChunkLimits { max_revisions: 100, max_bytes: 1 };
         let chunk = store.events_chunk(7, tiny, false).expect("read");
         assert_eq!((chunk.events.len(), chunk.through), (5, 7));
-        assert!(chunk.events.iter().all(|e| e.prev_kv.is_some()));
+        assert!(chunk.events.iter().all(|e| e.prev_kv.is_none()), "deletes are read without prev_kv");
+        let mut deletes = chunk.events.clone();
+        store.fill_delete_prevs(&mut deletes).expect("fill");
+        assert!(deletes.iter().all(|e| e.prev_kv.as_ref().is_some_and(|p| p.value == b"0123456789")));
         let chunk = store.events_chunk(8, all, false).expect("read");
         assert_eq!((chunk.events.len(), chunk.through), (0, 7));
         // Below the compacted revision (-1 when never compacted), as etcd: refused.
@@ -179,7 +197,10 @@ mod tests {
         let live = applied.expect("applied").events;
         let kinds: Vec<_> = live.iter().map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision)).collect();
         assert_eq!(kinds, vec![(EventKind::Delete, b"l/1".to_vec(), 4), (EventKind::Delete, b"l/2".to_vec(), 4)]);
-        assert!(live.iter().all(|e| e.prev_kv.as_ref().is_some_and(|p| p.value == b"v" && p.lease == 7)));
+        assert!(live.iter().all(|e| e.prev_kv.is_none()), "a revoke reads no old value");
+        let mut filled = live.clone();
+        store.fill_delete_prevs(&mut filled).expect("fill");
+        assert!(filled.iter().all(|e| e.prev_kv.as_ref().is_some_and(|p| p.value == b"v" && p.lease == 7)));
         let all = ChunkLimits { max_revisions: 100, max_bytes: 1 << 20 };
         assert_eq!(store.events_chunk(4, all, false).expect("read").events, live, "catch-up reads what apply sent");
     }

@@ -5,7 +5,7 @@
 //! memory is what makes a write cheap: a put or a delete appends one record to
 //! `revisions` and touches no key-ordered page on disk. A DeleteRange over many keys
 //! writes only their tombstones. The price is etcd's too: memory grows with the number of
-//! keys and kept versions (one entry of 24 bytes per version, plus each key once), and
+//! keys and kept versions (one entry of 32 bytes per version, plus each key once), and
 //! the index is rebuilt from `revisions` when the store opens.
 //!
 //! The map is a persistent B-tree (`imbl::OrdMap`): a clone is O(1) and shares every node.
@@ -16,7 +16,9 @@
 
 use imbl::OrdMap;
 
+use crate::error::MvccError;
 use crate::keyrange::KeyBounds;
+use crate::schema::Record;
 
 /// One kept version of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +26,27 @@ pub(crate) struct Version {
     pub(crate) main: u64,
     pub(crate) sub: u64,
     pub(crate) tombstone: bool,
+    /// The lease the version is attached to (0: none), so that deleting a key detaches
+    /// it from its lease without reading the record (etcd keeps this map in its lessor).
+    pub(crate) lease: i64,
 }
 
 impl Version {
+    pub(crate) fn of(main: u64, sub: u64, record: &Record) -> Version {
+        match record {
+            Record::Put { lease, .. } => Version { main, sub, tombstone: false, lease: *lease },
+            Record::Tombstone => Version { main, sub, tombstone: true, lease: 0 },
+        }
+    }
+
+    /// The version of encoded record bytes (reads the header, not the value).
+    pub(crate) fn of_encoded(main: u64, sub: u64, record: &[u8]) -> Result<Version, MvccError> {
+        Ok(match Record::lease_of(record)? {
+            Some(lease) => Version { main, sub, tombstone: false, lease },
+            None => Version { main, sub, tombstone: true, lease: 0 },
+        })
+    }
+
     fn revision(&self) -> (u64, u64) {
         (self.main, self.sub)
     }
@@ -75,6 +95,12 @@ impl KeyIndex {
         }
         self.versions -= 1;
         true
+    }
+
+    /// Version `(main, sub)` of `key`, if kept.
+    pub(crate) fn version(&self, key: &[u8], main: u64, sub: u64) -> Option<Version> {
+        let versions = self.versions(key);
+        versions.binary_search_by_key(&(main, sub), Version::revision).ok().map(|at| versions[at])
     }
 
     /// The kept versions of `key`, oldest first (empty for a key never written or fully
@@ -151,11 +177,11 @@ mod tests {
     use super::*;
 
     fn put(main: u64) -> Version {
-        Version { main, sub: 0, tombstone: false }
+        Version { main, sub: 0, tombstone: false, lease: 0 }
     }
 
     fn tombstone(main: u64) -> Version {
-        Version { main, sub: 0, tombstone: true }
+        Version { main, sub: 0, tombstone: true, lease: 0 }
     }
 
     fn live_keys(index: &KeyIndex, bounds: KeyBounds<'_>, upto: u64, reverse: bool) -> Vec<(Vec<u8>, u64)> {
@@ -185,6 +211,8 @@ mod tests {
         assert_eq!(index.live_before(b"a", 4, 0), Some((2, 0)));
         assert_eq!(index.live_before(b"a", 6, 0), None, "the version before 6 is a tombstone");
         assert_eq!(index.live_before(b"a", 2, 0), None);
+        assert_eq!(index.version(b"a", 4, 0), Some(put(4)));
+        assert_eq!(index.version(b"a", 3, 0), None);
         let all = KeyBounds::new(b"", b"\0");
         assert_eq!(live_keys(&index, all, 3, false), vec![(b"a".to_vec(), 2), (b"b".to_vec(), 3)]);
         assert_eq!(live_keys(&index, all, 5, false), vec![(b"b".to_vec(), 3)]);

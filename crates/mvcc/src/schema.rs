@@ -140,9 +140,17 @@ impl Record {
         }
     }
 
-    /// Whether encoded record bytes are a tombstone, without decoding them.
-    pub(crate) fn is_tombstone(bytes: &[u8]) -> bool {
-        bytes.first() == Some(&TAG_TOMBSTONE)
+    /// The lease of encoded record bytes, without copying the value: `None` for a
+    /// tombstone, `Some(0)` for a put without a lease.
+    pub(crate) fn lease_of(bytes: &[u8]) -> Result<Option<i64>, MvccError> {
+        match bytes.split_first() {
+            Some((&TAG_TOMBSTONE, [])) => Ok(None),
+            Some((&TAG_PUT, rest)) if rest.len() >= 24 => {
+                let lease: [u8; 8] = rest[16..24].try_into().expect("8 bytes");
+                Ok(Some(i64::from_be_bytes(lease)))
+            }
+            _ => Record::decode(bytes).map(|_| None),
+        }
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Record, MvccError> {
@@ -207,7 +215,9 @@ mod tests {
         );
         assert!(StoredVersion::split(&[0, 0, 0, 9, 1]).is_err(), "a key longer than the bytes is refused");
         assert!(StoredVersion::split(&[0, 0]).is_err());
-        assert!(Record::is_tombstone(StoredVersion::split(&StoredVersion::of(b"k", &Record::Tombstone)).unwrap().1));
-        assert!(!Record::is_tombstone(&record));
+        assert_eq!(Record::lease_of(&Record::Tombstone.encode()).unwrap(), None);
+        let leased = Record::Put { create_revision: 3, version: 7, lease: -5, value: b"v".to_vec() }.encode();
+        assert_eq!(Record::lease_of(&leased).unwrap(), Some(-5));
+        assert!(Record::lease_of(&[0, 1]).is_err());
     }
 }

@@ -326,7 +326,7 @@ pub(crate) fn read_into(txn: &WriteTransaction, input: impl Read) -> Result<(Sna
                     "snapshot versions of key {key:?} are out of revision order at {main}.{sub}"
                 )));
             }
-            index.push(&key, Version { main, sub, tombstone: matches!(record, Record::Tombstone) });
+            index.push(&key, Version::of(main, sub, &record));
             revisions.insert((main, sub), StoredVersion::encode(&key, &bytes).as_slice())?;
             let next_key = last.as_ref().is_some_and(|(k, ..)| *k != key);
             if next_key {

@@ -28,7 +28,7 @@ use crate::error::MvccError;
 use crate::events::{ChunkLimits, EventChunk};
 use crate::index::{KeyIndex, Version};
 use crate::read::Reader;
-use crate::schema::{Record, StoredVersion};
+use crate::schema::StoredVersion;
 use crate::schema::{
     INITIAL_REVISION, LEASES, LEASE_KEYS, LEASE_REMAINING, META, META_APPLIED, META_COMPACTED, META_REVISION,
     META_SCHEMA, NEVER_COMPACTED, REVISIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY_ORDERED,
@@ -405,6 +405,16 @@ impl Store {
         events::events_chunk(&reader, from, limits, compacted, current)
     }
 
+    /// Gives each Delete event without `prev_kv` the version it deleted (for a watcher that
+    /// asked for `prev_kv`): the apply and the catch-up reads leave it out unless a
+    /// DeleteRange asked for it. See `events::fill_delete_prevs`.
+    pub fn fill_delete_prevs(&self, events: &mut [Event]) -> Result<(), MvccError> {
+        let db = self.db();
+        let (txn, index) = self.read_view(&db)?;
+        let revisions = txn.open_table(REVISIONS)?;
+        events::fill_delete_prevs(&Reader { index: &index, revisions: &revisions }, events)
+    }
+
     /// Every granted lease with its TTL and attached keys, by id.
     pub fn leases(&self) -> Result<Vec<Lease>, MvccError> {
         self.list_leases(true)
@@ -560,7 +570,7 @@ fn load_index(txn: &WriteTransaction) -> Result<KeyIndex, MvccError> {
         let (k, v) = entry?;
         let (main, sub) = k.value();
         let (key, record) = StoredVersion::split(v.value())?;
-        index.push(key, Version { main, sub, tombstone: Record::is_tombstone(record) });
+        index.push(key, Version::of_encoded(main, sub, record)?);
     }
     Ok(index)
 }

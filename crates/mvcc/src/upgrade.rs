@@ -90,7 +90,8 @@ mod tests {
         assert_eq!(at(0), vec![(b"a".to_vec(), b"a2".to_vec(), 3)]);
         assert_eq!(at(2), vec![(b"a".to_vec(), b"a1".to_vec(), 2)]);
         assert_eq!(at(4), vec![(b"a".to_vec(), b"a2".to_vec(), 3), (b"b".to_vec(), b"b1".to_vec(), 4)]);
-        let events = store.events_since(2, 100).expect("events");
+        let mut events = store.events_since(2, 100).expect("events");
+        store.fill_delete_prevs(&mut events).expect("fill");
         assert_eq!(events.len(), 4);
         assert_eq!(events[3].prev_kv.as_ref().map(|kv| kv.value.clone()), Some(b"b1".to_vec()));
         drop(store);

@@ -162,40 +162,46 @@ impl<'t> Writer<'t> {
         Ok(prev)
     }
 
-    /// Deletes `key` if it is live; whether it was. The deleted version is in the event
-    /// (its only copy: see [`Writer::delete_range`]).
+    /// Deletes `key` if it is live; whether it was. Its event carries no `prev_kv` (see
+    /// [`Writer::delete_version`]).
     pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool, MvccError> {
         match self.reader().live_version(key, At::Current) {
             Some((main, sub)) => {
-                self.delete_version(key, main, sub)?;
+                self.delete_version(key, main, sub, false)?;
                 Ok(true)
             }
             None => Ok(false),
         }
     }
 
-    /// Deletes `key`, whose live version is `(main, sub)`.
-    fn delete_version(&mut self, key: &[u8], main: u64, sub: u64) -> Result<(), MvccError> {
-        let prev = self.reader().kv_of(key, main, sub)?.ok_or_else(|| {
-            MvccError::Corrupt(format!("the live version {main}.{sub} of key {key:?} is a tombstone"))
-        })?;
+    /// Deletes `key`, whose live version is `(main, sub)`. The old version is read only
+    /// `with_prev` (for a DeleteRange that asked for it); otherwise the delete writes the
+    /// tombstone and reads nothing, as etcd's does, and its event has no `prev_kv`: a
+    /// watcher that wants it reads it with [`crate::Store::fill_delete_prevs`].
+    fn delete_version(&mut self, key: &[u8], main: u64, sub: u64, with_prev: bool) -> Result<(), MvccError> {
+        let version = self
+            .index
+            .version(key, main, sub)
+            .filter(|v| !v.tombstone)
+            .ok_or_else(|| MvccError::Corrupt(format!("{main}.{sub} is not a live version of key {key:?}")))?;
+        let prev = if with_prev { self.reader().kv_of(key, main, sub)? } else { None };
         let tombstone_main = rev_u64(self.rev + 1);
         self.insert_version(key, tombstone_main, self.sub, &Record::Tombstone)?;
-        if prev.lease != 0 {
-            self.detach(prev.lease, key)?;
+        if version.lease != 0 {
+            self.detach(version.lease, key)?;
         }
         self.sub += 1;
         self.events.push(Event {
             kind: EventKind::Delete,
             kv: KeyValue { key: key.to_vec(), mod_revision: self.rev + 1, ..KeyValue::default() },
-            prev_kv: Some(prev),
+            prev_kv: prev,
         });
         Ok(())
     }
 
     fn insert_version(&mut self, key: &[u8], main: u64, sub: u64, record: &Record) -> Result<(), MvccError> {
         self.revisions.insert((main, sub), StoredVersion::of(key, record).as_slice())?;
-        self.index.push(key, Version { main, sub, tombstone: matches!(record, Record::Tombstone) });
+        self.index.push(key, Version::of(main, sub, record));
         self.undo.push(Undo::Inserted { key: key.to_vec(), main, sub });
         Ok(())
     }
@@ -208,8 +214,8 @@ impl<'t> Writer<'t> {
     }
 
     /// Deletes every live key in the bounds, in key order; returns how many, and the
-    /// deleted versions if `with_prev` (copied from the events, which hold them anyway:
-    /// a DeleteRange without `prev_kv` copies no value).
+    /// deleted versions if `with_prev` (copied from the events, which then hold them too;
+    /// without `with_prev` no old version is read at all).
     ///
     /// The live keys are collected first with their versions (memory: one copy of each
     /// matched key), then each is deleted without looking it up again.
@@ -226,7 +232,7 @@ impl<'t> Writer<'t> {
         let first_event = self.events.len();
         let deleted = live.len();
         for (key, main, sub) in live {
-            self.delete_version(&key, main, sub)?;
+            self.delete_version(&key, main, sub, with_prev)?;
         }
         let prevs = if with_prev {
             self.events[first_event..].iter().filter_map(|event| event.prev_kv.clone()).collect()

@@ -405,6 +405,9 @@ impl WatchStream {
     /// etcd does; a watcher the batch does not continue from goes to catch up.
     async fn deliver_live(&mut self, batch: &[Event]) -> Result<(), End> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
+        let wants_prev = self.watchers.values().any(|w| w.state == State::Live && w.prev_kv);
+        let filled = self.with_delete_prevs(batch, wants_prev).await?;
+        let batch = filled.as_deref().unwrap_or(batch);
         let (first, last) = (first.kv.mod_revision, last.kv.mod_revision);
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
@@ -435,6 +438,22 @@ impl WatchStream {
             }
         }
         Ok(())
+    }
+
+    /// `events` with the deleted version in every Delete event that lacks it, if `wanted`
+    /// (a watcher asked for `prev_kv`) and some event lacks it; `None` when nothing is to be
+    /// read. The apply and the catch-up reads leave deleted versions out, as etcd's do: a
+    /// DeleteRange of many keys reads none of their values unless someone needs them.
+    async fn with_delete_prevs(&self, events: &[Event], wanted: bool) -> Result<Option<Vec<Event>>, End> {
+        if !wanted || !events.iter().any(|e| e.kind == EventKind::Delete && e.prev_kv.is_none()) {
+            return Ok(None);
+        }
+        let store = self.shared.store.clone();
+        let mut owned = events.to_vec();
+        let filled = tokio::task::spawn_blocking(move || store.fill_delete_prevs(&mut owned).map(|()| owned))
+            .await
+            .map_err(|e| End::Error(EtcdError::Internal(format!("watch prev_kv read panicked: {e}"))))?;
+        filled.map(Some).map_err(|error| End::Error(EtcdError::from(error)))
     }
 
     /// A snapshot installed on a follower brings revisions whose events never pass the
@@ -470,11 +489,14 @@ impl WatchStream {
         let read = tokio::task::spawn_blocking(move || store.events_chunk(from, limits, resumed))
             .await
             .map_err(|e| End::Error(EtcdError::Internal(format!("watch catch-up read panicked: {e}"))))?;
-        let chunk = match read {
+        let mut chunk = match read {
             Ok(chunk) => chunk,
             Err(MvccError::Compacted) => return self.cancel_compacted(id).await,
             Err(error) => return Err(End::Error(EtcdError::from(error))),
         };
+        if let Some(filled) = self.with_delete_prevs(&chunk.events, self.watchers[&id].prev_kv).await? {
+            chunk.events = filled;
+        }
         let Some(watcher) = self.watchers.get_mut(&id) else { return Ok(()) };
         watcher.next = chunk.through + 1;
         watcher.resumed = true;

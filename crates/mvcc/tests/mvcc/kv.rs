@@ -59,7 +59,10 @@ fn delete_range_forms_and_events() {
         a.events.iter().map(|e| e.kv.key.clone()).collect::<Vec<_>>(),
         vec![b"b".to_vec(), b"ba".to_vec(), b"bb".to_vec()]
     );
-    for e in &a.events {
+    assert!(a.events.iter().all(|e| e.prev_kv.is_none()), "without prev_kv no old version is read");
+    let mut events = a.events.clone();
+    t.store.fill_delete_prevs(&mut events).unwrap();
+    for e in &events {
         assert_eq!(e.kv.mod_revision, 7);
         assert_eq!((e.kv.version, e.kv.create_revision), (0, 0));
         assert_eq!(e.prev_kv.as_ref().unwrap().key, e.kv.key);
