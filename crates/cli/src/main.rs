@@ -163,6 +163,13 @@ fn exit_on_panic() {
     }));
 }
 
+/// mimalloc instead of glibc's malloc: the apply allocates and frees many short-lived
+/// buffers (redb's copy-on-write pages, events), and glibc returned that memory to the
+/// kernel and faulted it back in, zeroed, over and over (40 % of a 200k-key DeleteRange
+/// was the kernel clearing pages: docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     init_logging();
