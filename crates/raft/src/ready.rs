@@ -11,7 +11,12 @@
 //! 2. once this write *and every earlier one* is durable, send `messages_after_persist`
 //!    and call [`crate::Raft::on_persisted`] with the last entry written;
 //! 3. apply `committed_entries` in order, and answer each read in `read_states` once the
-//!    state machine has applied its index.
+//!    state machine has applied its index. Every committed entry handed out is already
+//!    durable on this node (the core hands out nothing above what `on_persisted`
+//!    reported), so applying may start as soon as the Ready is taken, in parallel with
+//!    its write, after its snapshot is installed (the server does this, as etcd's does).
+//!    A crash may then leave the state machine ahead of the durable commit index;
+//!    `Raft::new` accepts that.
 //!
 //! Readies must be persisted in the order they were taken. A Ready that writes nothing
 //! still waits for earlier writes before its `messages_after_persist` go out: a repeated

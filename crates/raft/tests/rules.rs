@@ -172,6 +172,26 @@ fn a_leader_commits_old_term_entries_only_through_an_entry_of_its_term() {
     assert_eq!(leader.commit_index(), 3);
 }
 
+/// The server hands `committed_entries` to the state machine as soon as it takes the
+/// Ready, before that Ready's own write is durable (as etcd's server does). That is safe
+/// only because the core hands out nothing this node has not made durable: a follower
+/// told that entries are committed in the same message that brings them applies them
+/// only after its write of them is reported.
+#[test]
+fn committed_entries_are_only_entries_already_durable_here() {
+    let mut follower = node_with_log(2, HardState { term: 1, vote: 0, commit: 0 }, &[]);
+    follower.step(append(1, 2, 1, (0, 0), &[(1, 1), (2, 1)], 2));
+    let ready = follower.ready();
+    assert_eq!(ready.entries.len(), 2, "the entries are handed out for writing");
+    assert!(ready.committed_entries.is_empty(), "committed, but not yet durable on this node: not applied yet");
+    follower.store_mut().append(&ready.entries);
+    let ready = follower.ready();
+    assert!(ready.committed_entries.is_empty(), "written but not reported durable: still not applied");
+    follower.on_persisted(2, 1);
+    let ready = follower.ready();
+    assert_eq!(ready.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+}
+
 #[test]
 fn a_leader_counts_itself_only_after_its_disk_has_the_entry() {
     let mut leader = node_with_log(1, HardState::default(), &[]);

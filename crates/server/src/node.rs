@@ -1,7 +1,7 @@
 //! The task that owns the Raft core: it turns time, peer messages and client requests into
-//! core inputs, and handles every `Ready` in order: send the leader's messages, write and
-//! fsync the WAL, send the messages that had to wait for the disk, hand committed entries
-//! to the apply task, and release linearizable reads.
+//! core inputs, and handles every `Ready` in order: send the leader's messages, hand
+//! committed entries (already durable here) to the apply task, write and fsync the WAL,
+//! send the messages that had to wait for the disk, and release linearizable reads.
 //!
 //! Group commit falls out of the loop's shape: everything that arrives while one fsync is
 //! running is handled in the next iteration and shares the next fsync.
@@ -559,6 +559,16 @@ impl NodeLoop {
                 SnapshotStep::Install(meta) => self.install_snapshot(meta).await?,
             }
         }
+        // Committed entries are already durable here (the core hands out nothing above
+        // what on_persisted reported: rules.rs `committed_entries_are_only_entries_already_
+        // durable_here`), so the apply starts now, in parallel with this Ready's write and
+        // fsync, instead of one fsync later; after the snapshot steps, so that a restore
+        // queued there stays ahead of them.
+        if !ready.committed_entries.is_empty()
+            && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
+        {
+            warn!("apply task is gone");
+        }
         let wal = self.raft.store_mut();
         if !ready.entries.is_empty() {
             wal.append(&ready.entries)?;
@@ -574,11 +584,6 @@ impl NodeLoop {
         }
         for message in ready.messages_after_persist {
             self.transport.send(message);
-        }
-        if !ready.committed_entries.is_empty()
-            && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
-        {
-            warn!("apply task is gone");
         }
         for read in ready.read_states {
             if let Some(waiting) = reads_in_flight.remove(&read.request_id) {
