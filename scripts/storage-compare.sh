@@ -9,17 +9,21 @@
 # Environment:
 #   KEYS=200000        how many keys to write (each once)
 #   KEY_SIZE=256 VAL_SIZE=1024   (check perf's sizes)
+#   RANDOM_KEYS=1      keys picked at random from a space of 10^15 (as check perf's random
+#                      keys: inserts land all over the key order) instead of 0..KEYS in order
 #   SYSTEMS="concord etcd"
 #   RESULTS=DIR        member logs (default: a temp dir, removed unless KEEP=1)
 #   PROFILE=1          also sample the leader with `perf record --call-graph dwarf` during
-#                      the delete, into RESULTS/SYSTEM/perf-del.data (kept: give RESULTS
-#                      or KEEP=1)
+#                      the delete and the compaction, into RESULTS/SYSTEM/perf-del.data
+#                      and perf-compact.data (kept: give RESULTS or KEEP=1)
 #
 # Per system it prints: write throughput of the fill (from the bench's JSON), the leader's
 # database size (endpoint status), bytes the leader wrote to disk per put (/proc/PID/io
 # write_bytes over the fill, so the WAL, the database and snapshots together), the WAL's
 # bytes per put, the leader's RSS after the fill, and the wall time of `etcdctl del
-# --prefix 0` (all keys: they are zero-padded numbers) with the count it reports.
+# --prefix 0` (all keys: they are zero-padded numbers) with the count it reports, then of
+# `etcdctl compaction --physical` at the revision after it (what check perf's
+# --auto-compact does next).
 # Bounded: cluster start 30 s, the fill 15 minutes, the delete 5 minutes (etcdctl's
 # --command-timeout; a server may answer "request timed out" sooner).
 set -uo pipefail
@@ -81,9 +85,11 @@ for system in $SYSTEMS; do
     for i in 0 1 2; do
         if [[ "${eps[$i]}" == "$LEADER" ]]; then leader_pid="${PIDS[$i]}"; leader_name="n$((i + 1))"; fi
     done
+    key_args=(--sequential-keys --key-space-size "$KEYS")
+    [[ "${RANDOM_KEYS:-0}" == 1 ]] && key_args=(--key-space-size 1000000000000000)
     before="$(write_bytes "$leader_pid")"
-    echo "\$ concord bench put --total $KEYS --sequential-keys --key-space-size $KEYS --key-size $KEY_SIZE --val-size $VAL_SIZE --clients 256 --conns 16 --json --endpoints $LEADER"
-    timeout --kill-after=5 900 "$CONCORD_BIN" bench put --total "$KEYS" --sequential-keys --key-space-size "$KEYS" \
+    echo "\$ concord bench put --total $KEYS ${key_args[*]} --key-size $KEY_SIZE --val-size $VAL_SIZE --clients 256 --conns 16 --json --endpoints $LEADER"
+    timeout --kill-after=5 900 "$CONCORD_BIN" bench put --total "$KEYS" "${key_args[@]}" \
         --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" --clients 256 --conns 16 --json --endpoints "$LEADER" \
         >"$dir/fill.json" 2>"$dir/fill.err" || { echo "    fill failed:"; sed 's/^/    /' "$dir/fill.err"; }
     sed 's/^/    /' "$dir/fill.json"
@@ -108,10 +114,23 @@ for system in $SYSTEMS; do
     del_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
     echo "    del --prefix 0: $deleted (${del_ms} ms)"
     if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
-    TABLE+=("| $system | $(json_field "$dir/fill.json" requests_per_second | cut -d. -f1) | $(mib "$db") | $(per_put "$db") | $(per_put "$written") | $(per_put "$wal") | $(( ${rss:-0} / 1024 )) | $deleted | $del_ms |")
+    # then a physical compaction at the current revision, as check perf --auto-compact does
+    rev="$("$ETCDCTL_BIN" --endpoints="$LEADER" endpoint status -w json 2>/dev/null | grep -o '"revision":[0-9]*' | cut -d: -f2)"
+    perf_pid=""
+    if [[ "${PROFILE:-0}" == 1 ]] && command -v perf >/dev/null; then
+        perf record -F 499 --call-graph dwarf,16384 -o "$dir/perf-compact.data" -p "$leader_pid" >/dev/null 2>&1 &
+        perf_pid=$!
+        sleep 1
+    fi
+    start_ns=$(date +%s%N)
+    compacted="$("$ETCDCTL_BIN" --endpoints="$LEADER" --command-timeout=300s compaction --physical "$rev" 2>&1 | tail -n 1)"
+    compact_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+    echo "    compaction --physical $rev: $compacted (${compact_ms} ms)"
+    if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
+    TABLE+=("| $system | $(json_field "$dir/fill.json" requests_per_second | cut -d. -f1) | $(mib "$db") | $(per_put "$db") | $(per_put "$written") | $(per_put "$wal") | $(( ${rss:-0} / 1024 )) | $deleted | $del_ms | $compact_ms |")
     stop_cluster
 done
 echo
-echo "| system | fill puts/s | db size (MiB) | db bytes per put | disk bytes written per put | WAL bytes per put | leader RSS (MiB) | del --prefix answer | del time (ms) |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+echo "| system | fill puts/s | db size (MiB) | db bytes per put | disk bytes written per put | WAL bytes per put | leader RSS (MiB) | del --prefix answer | del time (ms) | compaction after (ms) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
 printf '%s\n' "${TABLE[@]}"
