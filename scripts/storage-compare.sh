@@ -29,39 +29,12 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CONCORD_BIN="${1:-$ROOT/target/release/concord}"
-ETCD_BIN="${2:-/usr/bin/etcd}"
 KEYS="${KEYS:-200000}"
 KEY_SIZE="${KEY_SIZE:-256}"
 VAL_SIZE="${VAL_SIZE:-1024}"
-SYSTEMS="${SYSTEMS:-concord etcd}"
-ETCDCTL_BIN="${ETCDCTL:-etcdctl}"
-export ETCDCTL_API=3
-
-if [[ "${NO_BUILD:-0}" != 1 && -z "${1:-}" ]]; then
-    (cd "$ROOT" && cargo build --release -p concord) || { echo "error: build failed" >&2; exit 2; }
-fi
-for b in "$CONCORD_BIN" "$ETCD_BIN"; do
-    [[ -x "$b" ]] || { echo "error: '$b' not found or not executable" >&2; exit 2; }
-done
-command -v "$ETCDCTL_BIN" >/dev/null || { echo "error: etcdctl not found (apt-get install etcd-client)" >&2; exit 2; }
-
-OWN_RESULTS=0
-if [[ -z "${RESULTS:-}" ]]; then
-    RESULTS="$(mktemp -d "${TMPDIR:-/tmp}/storage-compare.XXXXXX")"
-    OWN_RESULTS=1
-fi
-mkdir -p "$RESULTS"
-PIDS=()
-# shellcheck source=lib/cluster.sh
-source "$ROOT/scripts/lib/cluster.sh"
-
-cleanup() {
-    stop_cluster
-    if [[ $OWN_RESULTS == 1 && "${KEEP:-0}" != 1 ]]; then rm -rf "$RESULTS"; else rm -rf "$RESULTS"/*/data; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/compare.sh
+source "$ROOT/scripts/lib/compare.sh"
+compare_setup storage-compare "$@"
 
 json_field() { grep -o "\"$2\":[-0-9.eE+]*" "$1" 2>/dev/null | head -n 1 | cut -d: -f2; }
 write_bytes() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io" 2>/dev/null; }
