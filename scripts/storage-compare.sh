@@ -36,6 +36,21 @@ VAL_SIZE="${VAL_SIZE:-1024}"
 source "$ROOT/scripts/lib/compare.sh"
 compare_setup storage-compare "$@"
 
+# profile_start FILE PID: with PROFILE=1, samples PID into FILE until profile_stop.
+perf_pid=""
+profile_start() {
+    perf_pid=""
+    if [[ "${PROFILE:-0}" == 1 ]] && command -v perf >/dev/null; then
+        perf record -F 499 --call-graph dwarf,16384 -o "$1" -p "$2" >/dev/null 2>&1 &
+        perf_pid=$!
+        sleep 1
+    fi
+}
+profile_stop() {
+    if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
+    perf_pid=""
+}
+
 json_field() { grep -o "\"$2\":[-0-9.eE+]*" "$1" 2>/dev/null | head -n 1 | cut -d: -f2; }
 write_bytes() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io" 2>/dev/null; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
@@ -76,30 +91,20 @@ for system in $SYSTEMS; do
         etcd) wal_dir="$dir/data/$leader_name/member/wal" ;;
     esac
     wal="$(du -sb "$wal_dir" 2>/dev/null | cut -f1)"
-    perf_pid=""
-    if [[ "${PROFILE:-0}" == 1 ]] && command -v perf >/dev/null; then
-        perf record -F 499 --call-graph dwarf,16384 -o "$dir/perf-del.data" -p "$leader_pid" >/dev/null 2>&1 &
-        perf_pid=$!
-        sleep 1
-    fi
+    profile_start "$dir/perf-del.data" "$leader_pid"
     start_ns=$(date +%s%N)
     deleted="$("$ETCDCTL_BIN" --endpoints="$LEADER" --command-timeout=300s del --prefix 0 2>&1)"
     del_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
     echo "    del --prefix 0: $deleted (${del_ms} ms)"
-    if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
+    profile_stop
     # then a physical compaction at the current revision, as check perf --auto-compact does
     rev="$("$ETCDCTL_BIN" --endpoints="$LEADER" endpoint status -w json 2>/dev/null | grep -o '"revision":[0-9]*' | cut -d: -f2)"
-    perf_pid=""
-    if [[ "${PROFILE:-0}" == 1 ]] && command -v perf >/dev/null; then
-        perf record -F 499 --call-graph dwarf,16384 -o "$dir/perf-compact.data" -p "$leader_pid" >/dev/null 2>&1 &
-        perf_pid=$!
-        sleep 1
-    fi
+    profile_start "$dir/perf-compact.data" "$leader_pid"
     start_ns=$(date +%s%N)
     compacted="$("$ETCDCTL_BIN" --endpoints="$LEADER" --command-timeout=300s compaction --physical "$rev" 2>&1 | tail -n 1)"
     compact_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
     echo "    compaction --physical $rev: $compacted (${compact_ms} ms)"
-    if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
+    profile_stop
     TABLE+=("| $system | $(json_field "$dir/fill.json" requests_per_second | cut -d. -f1) | $(mib "$db") | $(per_put "$db") | $(per_put "$written") | $(per_put "$wal") | $(( ${rss:-0} / 1024 )) | $deleted | $del_ms | $compact_ms |")
     stop_cluster
 done
