@@ -18,6 +18,12 @@
 //!    A crash may then leave the state machine ahead of the durable commit index;
 //!    `Raft::new` accepts that.
 //!
+//! A hard state that changes only `commit` need not be durable before step 2: the commit
+//! index is volatile state in Raft (a restarted node learns it again, and `Raft::new`
+//! accepts a state machine ahead of it), and nothing the core releases depends on it. The
+//! server writes such a record and lets the next sync make it durable, as etcd's
+//! `raft.MustSync` does. A change of term or vote must be durable first.
+//!
 //! Readies must be persisted in the order they were taken. A Ready that writes nothing
 //! still waits for earlier writes before its `messages_after_persist` go out: a repeated
 //! vote grant must not overtake the write of the vote it repeats.
@@ -38,7 +44,8 @@ pub struct ReadState {
 pub struct Ready {
     /// Set when the leader, role or term changed.
     pub soft_state: Option<SoftState>,
-    /// Set when term, vote or commit changed: persist it.
+    /// Set when term, vote or commit changed: write it (durably before step 2 when term or
+    /// vote changed; see the module documentation for a change of commit alone).
     pub hard_state: Option<HardState>,
     /// Pieces of a snapshot arriving from the leader, in order: stage them. When
     /// `install_snapshot` is set, the last of them completes that snapshot.

@@ -570,13 +570,21 @@ impl NodeLoop {
             warn!("apply task is gone");
         }
         let wal = self.raft.store_mut();
+        let mut must_sync = !ready.entries.is_empty();
         if !ready.entries.is_empty() {
             wal.append(&ready.entries)?;
         }
         if let Some(hard_state) = ready.hard_state {
+            // A new term or vote must be durable before anything depends on it; a commit
+            // index alone need not be: after a crash it is learned again from the leader,
+            // and `Raft::new` accepts a state machine ahead of it. The record is written
+            // now and becomes durable with the next sync (etcd's `raft.MustSync`). This
+            // keeps an fsync per commit off the path of the next proposal.
+            let written = wal.wal().hard_state();
+            must_sync |= (hard_state.term, hard_state.vote) != (written.term, written.vote);
             wal.set_hard_state(hard_state)?;
         }
-        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+        if must_sync {
             wal.sync()?;
         }
         if let Some(last) = ready.entries.last() {
