@@ -163,8 +163,10 @@ impl Store {
         before_commit(&meta)?;
         let mut published = self.index_mut();
         txn.commit()?;
-        *published = index;
+        // The replaced index is freed after the lock is released, not under it.
+        let replaced = std::mem::replace(&mut *published, index);
         drop(published);
+        drop(replaced);
         self.applied.store(meta.applied_index, Ordering::Release);
         self.revision.store(meta.revision, Ordering::Release);
         self.compacted.store(meta.compacted_revision, Ordering::Release);
@@ -324,8 +326,10 @@ impl Store {
         }
         let mut published = self.index_mut();
         txn.commit()?;
-        *published = index;
+        // The replaced index is freed after the lock is released, not under it.
+        let replaced = std::mem::replace(&mut *published, index);
         drop(published);
+        drop(replaced);
         self.applied.store(applied, Ordering::Release);
         self.revision.store(revision, Ordering::Release);
         self.compacted.store(compacted, Ordering::Release);
