@@ -111,6 +111,12 @@ pub(crate) enum Record {
     Tombstone,
 }
 
+/// A record as encoded, its value borrowed ([`Record::parse`]).
+enum Parsed<'a> {
+    Put { create_revision: i64, version: i64, lease: i64, value: &'a [u8] },
+    Tombstone,
+}
+
 impl Record {
     /// The record alone (stored records are encoded with their key: [`StoredVersion::of`]).
     #[cfg(test)]
@@ -143,26 +149,32 @@ impl Record {
     /// The lease of encoded record bytes, without copying the value: `None` for a
     /// tombstone, `Some(0)` for a put without a lease.
     pub(crate) fn lease_of(bytes: &[u8]) -> Result<Option<i64>, MvccError> {
-        match bytes.split_first() {
-            Some((&TAG_TOMBSTONE, [])) => Ok(None),
-            Some((&TAG_PUT, rest)) if rest.len() >= 24 => {
-                let lease: [u8; 8] = rest[16..24].try_into().expect("8 bytes");
-                Ok(Some(i64::from_be_bytes(lease)))
-            }
-            _ => Record::decode(bytes).map(|_| None),
-        }
+        Ok(match Record::parse(bytes)? {
+            Parsed::Tombstone => None,
+            Parsed::Put { lease, .. } => Some(lease),
+        })
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Record, MvccError> {
+        Ok(match Record::parse(bytes)? {
+            Parsed::Tombstone => Record::Tombstone,
+            Parsed::Put { create_revision, version, lease, value } => {
+                Record::Put { create_revision, version, lease, value: value.to_vec() }
+            }
+        })
+    }
+
+    /// The one reading of the encoding, borrowing the value.
+    fn parse(bytes: &[u8]) -> Result<Parsed<'_>, MvccError> {
         match bytes.split_first() {
-            Some((&TAG_TOMBSTONE, [])) => Ok(Record::Tombstone),
+            Some((&TAG_TOMBSTONE, [])) => Ok(Parsed::Tombstone),
             Some((&TAG_PUT, rest)) if rest.len() >= 24 => {
                 let int = |i: usize| {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(&rest[i * 8..i * 8 + 8]);
                     i64::from_be_bytes(b)
                 };
-                Ok(Record::Put { create_revision: int(0), version: int(1), lease: int(2), value: rest[24..].to_vec() })
+                Ok(Parsed::Put { create_revision: int(0), version: int(1), lease: int(2), value: &rest[24..] })
             }
             _ => Err(MvccError::Corrupt(format!("kv record of {} bytes with tag {:?}", bytes.len(), bytes.first()))),
         }
