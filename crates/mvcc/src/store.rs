@@ -97,13 +97,13 @@ impl Store {
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Store, MvccError> {
         let path = path.as_ref();
         let db = redb::Builder::new().set_cache_size(options.cache_size).create(path)?;
-        Store::init(db, Some(path.to_path_buf()), options.sync)
+        Store::init(db, Some(path.to_path_buf()), options.sync, None)
     }
 
     /// A store that lives in memory only (tests, simulation).
     pub fn in_memory() -> Result<Store, MvccError> {
         let db = redb::Builder::new().create_with_backend(InMemoryBackend::new())?;
-        Store::init(db, None, false)
+        Store::init(db, None, false, None)
     }
 
     /// Builds a new store at `path` (which must not exist) from a snapshot written by
@@ -119,8 +119,8 @@ impl Store {
         snapshot::check_target(path)?;
         let result = (|| {
             let db = redb::Builder::new().set_cache_size(options.cache_size).create(path)?;
-            let meta = Store::fill_from_snapshot(&db, input, options.sync)?;
-            Ok((Store::init(db, Some(path.to_path_buf()), options.sync)?, meta))
+            let (meta, index) = Store::fill_from_snapshot(&db, input, options.sync)?;
+            Ok((Store::init(db, Some(path.to_path_buf()), options.sync, Some(index))?, meta))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(path);
@@ -131,8 +131,8 @@ impl Store {
     /// [`restore_snapshot`](Store::restore_snapshot) into an in-memory store.
     pub fn restore_snapshot_in_memory(input: impl Read) -> Result<(Store, SnapshotMeta), MvccError> {
         let db = redb::Builder::new().create_with_backend(InMemoryBackend::new())?;
-        let meta = Store::fill_from_snapshot(&db, input, false)?;
-        Ok((Store::init(db, None, false)?, meta))
+        let (meta, index) = Store::fill_from_snapshot(&db, input, false)?;
+        Ok((Store::init(db, None, false, Some(index))?, meta))
     }
 
     /// Replaces the whole state of this store with a snapshot, in one transaction: readers
@@ -183,15 +183,19 @@ impl Store {
         snapshot::verify(input)
     }
 
-    fn fill_from_snapshot(db: &Database, input: impl Read, sync: bool) -> Result<SnapshotMeta, MvccError> {
+    /// Fills a new database from a snapshot stream; returns what it holds and its key index.
+    fn fill_from_snapshot(db: &Database, input: impl Read, sync: bool) -> Result<(SnapshotMeta, KeyIndex), MvccError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(if sync { Durability::Immediate } else { Durability::None })?;
-        let (meta, _) = snapshot::read_into(&txn, input)?;
+        let filled = snapshot::read_into(&txn, input)?;
         txn.commit()?;
-        Ok(meta)
+        Ok(filled)
     }
 
-    fn init(db: Database, path: Option<PathBuf>, sync: bool) -> Result<Store, MvccError> {
+    /// Opens the store in `db`, creating or converting its tables. `index` is the key
+    /// index of what `db` holds when the caller just built it (a restore); otherwise it is
+    /// rebuilt from the `revisions` table.
+    fn init(db: Database, path: Option<PathBuf>, sync: bool, index: Option<KeyIndex>) -> Result<Store, MvccError> {
         let txn = db.begin_write()?;
         let (applied, revision, compacted) = {
             let mut meta = txn.open_table(META)?;
@@ -221,7 +225,10 @@ impl Store {
             }
             read_meta(&meta)?
         };
-        let index = load_index(&txn)?;
+        let index = match index {
+            Some(index) => index,
+            None => load_index(&txn)?,
+        };
         txn.commit()?;
         Ok(Store {
             db: RwLock::new(db),
