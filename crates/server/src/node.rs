@@ -559,11 +559,11 @@ impl NodeLoop {
                 SnapshotStep::Install(meta) => self.install_snapshot(meta).await?,
             }
         }
-        // Committed entries are already durable here (the core hands out nothing above
-        // what on_persisted reported: rules.rs `committed_entries_are_only_entries_already_
-        // durable_here`), so the apply starts now, in parallel with this Ready's write and
-        // fsync, instead of one fsync later; after the snapshot steps, so that a restore
-        // queued there stays ahead of them.
+        // Committed entries are already durable here: the core hands out nothing above
+        // what on_persisted reported (pinned by the rules test
+        // `committed_entries_are_only_entries_already_durable_here`). So the apply starts
+        // now, in parallel with this Ready's write and fsync, instead of one fsync later;
+        // after the snapshot steps, so that a restore queued there stays ahead of them.
         if !ready.committed_entries.is_empty()
             && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
         {

@@ -440,10 +440,11 @@ impl WatchStream {
         Ok(())
     }
 
-    /// `events` with the deleted version in every Delete event that lacks it, if `wanted`
-    /// (a watcher asked for `prev_kv`) and some event lacks it; `None` when nothing is to be
-    /// read. The apply and the catch-up reads leave deleted versions out, as etcd's do: a
-    /// DeleteRange of many keys reads none of their values unless someone needs them.
+    /// A live batch with the deleted version in every Delete event that lacks it, if
+    /// `wanted` (a watcher of this stream asked for `prev_kv`) and some event lacks it;
+    /// `None` when nothing is to be read. The apply leaves deleted versions out, as etcd's
+    /// does: a DeleteRange of many keys reads none of their values unless someone needs
+    /// them. (A catch-up read fills them in its own blocking read: `catch_up_one`.)
     async fn with_delete_prevs(&self, events: &[Event], wanted: bool) -> Result<Option<Vec<Event>>, End> {
         if !wanted || !events.iter().any(|e| e.kind == EventKind::Delete && e.prev_kv.is_none()) {
             return Ok(None);
@@ -483,20 +484,24 @@ impl WatchStream {
     /// 0, `canceled`, `compact_revision`.
     async fn catch_up_one(&mut self) -> Result<(), End> {
         let Some(id) = self.catching_up() else { return Ok(()) };
-        let (from, resumed) = (self.watchers[&id].next, self.watchers[&id].resumed);
+        let watcher = &self.watchers[&id];
+        let (from, resumed, wants_prev) = (watcher.next, watcher.resumed, watcher.prev_kv);
         let store = self.shared.store.clone();
         let limits = ChunkLimits { max_revisions: CATCH_UP_REVISIONS, max_bytes: CATCH_UP_BYTES };
-        let read = tokio::task::spawn_blocking(move || store.events_chunk(from, limits, resumed))
-            .await
-            .map_err(|e| End::Error(EtcdError::Internal(format!("watch catch-up read panicked: {e}"))))?;
-        let mut chunk = match read {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut chunk = store.events_chunk(from, limits, resumed)?;
+            if wants_prev {
+                store.fill_delete_prevs(&mut chunk.events)?;
+            }
+            Ok(chunk)
+        })
+        .await
+        .map_err(|e| End::Error(EtcdError::Internal(format!("watch catch-up read panicked: {e}"))))?;
+        let chunk = match read {
             Ok(chunk) => chunk,
             Err(MvccError::Compacted) => return self.cancel_compacted(id).await,
             Err(error) => return Err(End::Error(EtcdError::from(error))),
         };
-        if let Some(filled) = self.with_delete_prevs(&chunk.events, self.watchers[&id].prev_kv).await? {
-            chunk.events = filled;
-        }
         let Some(watcher) = self.watchers.get_mut(&id) else { return Ok(()) };
         watcher.next = chunk.through + 1;
         watcher.resumed = true;
