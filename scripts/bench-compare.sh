@@ -10,6 +10,7 @@
 # Environment:
 #   DURATION=10s     how long each workload runs
 #   SYSTEMS="concord etcd"
+#   ONLY="0 3"       run only these workloads (numbered from 0 in the list below)
 #   RESULTS=DIR      where the JSON reports and member logs go (default: a temp dir,
 #                    removed on exit unless KEEP=1)
 #
@@ -69,6 +70,10 @@ for system in $SYSTEMS; do
         echo "warning: could not write the range key" >&2
     i=0
     for workload in "${WORKLOADS[@]}"; do
+        if [[ -n "${ONLY:-}" && " $ONLY " != *" $i "* ]]; then
+            i=$((i + 1))
+            continue
+        fi
         name="${workload%%|*}"
         read -r -a args <<<"${workload#*|}"
         report="$dir/workload-$i.json"
