@@ -14,6 +14,10 @@
 #   CHECK_PERF_FLAGS   extra flags for check perf (default: --auto-compact --auto-defrag, so
 #                      that the compaction and defragmentation steps run as well)
 #
+# The CPU seconds used during check perf are reported for the client (etcdctl) and for the
+# three members together: on a small machine the load generator's share bounds what any
+# server can reach.
+#
 # Every (system, load) pair gets a fresh cluster (new data dirs, loopback ports) so that
 # runs do not inherit each other's database. Both systems run with etcd's default timing:
 # --heartbeat-interval=100 --election-timeout=1000 (given explicitly to both).
@@ -66,21 +70,30 @@ for load in $LOADS; do
         echo
         echo "== $system, check perf --load=$load (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
         if ! start_cluster "$system" "$dir"; then
-            SUMMARY+=("$system|$load|-|-|-|cluster did not start|-|-|-")
+            SUMMARY+=("$system|$load|-|-|-|cluster did not start|-|-|-|-")
             stop_cluster
             continue
         fi
         echo "\$ etcdctl --endpoints=$ENDPOINTS check perf --load=$load $CHECK_PERF_FLAGS"
         t0=$SECONDS
+        servers_before="$(members_cpu_ticks)"
+        # in a subshell whose only child is etcdctl, so that `times` gives etcdctl's CPU
         # shellcheck disable=SC2086
-        "$ETCDCTL_BIN" --endpoints="$ENDPOINTS" check perf --load="$load" $CHECK_PERF_FLAGS \
-            >"$dir/check-perf.raw" 2>&1
-        rc=$?
+        (
+            "$ETCDCTL_BIN" --endpoints="$ENDPOINTS" check perf --load="$load" $CHECK_PERF_FLAGS \
+                >"$dir/check-perf.raw" 2>&1
+            echo $? >"$dir/check-perf.rc"
+            times >"$dir/check-perf.times"
+        )
+        rc="$(cat "$dir/check-perf.rc")"
         secs=$((SECONDS - t0))
+        servers_cpu="$(awk -v a="$servers_before" -v b="$(members_cpu_ticks)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz }')"
+        # the second line of `times`: children's user and system time, as 1m2.345s 0m1.000s
+        client_cpu="$(sed -n 2p "$dir/check-perf.times" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] } printf "%.1f", t }')"
         # the progress bar redraws with \r; keep the lines that say something
         tr '\r' '\n' <"$dir/check-perf.raw" | grep -vE '^ *[0-9]+ / [0-9]+ |^ *$' >"$dir/check-perf.txt" || true
         sed 's/^/    /' "$dir/check-perf.txt"
-        echo "    (exit $rc, ${secs} s)"
+        echo "    (exit $rc, ${secs} s; CPU used: etcdctl ${client_cpu} s, the three members ${servers_cpu} s, of $((secs * $(nproc))) core-seconds)"
         # the cluster must still agree with itself after the load; a member still applying
         # the final delete may not answer at once, so ask for up to 60 s
         t1=$SECONDS
@@ -111,16 +124,16 @@ for load in $LOADS; do
         if [[ -z "$verdict" ]]; then
             verdict="ERROR: $(grep -m1 '^Error:' "$dir/check-perf.txt" || grep -m1 -i 'error' "$dir/check-perf.txt" || echo "exit $rc")"
         fi
-        SUMMARY+=("$system|$load|${tput:--}|${slow:--}|${sdev:--}|$verdict|$nh|${ridx:--}|$dbh")
+        SUMMARY+=("$system|$load|${tput:--}|${slow:--}|${sdev:--}|$verdict|$nh|${ridx:--}|$dbh|$client_cpu / $servers_cpu")
     done
 done
 
 echo
-echo "| system | load | writes/s | slowest request (s) | stddev (s) | check perf | hashkv distinct | raft index after | db size after |"
-echo "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+echo "| system | load | writes/s | slowest request (s) | stddev (s) | check perf | hashkv distinct | raft index after | db size after | CPU s: etcdctl / members |"
+echo "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
 for row in "${SUMMARY[@]}"; do
-    IFS='|' read -r s l t sl sd v h ri db <<<"$row"
-    echo "| $s | $l | $t | $sl | $sd | $v | $h | $ri | $db |"
+    IFS='|' read -r s l t sl sd v h ri db cpu <<<"$row"
+    echo "| $s | $l | $t | $sl | $sd | $v | $h | $ri | $db | $cpu |"
 done
 echo "(raft index after = entries committed during the run, about one per write: a throughput"
 echo " figure that exists even when check perf fails before printing its own)"

@@ -40,6 +40,16 @@ stop_cluster() {
     PIDS=()
 }
 
+# The CPU time (user + system, in clock ticks) the members started so far have used.
+members_cpu_ticks() {
+    local pid total=0 ticks
+    for pid in "${PIDS[@]}"; do
+        ticks="$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null)" || ticks=0
+        total=$((total + ${ticks:-0}))
+    done
+    echo "$total"
+}
+
 # start_cluster SYSTEM DIR: starts 3 members of SYSTEM (concord or etcd) with data and logs
 # under DIR, and waits (30 s at most) until all three answer and agree on one leader.
 ENDPOINTS=""

@@ -73,6 +73,19 @@ pub fn write_at(file: &File, path: &Path, buf: &[u8], offset: u64, faults: &Faul
     }
 }
 
+/// Makes `file` `len` bytes long with its blocks allocated (reading as zeros), when it is
+/// shorter. Best effort: `false` when the file system refused (no support, or no space);
+/// the file may then have grown part of the way, in zeros, which recovery and
+/// `Segment::seal` take as they take preallocated space, and it grows with each write
+/// past that. Durable with the file's next fdatasync, like any size change.
+pub fn preallocate(file: &File, len: u64) -> bool {
+    match file.metadata() {
+        Ok(meta) if meta.len() >= len => true,
+        Ok(_) => rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len).is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// Creates `dir/name` holding `parts` one after the other, durably and atomically: the bytes go to
 /// `dir/name.tmp`, which is fsynced, renamed to `name`, and the directory fsynced. Readers
 /// see either no file or the whole of it. Returns the file, open for reading and writing.

@@ -26,6 +26,12 @@ pub struct WalOptions {
     /// Budget of the in-memory cache of recent entries, in [`concord_raft::Entry::size_bytes`]
     /// units. Default 16 MiB. Zero disables the cache.
     pub cache_bytes: u64,
+    /// Give each new segment its whole size up front (`fallocate`), as etcd does. An
+    /// append then writes inside the file instead of growing it, so its fdatasync need not
+    /// also write the file's size: one disk write per sync instead of two (about 50 µs of
+    /// each sync on this project's test machine). Default true. Best effort: where the file
+    /// system cannot preallocate, segments grow with each write.
+    pub preallocate: bool,
     /// Fault injection for tests; `None` in production.
     #[doc(hidden)]
     pub faults: Option<Arc<FaultInjector>>,
@@ -33,11 +39,22 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: 64 << 20, max_record_bytes: 16 << 20, cache_bytes: 16 << 20, faults: None }
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
+            cache_bytes: 16 << 20,
+            preallocate: true,
+            faults: None,
+        }
     }
 }
 
 impl WalOptions {
+    /// The length new and reopened segments are preallocated to, if they are.
+    pub(crate) fn preallocate_to(&self) -> Option<u64> {
+        self.preallocate.then_some(self.segment_bytes)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         if self.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(WalError::BadOptions(format!(

@@ -5,10 +5,14 @@
 //!   the earlier segments built (its base entry must be there with the same term): a
 //!   missing or foreign segment is refused, not skipped.
 //! - Only the last segment may end badly, and only in the ways a crash leaves a file: a
-//!   record cut short (its header checksum vouches for the length), a tail of zeros, or a
-//!   final record whose payload turns to zeros from a disk-sector boundary to the end of the
-//!   file (pages never written). Such a tail was never fsynced, so it was never
-//!   acknowledged, and it is cut off. Anything else (a bad checksum followed by more data, a
+//!   record cut short (its header checksum vouches for the length), or a final record
+//!   that turns to zeros from a disk-sector boundary inside it to the end of the file
+//!   (sectors never written; the file may go on in zeros past the record, when it was
+//!   preallocated). Such a tail was never fsynced, so it was never acknowledged, and it is
+//!   cut off.
+//! - The last segment may end in zeros after its records: space preallocated for records
+//!   to come (or pages a crash left unwritten, which held nothing fsynced either). That is
+//!   no torn write: the zeros stay, and the next record is written over them. Anything else (a bad checksum followed by more data, a
 //!   bad record in an earlier segment) may be acknowledged data that went bad: recovery
 //!   refuses, naming the file, the offset and what to do.
 //! - After replay, the log must start right after the compaction point the records name
@@ -38,7 +42,7 @@ pub struct TornTail {
     pub path: PathBuf,
     /// Where the torn record began (the file is cut to this length).
     pub offset: u64,
-    /// How many bytes were dropped.
+    /// How many bytes of written data were dropped (zeros after them not counted).
     pub dropped_bytes: u64,
 }
 
@@ -81,12 +85,11 @@ pub fn recover(dir: &Path, max_record_bytes: u32) -> Result<Option<Recovered>> {
         let path = dir.join(segment::file_name(seq));
         let (file, data) = read_segment(&path, is_last)?;
         let scan = scan_segment(&mut replay, &path, seq, &data, is_last, i == 0, max_record_bytes)?;
-        if scan.valid_len < data.len() as u64 {
-            torn_tail = Some(TornTail {
-                path: path.clone(),
-                offset: scan.valid_len,
-                dropped_bytes: data.len() as u64 - scan.valid_len,
-            });
+        // Written bytes past the good records: a torn write (zeros alone are unused space).
+        let dropped = &data[scan.valid_len as usize..];
+        if let Some(last_written) = dropped.iter().rposition(|&b| b != 0) {
+            torn_tail =
+                Some(TornTail { path: path.clone(), offset: scan.valid_len, dropped_bytes: last_written as u64 + 1 });
         }
         segments.push(Segment { seq, path, file, len: scan.valid_len, base_index: scan.base_index });
     }
@@ -196,20 +199,25 @@ fn is_torn_tail(data: &[u8], pos: usize, e: &FrameError) -> bool {
     }
     match *e {
         FrameError::IncompleteHeader { .. } | FrameError::IncompletePayload { .. } => true,
+        // The header's own sectors were not all written: its length cannot be trusted, but
+        // nothing after it was written either.
+        FrameError::BadHeaderChecksum => zero_from_sector_to_end(data, pos + 1, pos + HEADER_LEN),
+        // The header checked out (or the sector boundary fell after its checksum), so the
+        // record's end is known.
         FrameError::BadPayloadChecksum { len } => {
-            let payload_start = pos + HEADER_LEN;
-            let end = payload_start + len as usize;
-            end == data.len() && zero_from_sector_to_end(data, payload_start)
+            let end = pos + HEADER_LEN + len as usize;
+            end <= data.len() && zero_from_sector_to_end(data, pos + 1, end)
         }
-        _ => false,
+        FrameError::BadReserved | FrameError::TooLarge { .. } => false,
     }
 }
 
-/// Whether, from some sector boundary at or after `from`, the data is all zeros to its end.
-fn zero_from_sector_to_end(data: &[u8], from: usize) -> bool {
+/// Whether the data is all zeros from some sector boundary in `from..before` to its end:
+/// a record occupying `from..before` whose later sectors were never written.
+fn zero_from_sector_to_end(data: &[u8], from: usize, before: usize) -> bool {
     let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let boundary = last_nonzero.next_multiple_of(SECTOR);
-    boundary >= from && boundary < data.len()
+    boundary >= from && boundary < before
 }
 
 /// The replay state: the log as the records so far describe it.
@@ -331,11 +339,13 @@ mod tests {
     #[test]
     fn zero_tail_detection() {
         let mut data = vec![1u8; 2000];
-        assert!(!zero_from_sector_to_end(&data, 100));
+        assert!(!zero_from_sector_to_end(&data, 100, 2000));
         data[1024..].fill(0);
-        assert!(zero_from_sector_to_end(&data, 100));
-        assert!(!zero_from_sector_to_end(&data, 1500), "the zeros start before the payload");
+        assert!(zero_from_sector_to_end(&data, 100, 2000));
+        assert!(zero_from_sector_to_end(&data, 100, 1100), "a record followed by preallocated zeros");
+        assert!(!zero_from_sector_to_end(&data, 100, 1024), "the zeros start after the record");
+        assert!(!zero_from_sector_to_end(&data, 1500, 2000), "the zeros start before the payload");
         data[1990] = 7;
-        assert!(!zero_from_sector_to_end(&data, 100), "zeros must run from a sector boundary to the end");
+        assert!(!zero_from_sector_to_end(&data, 100, 2000), "zeros must run from a sector boundary to the end");
     }
 }

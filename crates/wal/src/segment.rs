@@ -5,6 +5,11 @@
 //! segment is fdatasynced before the next one is created, so every segment but the last is
 //! complete on disk. A new segment is born whole (header written, fsynced, renamed into
 //! place, directory fsynced), so a segment file that exists always has a valid header.
+//!
+//! Preallocation: the last segment may be longer than its records, the rest reading as
+//! zeros (see `WalOptions::preallocate`). Recovery takes a tail of zeros in the last segment
+//! as unused space; a segment is cut to its records before the next one is created
+//! ([`Segment::seal`]), so every other segment ends with its last record.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,7 +17,7 @@ use std::path::{Path, PathBuf};
 use concord_raft::Index;
 
 use crate::error::{Result, WalError};
-use crate::fsutil::{create_durably, Faults};
+use crate::fsutil::{create_durably, preallocate, sync_file, Faults};
 use crate::record::{encode_segment_header, SegmentHeader};
 
 /// Name of the segment file with sequence number `seq`.
@@ -56,12 +61,16 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `header.seq` in `dir`, durably, holding only its header.
-    pub fn create(dir: &Path, header: &SegmentHeader, faults: &Faults) -> Result<Segment> {
+    /// Creates segment `header.seq` in `dir`, durably, holding only its header, and
+    /// preallocated to `preallocate_to` bytes if given (best effort).
+    pub fn create(dir: &Path, header: &SegmentHeader, preallocate_to: Option<u64>, faults: &Faults) -> Result<Segment> {
         let mut buf = Vec::new();
         encode_segment_header(&mut buf, header);
         let name = file_name(header.seq);
         let file = create_durably(dir, &name, &[&buf], faults)?;
+        if let Some(len) = preallocate_to {
+            preallocate(&file, len);
+        }
         Ok(Segment {
             seq: header.seq,
             path: dir.join(name),
@@ -69,6 +78,25 @@ impl Segment {
             len: buf.len() as u64,
             base_index: header.base_index,
         })
+    }
+}
+
+impl Segment {
+    /// Cuts the file to its records (dropping preallocated space), durably: the segment
+    /// then ends exactly with its last record, as recovery requires of every segment but
+    /// the last. Call after the records are fdatasynced and before the next segment is
+    /// created. Always fdatasyncs, even when the length is already right: an earlier cut
+    /// (the undo of a partial write on a full disk) may not be durable yet. A failure
+    /// leaves the file's state unknown (the caller poisons the log).
+    pub fn seal(&self, faults: &Faults) -> Result<()> {
+        let file_len = self.file.metadata().map_err(|e| WalError::io(&self.path, e))?.len();
+        debug_assert!(file_len >= self.len, "a segment's file holds all its records");
+        if file_len != self.len {
+            self.file
+                .set_len(self.len)
+                .map_err(|e| crate::fsutil::poisoned(&self.path, "cutting a segment to its records", e))?;
+        }
+        sync_file(&self.file, &self.path, false, faults)
     }
 }
 

@@ -25,7 +25,7 @@ use concord_raft::{Entry, HardState, Index, LogStore, StorageError, Term};
 
 use crate::cache::EntryCache;
 use crate::error::{CorruptionKind, Result, WalError};
-use crate::fsutil::{ensure_dir, remove_tmp_files, sync_dir, sync_file, write_at, Faults};
+use crate::fsutil::{ensure_dir, preallocate, remove_tmp_files, sync_dir, sync_file, write_at, Faults};
 use crate::index::{Loc, LogIndex};
 use crate::options::WalOptions;
 use crate::record::{
@@ -121,7 +121,7 @@ impl Wal {
                     compacted_term: 0,
                     hard_state: HardState::default(),
                 };
-                let segment = Segment::create(&wal_dir, &header, &faults)?;
+                let segment = Segment::create(&wal_dir, &header, opts.preallocate_to(), &faults)?;
                 (VecDeque::from([segment]), LogIndex::empty_at(0, 0), HardState::default())
             }
             Some(rec) => {
@@ -141,6 +141,9 @@ impl Wal {
                 let last = rec.segments.last().expect("recovery returns at least one segment");
                 if let Some(torn) = &rec.torn_tail {
                     last.file.set_len(torn.offset).map_err(|e| WalError::io(&last.path, e))?;
+                }
+                if let Some(len) = opts.preallocate_to() {
+                    preallocate(&last.file, len);
                 }
                 // Make what recovery read durable: a process that crashed (rather than the
                 // machine) leaves unsynced writes in the page cache, readable but not safe.
@@ -441,6 +444,7 @@ impl Wal {
     /// older segments.
     fn reset_log(&mut self, meta: SnapshotMeta) -> Result<()> {
         self.sync()?;
+        self.seal_active()?;
         let header = SegmentHeader {
             seq: self.active().seq + 1,
             base_index: meta.index,
@@ -449,7 +453,7 @@ impl Wal {
             compacted_term: meta.term,
             hard_state: self.hard_state,
         };
-        let res = Segment::create(&self.wal_dir, &header, &self.faults);
+        let res = Segment::create(&self.wal_dir, &header, self.opts.preallocate_to(), &self.faults);
         let segment = self.guard(res)?;
         self.segments.push_back(segment);
         self.index.reset_to(meta.index, meta.term);
@@ -488,6 +492,7 @@ impl Wal {
     fn roll(&mut self, base: Index) -> Result<()> {
         assert!(base >= self.index.offset() && base <= self.index.last_index(), "segment base out of the log");
         self.sync()?;
+        self.seal_active()?;
         let header = SegmentHeader {
             seq: self.active().seq + 1,
             base_index: base,
@@ -496,13 +501,20 @@ impl Wal {
             compacted_term: self.index.offset_term(),
             hard_state: self.hard_state,
         };
-        let res = Segment::create(&self.wal_dir, &header, &self.faults);
+        let res = Segment::create(&self.wal_dir, &header, self.opts.preallocate_to(), &self.faults);
         let segment = self.guard(res)?;
         self.segments.push_back(segment);
         if base < self.index.last_index() {
             self.truncate_state(base + 1);
         }
         Ok(())
+    }
+
+    /// Cuts the last segment's preallocated space off, durably, before a newer segment is
+    /// created: only the last segment may end in zeros.
+    fn seal_active(&mut self) -> Result<()> {
+        let res = self.active().seal(&self.faults);
+        self.guard(res)
     }
 
     /// Drops entries from `from` on in memory (the disk already says so).

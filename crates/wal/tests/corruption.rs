@@ -9,11 +9,17 @@ use bytes::BufMut;
 use common::{entries, segment_files, small};
 use concord_raft::HardState;
 use concord_wal::record::{encode_hard_state, encode_with, RecordType};
-use concord_wal::{CorruptionKind, Wal, WalError};
+use concord_wal::{CorruptionKind, Wal, WalError, WalOptions};
 
-/// A log of 60 entries over several tiny segments; returns its segment files.
+/// A log of 60 entries over several tiny segments; returns its segment files. Not
+/// preallocated, so that the tests' raw appends land right after the last record (the
+/// file's end); tests/crash.rs covers preallocated segments.
 fn build(dir: &Path) -> Vec<PathBuf> {
-    let mut wal = Wal::open(dir, small()).unwrap();
+    build_with(dir, false)
+}
+
+fn build_with(dir: &Path, preallocate: bool) -> Vec<PathBuf> {
+    let mut wal = Wal::open(dir, WalOptions { preallocate, ..small() }).unwrap();
     for chunk in entries(1, 60, 1, 50).chunks(4) {
         wal.append(chunk).unwrap();
     }
@@ -74,6 +80,24 @@ fn flipped_byte_mid_last_segment_is_not_a_torn_tail() {
     assert!(std::fs::metadata(last).unwrap().len() > SECOND_RECORD + 83 + 40);
     flip(last, SECOND_RECORD + 20);
     expect_corrupt(dir.path(), CorruptionKind::BadChecksum, last, SECOND_RECORD);
+}
+
+#[test]
+fn flipped_byte_in_the_last_record_of_a_preallocated_segment_refuses_to_open() {
+    // The last record is followed by preallocated zeros, not by the end of the file: damage
+    // in it is still damage, not a torn write.
+    let (grown, preallocated) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let records_end = std::fs::metadata(build(grown.path()).last().unwrap()).unwrap().len();
+    let files = build_with(preallocated.path(), true);
+    let last = files.last().unwrap();
+    assert_eq!(std::fs::metadata(last).unwrap().len(), 1024, "preallocated");
+    // The last record is the hard state (term 1, vote 1, commit 30: 40 bytes, ending in 7
+    // zero bytes); no sector boundary falls in those zeros, or the flip below would look
+    // like sectors a crash never wrote.
+    let record = records_end - 40;
+    assert!((records_end - 7..records_end).all(|at| at % 512 != 0));
+    flip(last, record + 16);
+    expect_corrupt(preallocated.path(), CorruptionKind::BadChecksum, last, record);
 }
 
 #[test]

@@ -117,8 +117,9 @@ struct Harness {
     wal: Option<Wal>,
     model: Model,
     durable: Model,
-    /// The last segment and its length at the last sync.
-    synced: (PathBuf, u64),
+    /// The last segment at the last sync: its path, its length, and its bytes up to the
+    /// last non-zero one (the rest was zeros: preallocated space, or a record's last bytes).
+    synced: (PathBuf, u64, Vec<u8>),
 }
 
 impl Harness {
@@ -128,8 +129,10 @@ impl Harness {
 
     fn mark_synced(&mut self) {
         let last = segment_files(&self.dir).pop().unwrap();
-        let len = std::fs::metadata(&last).unwrap().len();
-        self.synced = (last, len);
+        let mut bytes = std::fs::read(&last).unwrap();
+        let len = bytes.len() as u64;
+        bytes.truncate(bytes.iter().rposition(|&b| b != 0).map_or(0, |at| at + 1));
+        self.synced = (last, len, bytes);
         self.durable = self.model.clone();
     }
 
@@ -215,8 +218,13 @@ impl Harness {
                 self.wal = None;
                 let last = segment_files(&self.dir).pop().unwrap();
                 if last == self.synced.0 {
-                    // Lose everything after the last sync.
-                    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(self.synced.1).unwrap();
+                    // Lose everything after the last sync: the file is put back as it was
+                    // then (a growing file is cut back; a preallocated one reads zeros again
+                    // where the lost writes were).
+                    let (_, len, bytes) = &self.synced;
+                    let mut image = bytes.clone();
+                    image.resize(*len as usize, 0);
+                    std::fs::write(&last, &image).unwrap();
                     self.model = self.durable.clone();
                 }
                 // Otherwise a segment rolled over since the sync (which synced the old one);
@@ -247,16 +255,16 @@ impl Harness {
     }
 }
 
-fn run_case(segment_bytes: u64, cache_bytes: u64, ops: &[Op]) {
+fn run_case(segment_bytes: u64, cache_bytes: u64, preallocate: bool, ops: &[Op]) {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = common::no_fsync(WalOptions { segment_bytes, cache_bytes, ..WalOptions::default() });
+    let opts = common::no_fsync(WalOptions { segment_bytes, cache_bytes, preallocate, ..WalOptions::default() });
     let mut h = Harness {
         dir: tmp.path().to_path_buf(),
         opts,
         wal: None,
         model: Model::default(),
         durable: Model::default(),
-        synced: (PathBuf::new(), 0),
+        synced: (PathBuf::new(), 0, Vec::new()),
     };
     h.reopen();
     for op in ops {
@@ -275,8 +283,9 @@ proptest! {
     fn wal_matches_the_model(
         segment_bytes in prop_oneof![Just(256u64), Just(1024u64), Just(1u64 << 20)],
         cache_bytes in prop_oneof![Just(0u64), Just(2000u64), Just(1u64 << 20)],
+        preallocate in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..100),
     ) {
-        run_case(segment_bytes, cache_bytes, &ops);
+        run_case(segment_bytes, cache_bytes, preallocate, &ops);
     }
 }
