@@ -15,8 +15,9 @@
 #                    removed on exit unless KEEP=1)
 #
 # Workloads (the same command line for both systems, all with --duration $DURATION --json):
-#   put at 1, 16 and 256 clients (random keys in a space of 100,000), range of one key at 16
-#   clients linearizable (l) and serializable (s), txn-mixed at 16 clients (--rw-ratio 1).
+#   put at 1, 16 and 256 clients (random keys in a space of 100,000), range of one key
+#   linearizable (l) at 1 and 16 clients and serializable (s) at 16, txn-mixed at 16
+#   clients (--rw-ratio 1).
 # Both systems run with etcd's default timing, given explicitly: --heartbeat-interval 100
 # --election-timeout 1000. Loopback only. Every step is bounded (cluster start 30 s, each
 # workload DURATION + 60 s); the trap stops every member it started and removes the temp
@@ -36,6 +37,7 @@ WORKLOADS=(
     "put, 1 client|put --clients 1 --conns 1 --key-space-size 100000"
     "put, 16 clients|put --clients 16 --conns 4 --key-space-size 100000"
     "put, 256 clients|put --clients 256 --conns 16 --key-space-size 100000"
+    "range l, 1 client|range 00000000 --consistency l --clients 1 --conns 1"
     "range l, 16 clients|range 00000000 --consistency l --clients 16 --conns 4"
     "range s, 16 clients|range 00000000 --consistency s --clients 16 --conns 4"
     "txn-mixed, 16 clients|txn-mixed --rw-ratio 1 --clients 16 --conns 4 --key-space-size 100000"
