@@ -23,9 +23,15 @@ use crate::types::{EntryKind, Index, NodeId, Term};
 /// overflows.
 pub const MAX_INDEX: Index = Index::MAX / 2;
 
+/// No term reaches this either (a term lasts at least an election timeout): a message of a
+/// later term is refused, so that `term + 1` (a campaign) never overflows.
+pub const MAX_TERM: Term = Term::MAX / 2;
+
 /// Why a peer's message was refused. Nothing was changed.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
+    #[error("message from {from:x}: term {term} is past any cluster's reach ({MAX_TERM})")]
+    TermOutOfReach { from: NodeId, term: Term },
     #[error("message from {from:x}: index {index} is past any log's reach ({MAX_INDEX})")]
     IndexOutOfReach { from: NodeId, index: Index },
     #[error("append from {from:x}: entry {index} does not follow entry {previous}")]
@@ -48,6 +54,9 @@ pub enum Refusal {
 /// largest entry payload the receiver stores (`Config::max_entry_bytes`).
 pub(crate) fn check_shape(message: &Message, max_entry_bytes: u64) -> Result<(), Refusal> {
     let from = message.from;
+    if message.term > MAX_TERM {
+        return Err(Refusal::TermOutOfReach { from, term: message.term });
+    }
     match &message.body {
         MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, .. } => {
             let (mut previous, mut previous_term) = (*prev_log_index, *prev_log_term);
@@ -193,6 +202,18 @@ mod tests {
             check_shape_(&append(2, (0, 0), vec![conf(1, no_voter.encode())])),
             Err(Refusal::MalformedConfiguration { index: 1, .. })
         ));
+    }
+
+    #[test]
+    fn terms_stay_within_reach() {
+        let vote = |term| Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::RequestVoteResponse { pre_vote: false, granted: true },
+        };
+        assert_eq!(check_shape_(&vote(MAX_TERM)), Ok(()));
+        assert_eq!(check_shape_(&vote(Term::MAX)), Err(Refusal::TermOutOfReach { from: 2, term: Term::MAX }));
     }
 
     #[test]

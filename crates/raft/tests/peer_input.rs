@@ -112,7 +112,11 @@ fn conf_data(valid: bool, garbage: &[u8]) -> Bytes {
 
 fn build(to: &Raft<MemoryLog>, from: NodeId, term_delta: i8, body: Forged) -> Message {
     let last = to.last_index();
-    let term = to.term().saturating_add_signed(term_delta as i64);
+    let term = match term_delta {
+        // Now and then a term at the extremes.
+        -1 if body_is_vote(&body) => u64::MAX,
+        _ => to.term().saturating_add_signed(term_delta as i64),
+    };
     let body = match body {
         Forged::Vote { pre_vote, last: l, last_term, transfer } => MessageBody::RequestVote {
             pre_vote,
@@ -175,6 +179,10 @@ fn build(to: &Raft<MemoryLog>, from: NodeId, term_delta: i8, body: Forged) -> Me
         }
     };
     Message { from, to: to.id(), term, body }
+}
+
+fn body_is_vote(body: &Forged) -> bool {
+    matches!(body, Forged::Vote { .. } | Forged::VoteResponse { .. } | Forged::Heartbeat { .. })
 }
 
 /// Handles every Ready of `node` (persisting at once) and returns what it sends.

@@ -215,6 +215,7 @@ impl NodeLoop {
             SoftState { leader: NO_NODE, role: Role::Follower, term: self.raft.term().saturating_sub(1) };
         let mut peers = PeerTracking::default();
         let mut directory_changes = self.directory.subscribe();
+        let mut snapshots_open = true;
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.raft.tick(),
@@ -238,12 +239,18 @@ impl NodeLoop {
                         }
                     }
                 }
-                made = self.snapshots.recv() => {
-                    if let Some(made) = made {
-                        let since = self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
-                        if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
-                            self.raft.store_mut().discard_local(&superseded);
+                made = self.snapshots.recv(), if snapshots_open => {
+                    match made {
+                        Some(made) => {
+                            let since =
+                                self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
+                            if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
+                                self.raft.store_mut().discard_local(&superseded);
+                            }
                         }
+                        // The apply task ended (a fatal error, on its way to `serve`): a
+                        // closed channel would answer at once on every turn of the loop.
+                        None => snapshots_open = false,
                     }
                 }
                 _ = self.shutdown.changed() => break,
