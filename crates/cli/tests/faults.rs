@@ -398,29 +398,61 @@ async fn all_members_killed_under_writes_then_restarted() {
     client.put("a/after", "1", None).await.expect("a write after restarting all");
 }
 
-/// A panic on any thread ends the process (as in etcd), so a supervisor can restart the
-/// member. Before, a panic of the Raft thread left a process with open ports answering
-/// every request "etcdserver: server stopped", forever. The panic here is provoked with a
-/// heartbeat whose commit index is past the log's end, which the core refuses to adopt.
+/// Peer messages no correct member sends are refused, logged (rate limited) and otherwise
+/// ignored: the member keeps serving. Before, the first of these (a heartbeat whose commit
+/// index is past the log's end) tripped an assertion and ended the process, and the
+/// non-contiguous append made the WAL refuse and the member exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_ends_the_process() {
+async fn peer_messages_no_correct_member_sends_are_refused_and_the_member_goes_on() {
     use concord_api::peerpb::{self, peer_client::PeerClient, raft_message::Body};
 
-    let mut cluster = Cluster::start(1).await;
+    let cluster = Cluster::start(1).await;
     let mut client = cluster.client(0).await;
     client.put("before", "1", None).await.expect("put before");
     let header = client.status().await.expect("status").header().expect("header").clone();
-    let message = peerpb::RaftMessage {
-        from: 0xbad,
-        to: header.member_id(),
-        term: header.raft_term() + 1,
-        body: Some(Body::Heartbeat(peerpb::Heartbeat { commit: 1 << 40, read_round: 0 })),
+    let (to, term) = (header.member_id(), header.raft_term() + 1);
+    let message = |body| peerpb::RaftMessage { from: 0xbad, to, term, body: Some(body) };
+    let entry = |index, kind, data: Vec<u8>| peerpb::Entry { index, term, kind, data };
+    let append = |prev_log_index, entries| {
+        message(Body::AppendEntries(peerpb::AppendEntries {
+            prev_log_index,
+            prev_log_term: 0,
+            entries,
+            leader_commit: 0,
+        }))
     };
-    let frame =
-        peerpb::PeerFrame { from: 0xbad, cluster_id: header.cluster_id(), messages: vec![message], proposals: vec![] };
-    let mut peer = PeerClient::connect(cluster.members[0].peer_url()).await.expect("dial the peer port");
-    let _ = tokio::time::timeout(Duration::from_secs(2), peer.stream(tokio_stream::iter(vec![frame]))).await;
-    let status = cluster.wait_exit(0, Duration::from_secs(10));
-    assert!(!status.success(), "the member exits with an error status");
-    assert!(cluster.log_text(0).contains("panicked"), "the panic is in the log");
+    let messages = vec![
+        // A commit past the log's end.
+        message(Body::Heartbeat(peerpb::Heartbeat { commit: 1 << 40, read_round: 0 })),
+        // Entries that do not follow each other.
+        append(0, vec![entry(1, 0, b"a".to_vec()), entry(3, 0, b"b".to_vec())]),
+        // A configuration entry that does not decode.
+        append(0, vec![entry(1, 1, vec![9, 9, 9])]),
+        // An entry above what the WAL stores in one record (16 MiB).
+        append(0, vec![entry(1, 0, vec![7; 17 << 20])]),
+    ];
+    let frames: Vec<peerpb::PeerFrame> = messages
+        .into_iter()
+        .map(|message| peerpb::PeerFrame {
+            from: 0xbad,
+            cluster_id: header.cluster_id(),
+            messages: vec![message],
+            proposals: vec![],
+        })
+        .collect();
+    let mut peer = PeerClient::connect(cluster.members[0].peer_url())
+        .await
+        .expect("dial the peer port")
+        .max_encoding_message_size(64 << 20);
+    let _ = tokio::time::timeout(Duration::from_secs(5), peer.stream(tokio_stream::iter(frames))).await;
+
+    // Still the leader of its term, still serving.
+    let mut client = cluster.client(0).await;
+    client.put("after", "2", None).await.expect("a put after the refused messages");
+    let status = client.status().await.expect("status");
+    assert_eq!(status.header().expect("header").raft_term(), header.raft_term(), "no message changed the term");
+    let log = cluster.log_text(0);
+    assert!(log.contains("refused a peer message no correct member sends"), "the refusal is logged: {log}");
+    assert!(log.contains("past this log's last entry"), "with its reason: {log}");
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -56,7 +56,7 @@ impl Cluster {
             while let Some(message) = self.network.pop_front() {
                 moved = true;
                 let to = (message.to - 1) as usize;
-                self.nodes[to].step(message);
+                self.nodes[to].step(message).unwrap();
             }
             if !moved {
                 return;

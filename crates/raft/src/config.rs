@@ -54,6 +54,11 @@ pub struct Config {
     pub max_inflight_bytes: u64,
     /// Largest single proposal payload accepted.
     pub max_proposal_bytes: u64,
+    /// Largest entry payload accepted from a peer: what this node's storage can hold in
+    /// one record. At least `max_proposal_bytes`, so that a node never proposes what it
+    /// would refuse to store; members with different proposal limits still accept each
+    /// other's entries up to here.
+    pub max_entry_bytes: u64,
     /// Most proposed entries a leader keeps uncommitted before refusing new ones.
     pub max_uncommitted_entries: u64,
     /// Most ReadIndex requests waiting at a leader (or at a follower for the leader's
@@ -77,6 +82,8 @@ pub enum ConfigError {
     BadTicks { heartbeat: u32, election: u32 },
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("max_proposal_bytes ({proposal}) is above max_entry_bytes ({entry}): this node would propose entries it cannot store")]
+    ProposalAboveEntryLimit { proposal: u64, entry: u64 },
 }
 
 impl Config {
@@ -95,6 +102,7 @@ impl Config {
             max_inflight_messages: 256,
             max_inflight_bytes: 32 * 1024 * 1024,
             max_proposal_bytes: 8 * 1024 * 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
             max_uncommitted_entries: 100_000,
             max_pending_reads: 4096,
             seed: id,
@@ -127,10 +135,17 @@ impl Config {
             ("max_proposal_bytes", self.max_proposal_bytes),
             ("max_uncommitted_entries", self.max_uncommitted_entries),
             ("max_pending_reads", self.max_pending_reads as u64),
+            ("max_entry_bytes", self.max_entry_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));
             }
+        }
+        if self.max_proposal_bytes > self.max_entry_bytes {
+            return Err(ConfigError::ProposalAboveEntryLimit {
+                proposal: self.max_proposal_bytes,
+                entry: self.max_entry_bytes,
+            });
         }
         Ok(())
     }

@@ -27,11 +27,13 @@ pub mod progress;
 pub mod quorum;
 mod raft;
 pub mod ready;
+mod refusal;
 mod rng;
 
 pub use config::{Config, ConfigError, PlantedBugs};
 pub use raft::{ProposeError, Raft, RaftError};
 pub use ready::{ReadState, Ready};
+pub use refusal::Refusal;
 
 /// True when this build contains the planted-bug switches (the `planted-bugs` feature).
 /// They are still off unless a `Config::bugs` field is set, which only the simulator does.

@@ -14,6 +14,7 @@ use crate::membership::{ConfChange, ConfChangeEntry, ConfChangeError, ConfChange
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::ready::{ReadState, Ready};
+use crate::refusal::{self, Refusal};
 use crate::rng::SplitMix64;
 use crate::snapshot::{SnapshotChunk, SnapshotMeta};
 use crate::storage::{LogStore, StorageError};
@@ -312,10 +313,21 @@ impl<S: LogStore> Raft<S> {
     /// that is not committed may still be needed to commit it. Other messages are
     /// accepted from anyone (a member that joined or a leader that is removing itself is
     /// legitimately unknown to some configurations). Node ids are never reused.
-    pub fn step(&mut self, message: Message) {
+    ///
+    /// A message no correct peer sends (see [`Refusal`]) is refused whole and changes
+    /// nothing: the caller should log the refusal; for the protocol it is a lost message.
+    pub fn step(&mut self, message: Message) -> Result<(), Refusal> {
         if message.to != self.config.id || message.from == self.config.id || message.from == NO_NODE {
-            return;
+            return Ok(());
         }
+        refusal::check_shape(&message, self.config.max_entry_bytes)?;
+        refusal::check_commit(&message, self.log.last_index())?;
+        self.step_checked(message);
+        Ok(())
+    }
+
+    /// [`Raft::step`] for a message that passed the checks.
+    fn step_checked(&mut self, message: Message) {
         if matches!(message.body, MessageBody::RequestVote { .. })
             && self.membership.is_removed(message.from, self.log.committed())
         {
@@ -505,7 +517,11 @@ impl<S: LogStore> Raft<S> {
 
     /// What a snapshot of the state machine at `index` must record: the term of that
     /// entry and the membership in effect there. `index` must have been applied (handed
-    /// out in `committed_entries`) and not compacted.
+    /// out in `committed_entries`) and not compacted, and its membership known here
+    /// ([`StorageError::MembershipUnknown`] otherwise: a member that joined with an empty
+    /// disk and received the log from its start has no configuration before the first
+    /// configuration entry; a snapshot of such an index would carry no voters, and a
+    /// follower installing it would know of none. Snapshot a later index instead.)
     pub fn snapshot_meta_at(&self, index: Index) -> Result<SnapshotMeta, StorageError> {
         if index > self.log.applying() {
             return Err(StorageError::Unavailable(index));
@@ -514,7 +530,11 @@ impl<S: LogStore> Raft<S> {
         if index < self.membership.base_index() {
             return Err(StorageError::Compacted(index));
         }
-        Ok(SnapshotMeta { index, term, membership: self.membership.at(index).clone() })
+        let membership = self.membership.at(index);
+        if membership.voters.is_empty() {
+            return Err(StorageError::MembershipUnknown(index));
+        }
+        Ok(SnapshotMeta { index, term, membership: membership.clone() })
     }
 
     /// The application has a durable snapshot covering `index` (its store's

@@ -19,6 +19,11 @@ pub enum StorageError {
     /// The entry is past the end of the stable log.
     #[error("entry {0} is not available")]
     Unavailable(Index),
+    /// The configuration in effect at this index is not known here: a member that joined
+    /// learns the configuration from the first configuration entry (or snapshot) it
+    /// receives, not the ones before it.
+    #[error("the configuration at entry {0} is not known here")]
+    MembershipUnknown(Index),
     /// The storage itself failed; the node cannot continue safely.
     #[error("storage failure: {0}")]
     Fatal(String),

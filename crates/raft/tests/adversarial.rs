@@ -214,7 +214,7 @@ impl Sim {
                     self.log.push(format!("drop {m:?}"));
                 } else if let Some(r) = self.nodes.get_mut(&m.to).unwrap().raft.as_mut() {
                     self.log.push(format!("deliver {m:?}"));
-                    r.step(m);
+                    r.step(m).unwrap();
                 }
             }
             50..=549 => {}
@@ -302,7 +302,7 @@ impl Sim {
             }
             let batch = std::mem::take(&mut self.net);
             for m in batch {
-                self.nodes.get_mut(&m.to).unwrap().raft.as_mut().unwrap().step(m);
+                self.nodes.get_mut(&m.to).unwrap().raft.as_mut().unwrap().step(m).unwrap();
             }
             self.check_leaders();
             if proposed.is_none() || round % 300 == 299 {
@@ -429,9 +429,9 @@ fn leader_n1() -> Raft<MemoryLog> {
     let mut n1 = Raft::new(Config::new(1, vec![1, 2, 3]), MemoryLog::new(), 0).unwrap();
     n1.campaign();
     drain(&mut n1);
-    n1.step(msg(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: true, granted: true }));
+    n1.step(msg(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: true, granted: true })).unwrap();
     drain(&mut n1);
-    n1.step(msg(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    n1.step(msg(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
     drain(&mut n1);
     assert_eq!(n1.role(), Role::Leader);
     n1
@@ -482,7 +482,7 @@ fn a_late_pre_vote_grant_from_an_earlier_campaign_is_ignored() {
     drain(&mut n1);
     assert_eq!((n1.role(), n1.term()), (Role::PreCandidate, 5));
     // n3 won term 6 meanwhile; n1 follows it.
-    n1.step(msg(3, 1, 6, MessageBody::Heartbeat { commit: 0, read_round: 0 }));
+    n1.step(msg(3, 1, 6, MessageBody::Heartbeat { commit: 0, read_round: 0 })).unwrap();
     drain(&mut n1);
     assert_eq!((n1.role(), n1.term(), n1.leader()), (Role::Follower, 6, 3));
     // Later n1 times out and pre-campaigns for term 7 ...
@@ -490,7 +490,7 @@ fn a_late_pre_vote_grant_from_an_earlier_campaign_is_ignored() {
     drain(&mut n1);
     assert_eq!((n1.role(), n1.term()), (Role::PreCandidate, 6));
     // ... and n2's delayed grant from the *term-6* pre-campaign arrives.
-    n1.step(msg(2, 1, 6, MessageBody::RequestVoteResponse { pre_vote: true, granted: true }));
+    n1.step(msg(2, 1, 6, MessageBody::RequestVoteResponse { pre_vote: true, granted: true })).unwrap();
     assert_eq!(
         (n1.role(), n1.term()),
         (Role::PreCandidate, 6),
@@ -514,7 +514,7 @@ fn restart_with_applied_beyond_persisted_commit_does_not_reapply() {
     store.hard_state = HardState { term: 1, vote: 1, commit: 1 };
     // The state machine already reflects entries 1..=3.
     let mut n2 = Raft::new(Config::new(2, vec![1, 2, 3]), store, 3).unwrap();
-    n2.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 3, read_round: 0 }));
+    n2.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 3, read_round: 0 })).unwrap();
     let rd = n2.ready();
     let reapplied: Vec<u64> = rd.committed_entries.iter().map(|e| e.index).filter(|&i| i <= 3).collect();
     assert!(reapplied.is_empty(), "entries {reapplied:?} handed out again although applied=3 was given");
@@ -530,7 +530,7 @@ fn a_lost_timeout_now_is_resent() {
     let mut n1 = leader_n1();
     // n2 catches up to the leader's last index (the term-1 empty entry).
     let last = n1.last_index();
-    n1.step(msg(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(last) }));
+    n1.step(msg(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(last) })).unwrap();
     drain(&mut n1);
     n1.transfer_leader(2).unwrap();
     let first = drain(&mut n1);
@@ -544,8 +544,8 @@ fn a_lost_timeout_now_is_resent() {
                 resent = true;
             }
         }
-        n1.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { read_round: 0 }));
-        n1.step(msg(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(last) }));
+        n1.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { read_round: 0 })).unwrap();
+        n1.step(msg(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(last) })).unwrap();
         for m in drain(&mut n1) {
             if m.to == 2 && m.body == MessageBody::TimeoutNow {
                 resent = true;
@@ -584,11 +584,11 @@ fn a_write_replaced_by_a_pending_one_is_not_reported_durable() {
         r.store_mut().append(&rd.entries);
         rd.entries
     };
-    n2.step(append(1, 2, vec![entry(1, 2), entry(2, 2), entry(3, 2)]));
+    n2.step(append(1, 2, vec![entry(1, 2), entry(2, 2), entry(3, 2)])).unwrap();
     let a = take(&mut n2); // Ready A: 1..=3 @2
-    n2.step(append(3, 3, vec![entry(1, 3)]));
+    n2.step(append(3, 3, vec![entry(1, 3)])).unwrap();
     let b = take(&mut n2); // Ready B: 1 @3 (truncates 2..=3 on disk)
-    n2.step(append(1, 4, vec![entry(1, 2), entry(2, 2), entry(3, 2)]));
+    n2.step(append(1, 4, vec![entry(1, 2), entry(2, 2), entry(3, 2)])).unwrap();
     let c = take(&mut n2); // Ready C: 1..=3 @2 again
     assert_eq!((a.len(), b.len(), c.len()), (3, 1, 3));
     // Only Ready A is durable.

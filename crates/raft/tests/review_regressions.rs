@@ -154,8 +154,8 @@ mod snapshot_ready {
         let mut store = MemoryLog::new();
         store.hard_state = HardState { term: 1, vote: 1, commit: 0 };
         let mut n2 = Raft::new(Config::new(2, vec![1, 2, 3]), store, 0).unwrap();
-        n2.step(chunk(5, 0, b"state-of-A@5", true));
-        n2.step(chunk(9, 0, b"first-part-of-B@9", false));
+        n2.step(chunk(5, 0, b"state-of-A@5", true)).unwrap();
+        n2.step(chunk(9, 0, b"first-part-of-B@9", false)).unwrap();
         let ready = n2.ready();
         // The application, exactly as ready.rs documents it:
         let mut staging: Vec<u8> = Vec::new();
@@ -174,4 +174,32 @@ mod snapshot_ready {
             "the bytes installed as snapshot 5 are not snapshot 5's"
         );
     }
+}
+
+/// Found by the simulator's peer-input check: a member that joined with an empty disk and
+/// received the log from its start knows no configuration before the first configuration
+/// entry (the bootstrap configuration is not an entry). It snapshotted an index there, with
+/// an empty membership, became leader and sent that snapshot to a follower, which would
+/// have known of no voter after installing it. Such an index now has no snapshot
+/// description; a later one does.
+#[test]
+fn a_joined_member_does_not_snapshot_an_index_whose_configuration_it_never_saw() {
+    let mut c = Cluster::new(3, |_| {});
+    c.raft(1).campaign();
+    c.stabilize();
+    c.propose(1, "a");
+    c.propose(1, "b");
+    c.stabilize();
+    c.add_node(4, |_| {});
+    c.conf_change(1, ConfChangeKind::AddLearner, 4);
+    c.stabilize();
+    c.propose(1, "c");
+    c.stabilize();
+    let joined = c.raft(4);
+    assert_eq!(joined.commit_index(), 5, "n4 holds and applied the whole log");
+    assert!(matches!(joined.snapshot_meta_at(3), Err(concord_raft::StorageError::MembershipUnknown(3))));
+    let meta = joined.snapshot_meta_at(5).expect("after the entry that added it");
+    assert_eq!(meta.membership, concord_raft::Membership::new([1, 2, 3], [4]));
+    // A bootstrap member knows the configuration from the start.
+    assert_eq!(c.raft(2).snapshot_meta_at(3).expect("known").membership, concord_raft::Membership::new([1, 2, 3], []));
 }

@@ -72,7 +72,7 @@ fn persist(raft: &mut Raft<MemoryLog>, ready: &Ready) {
 #[test]
 fn a_vote_reply_waits_for_the_vote_to_be_persisted() {
     let mut node = node_with_log(2, HardState::default(), &[]);
-    node.step(vote_request(1, 2, 1, 0, 0));
+    node.step(vote_request(1, 2, 1, 0, 0)).unwrap();
     let ready = node.ready();
     assert!(ready.messages.is_empty(), "a vote must not be sent before it is durable");
     assert_eq!(vote_granted(&ready), Some(true));
@@ -83,12 +83,12 @@ fn a_vote_reply_waits_for_the_vote_to_be_persisted() {
 #[test]
 fn a_node_votes_at_most_once_per_term() {
     let mut node = node_with_log(3, HardState::default(), &[]);
-    node.step(vote_request(1, 3, 1, 0, 0));
+    node.step(vote_request(1, 3, 1, 0, 0)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(true));
-    node.step(vote_request(2, 3, 1, 0, 0));
+    node.step(vote_request(2, 3, 1, 0, 0)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(false));
     // The same candidate asking again gets the same answer.
-    node.step(vote_request(1, 3, 1, 0, 0));
+    node.step(vote_request(1, 3, 1, 0, 0)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(true));
 }
 
@@ -96,7 +96,7 @@ fn a_node_votes_at_most_once_per_term() {
 fn a_restarted_node_remembers_its_vote() {
     let node = node_with_log(3, HardState { term: 5, vote: 1, commit: 0 }, &[]);
     let mut node = node;
-    node.step(vote_request(2, 3, 5, 0, 0));
+    node.step(vote_request(2, 3, 5, 0, 0)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(false));
 }
 
@@ -105,24 +105,24 @@ fn votes_go_only_to_candidates_with_up_to_date_logs() {
     let log = [(1, 1), (2, 2), (3, 2)];
     // Same last term, shorter log: refused.
     let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 0 }, &log);
-    node.step(vote_request(1, 2, 3, 2, 2));
+    node.step(vote_request(1, 2, 3, 2, 2)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(false));
     // Longer log but older last term: refused.
     let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 0 }, &log);
-    node.step(vote_request(1, 2, 3, 9, 1));
+    node.step(vote_request(1, 2, 3, 9, 1)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(false));
     // Later last term, even if shorter: granted.
     let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 0 }, &log);
-    node.step(vote_request(1, 2, 3, 2, 3));
+    node.step(vote_request(1, 2, 3, 2, 3)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(true));
 }
 
 #[test]
 fn a_higher_term_is_adopted_and_a_lower_one_ignored() {
     let mut node = node_with_log(2, HardState { term: 4, vote: 0, commit: 0 }, &[(1, 1)]);
-    node.step(append(1, 2, 3, (1, 1), &[(2, 3)], 0));
+    node.step(append(1, 2, 3, (1, 1), &[(2, 3)], 0)).unwrap();
     assert_eq!(node.last_index(), 1, "an AppendEntries from an old term changes nothing");
-    node.step(append(3, 2, 6, (1, 1), &[(2, 6)], 0));
+    node.step(append(3, 2, 6, (1, 1), &[(2, 6)], 0)).unwrap();
     assert_eq!((node.term(), node.leader(), node.last_index()), (6, 3, 2));
 }
 
@@ -130,10 +130,10 @@ fn a_higher_term_is_adopted_and_a_lower_one_ignored() {
 fn a_conflicting_suffix_is_truncated_and_a_matching_one_kept() {
     let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
     // A delayed, shorter AppendEntries whose entries match: nothing is cut.
-    node.step(append(1, 2, 1, (1, 1), &[(2, 1)], 1));
+    node.step(append(1, 2, 1, (1, 1), &[(2, 1)], 1)).unwrap();
     assert_eq!(node.last_index(), 3);
     // A new leader's entry conflicts at index 2: 2 and 3 go, its entry stays.
-    node.step(append(3, 2, 2, (1, 1), &[(2, 2)], 1));
+    node.step(append(3, 2, 2, (1, 1), &[(2, 2)], 1)).unwrap();
     assert_eq!(node.last_index(), 2);
     assert_eq!(node.entry_term(2), Some(2));
     let ready = node.ready();
@@ -146,10 +146,10 @@ fn a_follower_commits_only_what_this_message_verified() {
     let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
     // The new leader (term 2) has committed up to 3 in its own log, which differs after
     // index 1; its probe matches only at index 1 and carries no entries.
-    node.step(append(3, 2, 2, (1, 1), &[], 3));
+    node.step(append(3, 2, 2, (1, 1), &[], 3)).unwrap();
     assert_eq!(node.commit_index(), 1, "entries 2 and 3 were not verified against the leader");
     // A rejected probe moves nothing either.
-    node.step(append(3, 2, 2, (3, 2), &[], 3));
+    node.step(append(3, 2, 2, (3, 2), &[], 3)).unwrap();
     assert_eq!(node.commit_index(), 1);
 }
 
@@ -160,15 +160,15 @@ fn a_leader_commits_old_term_entries_only_through_an_entry_of_its_term() {
     leader.campaign();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(2, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    leader.step(message(2, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
     assert_eq!(leader.role(), Role::Leader);
     let ready = leader.ready();
     persist(&mut leader, &ready); // the term-3 empty entry at index 3
                                   // Node 2 acknowledges index 2 only: a majority (1 and 2) holds the term-1 entry.
-    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) })).unwrap();
     assert_eq!(leader.commit_index(), 1, "Figure 8: counting replicas of a term-1 entry is unsafe");
     // Once the term-3 entry is on a majority, everything before it commits with it.
-    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(3) }));
+    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(3) })).unwrap();
     assert_eq!(leader.commit_index(), 3);
 }
 
@@ -180,7 +180,7 @@ fn a_leader_commits_old_term_entries_only_through_an_entry_of_its_term() {
 #[test]
 fn committed_entries_are_only_entries_already_durable_here() {
     let mut follower = node_with_log(2, HardState { term: 1, vote: 0, commit: 0 }, &[]);
-    follower.step(append(1, 2, 1, (0, 0), &[(1, 1), (2, 1)], 2));
+    follower.step(append(1, 2, 1, (0, 0), &[(1, 1), (2, 1)], 2)).unwrap();
     let ready = follower.ready();
     assert_eq!(ready.entries.len(), 2, "the entries are handed out for writing");
     assert!(ready.committed_entries.is_empty(), "committed, but not yet durable on this node: not applied yet");
@@ -198,17 +198,17 @@ fn a_leader_counts_itself_only_after_its_disk_has_the_entry() {
     leader.campaign();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    leader.step(message(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(1) }));
+    leader.step(message(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(1) })).unwrap();
     assert_eq!(leader.commit_index(), 1);
     leader.propose(Bytes::from_static(b"x")).unwrap();
     let ready = leader.ready();
     assert_eq!(ready.entries.len(), 1, "the entry is handed out for writing");
     assert!(!ready.messages.is_empty(), "replication starts before the leader's own write completes");
     // Node 2 has it on disk; with node 3 silent, the leader's own disk decides the majority.
-    leader.step(message(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+    leader.step(message(2, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(2) })).unwrap();
     assert_eq!(leader.commit_index(), 1, "the leader's unpersisted entry must not count");
     leader.store_mut().append(&ready.entries);
     leader.on_persisted(2, 1);
@@ -223,12 +223,12 @@ fn an_acknowledgement_of_nothing_does_not_restart_replication_from_the_start() {
     leader.campaign();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(3, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    leader.step(message(3, 1, 3, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
     assert_eq!(leader.role(), Role::Leader);
     let ready = leader.ready();
     persist(&mut leader, &ready);
     // Node 2 answers an older leader's message with a bare Ok(0) in term 3.
-    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(0) }));
+    leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(0) })).unwrap();
     let ready = leader.ready();
     let restarted = ready.messages.iter().any(|m| {
         m.to == 2 && matches!(m.body, MessageBody::AppendEntries { prev_log_index: 0, ref entries, .. } if !entries.is_empty())
@@ -242,9 +242,9 @@ fn a_follower_in_contact_with_a_leader_ignores_vote_requests() {
     config.check_quorum = true;
     config.pre_vote = false;
     let mut node = Raft::new(config, MemoryLog::new(), 0).unwrap();
-    node.step(append(1, 2, 1, (0, 0), &[(1, 1)], 0));
+    node.step(append(1, 2, 1, (0, 0), &[(1, 1)], 0)).unwrap();
     let _ = node.ready();
-    node.step(vote_request(3, 2, 2, 1, 1));
+    node.step(vote_request(3, 2, 2, 1, 1)).unwrap();
     assert_eq!(node.term(), 1, "the disruptive candidate's term is not adopted");
     assert_eq!(vote_granted(&node.ready()), None);
     // A leadership transfer overrides the lease.
@@ -253,7 +253,8 @@ fn a_follower_in_contact_with_a_leader_ignores_vote_requests() {
         2,
         2,
         MessageBody::RequestVote { pre_vote: false, last_log_index: 1, last_log_term: 1, leader_transfer: true },
-    ));
+    ))
+    .unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(true));
 }
 
@@ -262,7 +263,7 @@ fn a_pre_vote_changes_no_one_s_term() {
     let mut node = node_with_log(2, HardState { term: 3, vote: 0, commit: 0 }, &[(1, 1)]);
     let request =
         MessageBody::RequestVote { pre_vote: true, last_log_index: 1, last_log_term: 1, leader_transfer: false };
-    node.step(message(1, 2, 4, request));
+    node.step(message(1, 2, 4, request)).unwrap();
     assert_eq!((node.term(), node.vote()), (3, 0));
     let ready = node.ready();
     assert!(ready.hard_state.is_none(), "nothing to persist for a pre-vote");
@@ -281,13 +282,13 @@ fn elected_leader(voters: Vec<u64>) -> Raft<MemoryLog> {
     let ready = leader.ready();
     persist(&mut leader, &ready);
     for &voter in voters.iter().filter(|&&v| v != 1) {
-        leader.step(message(voter, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+        leader.step(message(voter, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
     }
     assert_eq!(leader.role(), Role::Leader);
     let ready = leader.ready();
     persist(&mut leader, &ready);
     for &voter in voters.iter().filter(|&&v| v != 1) {
-        leader.step(message(voter, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(1) }));
+        leader.step(message(voter, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(1) })).unwrap();
     }
     assert_eq!(leader.commit_index(), 1);
     leader
@@ -311,7 +312,7 @@ fn propose_change(leader: &mut Raft<MemoryLog>, kind: ConfChangeKind, node: u64)
 }
 
 fn ack(leader: &mut Raft<MemoryLog>, from: u64, index: u64) {
-    leader.step(message(from, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(index) }));
+    leader.step(message(from, 1, 1, MessageBody::AppendEntriesResponse { result: Ok(index) })).unwrap();
 }
 
 #[test]
@@ -325,7 +326,7 @@ fn a_membership_change_waits_for_a_commit_in_the_leaders_term() {
     leader.campaign();
     let ready = leader.ready();
     persist(&mut leader, &ready);
-    leader.step(message(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+    leader.step(message(2, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
     let ready = leader.ready();
     persist(&mut leader, &ready);
     assert_eq!(
@@ -382,15 +383,17 @@ fn a_configuration_takes_effect_when_appended_and_reverts_when_truncated() {
     let mut follower = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1)]);
     let grown = Membership::new([1, 2, 3, 4], []);
     let entry = conf_entry(2, 1, ConfChangeKind::AddVoter, 4, grown.clone());
-    follower.step(message(
-        1,
-        2,
-        1,
-        MessageBody::AppendEntries { prev_log_index: 1, prev_log_term: 1, entries: vec![entry], leader_commit: 1 },
-    ));
+    follower
+        .step(message(
+            1,
+            2,
+            1,
+            MessageBody::AppendEntries { prev_log_index: 1, prev_log_term: 1, entries: vec![entry], leader_commit: 1 },
+        ))
+        .unwrap();
     assert_eq!(follower.membership(), &grown, "in effect before it commits");
     // A new leader of term 2 never had the entry: it replaces it.
-    follower.step(append(3, 2, 2, (1, 1), &[(2, 2)], 1));
+    follower.step(append(3, 2, 2, (1, 1), &[(2, 2)], 1)).unwrap();
     assert_eq!(follower.membership(), &Membership::new([1, 2, 3], []), "the replaced change no longer counts");
 }
 
@@ -418,20 +421,20 @@ fn a_removed_member_cannot_win_a_pre_vote_or_raise_a_term() {
     };
     // A node that knows the removal is committed does not answer at all.
     let mut node = node_with_removal(2);
-    node.step(pre_vote(2));
+    node.step(pre_vote(2)).unwrap();
     let ready = node.ready();
     assert_eq!(vote_granted(&ready), None);
     assert!(ready.hard_state.is_none());
     // One that holds it uncommitted still answers (the removed node may be needed to
     // commit it), but the log decides: a log without its own removal is behind.
     let mut node = node_with_removal(1);
-    node.step(pre_vote(2));
+    node.step(pre_vote(2)).unwrap();
     assert_eq!(vote_granted(&node.ready()), Some(false));
     assert_eq!(node.term(), 1);
     // With a live leader, the check-quorum lease ignores the request altogether.
-    node.step(append(1, 2, 1, (2, 1), &[], 1));
+    node.step(append(1, 2, 1, (2, 1), &[], 1)).unwrap();
     let _ = node.ready();
-    node.step(pre_vote(2));
+    node.step(pre_vote(2)).unwrap();
     assert_eq!(vote_granted(&node.ready()), None);
     assert_eq!(node.term(), 1);
 }
@@ -484,7 +487,7 @@ fn a_snapshot_never_replaces_committed_or_matching_entries() {
     // Behind our commit index: nothing to install; the answer says where we match.
     let log = [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)];
     let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 5 }, &log);
-    node.step(message(1, 2, 1, snapshot_chunk(3, 1, true)));
+    node.step(message(1, 2, 1, snapshot_chunk(3, 1, true))).unwrap();
     let ready = node.ready();
     assert!(ready.install_snapshot.is_none() && ready.snapshot_chunks.is_empty());
     assert!(ready
@@ -495,7 +498,7 @@ fn a_snapshot_never_replaces_committed_or_matching_entries() {
     // Our log holds the snapshot's last entry: keep the log (and its suffix), commit
     // through the snapshot.
     let mut node = node_with_log(2, HardState { term: 1, vote: 1, commit: 2 }, &log);
-    node.step(message(1, 2, 1, snapshot_chunk(4, 1, true)));
+    node.step(message(1, 2, 1, snapshot_chunk(4, 1, true))).unwrap();
     let ready = node.ready();
     assert!(ready.install_snapshot.is_none());
     assert_eq!((node.commit_index(), node.last_index()), (4, 5));
@@ -504,13 +507,13 @@ fn a_snapshot_never_replaces_committed_or_matching_entries() {
 #[test]
 fn an_installed_snapshot_replaces_a_conflicting_log() {
     let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1), (3, 2)]);
-    node.step(message(1, 2, 3, snapshot_chunk(4, 3, false)));
+    node.step(message(1, 2, 3, snapshot_chunk(4, 3, false))).unwrap();
     assert!(node.ready().install_snapshot.is_none(), "not installed before the last chunk");
     let mut last = snapshot_chunk(4, 3, true);
     if let MessageBody::InstallSnapshot { chunk } = &mut last {
         chunk.offset = 5;
     }
-    node.step(message(1, 2, 3, last));
+    node.step(message(1, 2, 3, last)).unwrap();
     let ready = node.ready();
     assert_eq!(ready.install_snapshot.map(|m| (m.index, m.term)), Some((4, 3)));
     assert_eq!((node.commit_index(), node.last_index()), (4, 4));
@@ -539,7 +542,7 @@ mod planted_bugs_are_caught {
         leader.campaign();
         let ready = leader.ready();
         persist(leader, &ready);
-        leader.step(message(2, 1, term, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+        leader.step(message(2, 1, term, MessageBody::RequestVoteResponse { pre_vote: false, granted: true })).unwrap();
         assert_eq!((leader.role(), leader.term()), (Role::Leader, term));
         let ready = leader.ready();
         persist(leader, &ready);
@@ -549,7 +552,7 @@ mod planted_bugs_are_caught {
     fn commit_past_match_commits_the_stale_suffix() {
         let node = node_with_log(2, HardState { term: 1, vote: 1, commit: 1 }, &[(1, 1), (2, 1), (3, 1)]);
         let mut node = with_bugs(node, |b| b.commit_past_match = true);
-        node.step(append(3, 2, 2, (1, 1), &[], 3));
+        node.step(append(3, 2, 2, (1, 1), &[], 3)).unwrap();
         assert_eq!(node.commit_index(), 3);
     }
 
@@ -558,7 +561,7 @@ mod planted_bugs_are_caught {
         let leader = node_with_log(1, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1)]);
         let mut leader = with_bugs(leader, |b| b.figure8 = true);
         win_with_vote_of_2(&mut leader, 3);
-        leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+        leader.step(message(2, 1, 3, MessageBody::AppendEntriesResponse { result: Ok(2) })).unwrap();
         assert_eq!(leader.commit_index(), 2);
     }
 
@@ -568,12 +571,12 @@ mod planted_bugs_are_caught {
         let mut leader = with_bugs(leader, |b| b.config_quorum = true);
         // Restarted from the same store, the leader must win again (term 2).
         win_with_vote_of_2(&mut leader, 2);
-        leader.step(message(2, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) }));
-        leader.step(message(3, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) }));
+        leader.step(message(2, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) })).unwrap();
+        leader.step(message(3, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(2) })).unwrap();
         let index = leader.propose_conf_change(change(ConfChangeKind::AddVoter, 4)).unwrap();
         let ready = leader.ready();
         persist(&mut leader, &ready);
-        leader.step(message(4, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(index) }));
+        leader.step(message(4, 1, 2, MessageBody::AppendEntriesResponse { result: Ok(index) })).unwrap();
         assert_eq!(leader.commit_index(), index, "two of four voters counted as a majority");
     }
 
@@ -581,7 +584,7 @@ mod planted_bugs_are_caught {
     fn forget_vote_hands_out_a_hard_state_without_the_vote() {
         let node = node_with_log(2, HardState::default(), &[]);
         let mut node = with_bugs(node, |b| b.forget_vote = true);
-        node.step(vote_request(1, 2, 1, 0, 0));
+        node.step(vote_request(1, 2, 1, 0, 0)).unwrap();
         assert_eq!(node.ready().hard_state.map(|h| h.vote), Some(0));
     }
 }

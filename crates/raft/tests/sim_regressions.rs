@@ -115,7 +115,7 @@ impl Cluster {
                     continue;
                 }
                 if let Some(raft) = self.nodes.get_mut(&message.to) {
-                    raft.step(message);
+                    raft.step(message).unwrap();
                 }
             }
             if !busy {
@@ -261,8 +261,8 @@ fn a_ready_that_installs_a_snapshot_carries_no_chunk_of_a_later_one() {
             chunk: SnapshotChunk { meta: meta(index), offset, data: Bytes::from_static(data), last },
         },
     };
-    follower.step(chunk(85, 0, b"snapshot at 85", true));
-    follower.step(chunk(92, 0, b"first half of 92", false));
+    follower.step(chunk(85, 0, b"snapshot at 85", true)).unwrap();
+    follower.step(chunk(92, 0, b"first half of 92", false)).unwrap();
     let ready = follower.ready();
     assert_eq!(ready.install_snapshot, Some(meta(85)));
     let staged: Vec<(u64, u64)> = ready.snapshot_chunks.iter().map(|c| (c.meta.index, c.offset)).collect();
@@ -378,7 +378,7 @@ fn a_node_whose_removal_is_committed_is_ignored() {
         },
     };
     let node_2 = cluster.nodes.get_mut(&2).unwrap();
-    node_2.step(request);
+    node_2.step(request).unwrap();
     assert_eq!(node_2.term(), term, "the removed node raised no term");
     assert!(!node_2.has_ready() || node_2.ready().messages_after_persist.is_empty(), "and got no answer");
 }
@@ -428,10 +428,10 @@ fn a_single_voter_sends_nothing_as_leader_before_its_term_is_durable() {
     for _ in 0..2 {
         let ready = leader.ready();
         for message in ready.messages {
-            learner.step(message);
+            learner.step(message).unwrap();
         }
         for message in persist_all(&mut learner) {
-            leader.step(message);
+            leader.step(message).unwrap();
         }
     }
     let mut leader = Raft::new(config(1), MemoryLog::new(), 0).expect("restarts from an empty disk");
@@ -440,10 +440,10 @@ fn a_single_voter_sends_nothing_as_leader_before_its_term_is_durable() {
     let index = leader.propose(Bytes::from_static(b"second")).expect("leader");
     for _ in 0..10 {
         for message in persist_all(&mut leader) {
-            learner.step(message);
+            learner.step(message).unwrap();
         }
         for message in persist_all(&mut learner) {
-            leader.step(message);
+            leader.step(message).unwrap();
         }
     }
     assert_eq!(leader.commit_index(), index);

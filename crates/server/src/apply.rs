@@ -17,8 +17,11 @@
 //! `start_snapshot`) and installed with it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use concord_mvcc::{Command, Event, MvccError, Response, Store};
 use concord_raft::{ConfChangeEntry, Entry, EntryKind, Index, NodeId};
@@ -27,6 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::envelope::{self, ChangeContext, Envelope};
 use crate::errors::EtcdError;
+use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
 use crate::node::{ApplyInput, SnapshotToRestore};
 use crate::storage::{state_file_name, LocalSnapshot, LOCAL_TEMPORARY_FILE};
@@ -49,16 +53,41 @@ pub struct Waiters {
     inner: Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>,
 }
 
+/// One client's wait for the outcome of its proposal. Dropping it (the outcome came, the
+/// request timed out, or the client went away and its handler was dropped) forgets the
+/// registration, so nothing stays behind in [`Waiters`].
+pub struct Waiter {
+    waiters: Waiters,
+    request_id: u64,
+    outcome: oneshot::Receiver<Outcome>,
+}
+
+impl Future for Waiter {
+    type Output = Result<Outcome, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.outcome).poll(cx)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.waiters.inner.lock().expect("waiters lock").remove(&self.request_id);
+    }
+}
+
 impl Waiters {
-    pub fn register(&self, request_id: u64) -> oneshot::Receiver<Outcome> {
-        let (sender, receiver) = oneshot::channel();
+    /// Registers a wait for `request_id`'s outcome; it lasts as long as the returned
+    /// [`Waiter`].
+    pub fn register(&self, request_id: u64) -> Waiter {
+        let (sender, outcome) = oneshot::channel();
         self.inner.lock().expect("waiters lock").insert(request_id, sender);
-        receiver
+        Waiter { waiters: self.clone(), request_id, outcome }
     }
 
-    /// Forgets a waiter whose client gave up.
-    pub fn cancel(&self, request_id: u64) {
-        self.inner.lock().expect("waiters lock").remove(&request_id);
+    /// How many clients wait.
+    pub fn count(&self) -> usize {
+        self.inner.lock().expect("waiters lock").len()
     }
 
     pub(crate) fn complete(&self, request_id: u64, outcome: Outcome) {
@@ -103,7 +132,7 @@ pub struct ApplyLoop {
 impl ApplyLoop {
     /// Runs until the Raft task closes the channel. Meant for a thread of its own (see the
     /// module doc): it blocks while it applies.
-    pub async fn run(mut self) {
+    pub async fn run(mut self) -> Result<(), Fatal> {
         // Most commits skip the fsync: the WAL already holds every entry durably, and a
         // crash rolls the store back to its last durable commit, from where the WAL is
         // replayed. One durable commit per interval bounds the replay (as etcd's backend
@@ -119,14 +148,14 @@ impl ApplyLoop {
                 None => tokio::select! {
                     input = self.batches.recv() => input,
                     _ = tokio::time::sleep_until(last_durable + DURABLE_COMMIT_INTERVAL), if dirty => {
-                        self.sync_store();
+                        self.sync_store()?;
                         last_durable = tokio::time::Instant::now();
                         dirty = false;
                         continue;
                     }
                     written = async { snapshot_writer.as_mut().expect("guarded").await }, if snapshot_writer.is_some() => {
                         snapshot_writer = None;
-                        self.snapshot_written(written).await;
+                        self.snapshot_written(written)?;
                         last_durable = tokio::time::Instant::now();
                         dirty = false;
                         continue;
@@ -137,7 +166,7 @@ impl ApplyLoop {
             let batch = match input {
                 ApplyInput::Entries(batch) => batch,
                 ApplyInput::Restore(snapshot) => {
-                    self.restore(snapshot).await;
+                    self.restore(snapshot).await?;
                     last_durable = tokio::time::Instant::now();
                     dirty = false;
                     continue;
@@ -156,16 +185,10 @@ impl ApplyLoop {
                 }
             }
             let last_index = entries.last().map(|e| e.index).unwrap_or(0);
-            let (commands, origins) = self.decode(&entries);
+            let (commands, origins) = self.decode(&entries)?;
             let durable = last_durable.elapsed() >= DURABLE_COMMIT_INTERVAL;
             // Applied right here: this task has a thread of its own (see `ApplyLoop::run`).
-            let (results, commands) = match self.store.apply_batch_deferred(&commands, durable) {
-                Ok(results) => (results, commands),
-                Err(error) => {
-                    error!("state machine failure, stopping: {error}");
-                    std::process::exit(1);
-                }
-            };
+            let results = self.store.apply_batch_deferred(&commands, durable).map_err(Fatal::StateMachine)?;
             if durable {
                 last_durable = tokio::time::Instant::now();
                 dirty = false;
@@ -218,8 +241,9 @@ impl ApplyLoop {
             let _ = writer.await;
         }
         if dirty {
-            self.sync_store();
+            self.sync_store()?;
         }
+        Ok(())
     }
 
     /// Writes the state machine and the member directory to a new state file on a blocking
@@ -291,19 +315,22 @@ impl ApplyLoop {
 
     /// A state file is written: make the state machine durable at least as far (the log
     /// before it may then go), and hand the file to the Raft task.
-    async fn snapshot_written(&mut self, written: Result<Result<LocalSnapshot, String>, tokio::task::JoinError>) {
+    fn snapshot_written(
+        &mut self,
+        written: Result<Result<LocalSnapshot, String>, tokio::task::JoinError>,
+    ) -> Result<(), Fatal> {
         let mut snapshot = match written {
             Ok(Ok(snapshot)) => snapshot,
             Ok(Err(error)) => {
                 error!("could not write a snapshot of the state machine (the log is not compacted): {error}");
-                return;
+                return Ok(());
             }
             Err(panic) => {
                 error!("writing a snapshot of the state machine panicked: {panic}");
-                return;
+                return Ok(());
             }
         };
-        self.sync_store();
+        self.sync_store()?;
         snapshot.durable_applied = self.store.durable_applied_index();
         self.snapshots.last_index = self.snapshots.last_index.max(snapshot.index);
         // One snapshot is written at a time, and the Raft task takes each at once; if it
@@ -313,11 +340,12 @@ impl ApplyLoop {
             let snapshot = refused.into_inner();
             let _ = std::fs::remove_file(&snapshot.path);
         }
+        Ok(())
     }
 
     /// Replaces the state machine with a snapshot from the leader. Everything handed over
     /// before it is applied; nothing after it is until this is done.
-    async fn restore(&mut self, snapshot: SnapshotToRestore) {
+    async fn restore(&mut self, snapshot: SnapshotToRestore) -> Result<(), Fatal> {
         let started = std::time::Instant::now();
         let store = self.store.clone();
         let directory = self.directory.clone();
@@ -342,17 +370,10 @@ impl ApplyLoop {
         let meta = match restored {
             Ok(Ok(meta)) if meta.applied_index == index => meta,
             Ok(Ok(meta)) => {
-                error!(index, "the snapshot restored the state at index {}, stopping", meta.applied_index);
-                std::process::exit(1);
+                return Err(Fatal::Restore { index, detail: format!("it holds the state at {}", meta.applied_index) })
             }
-            Ok(Err(error)) => {
-                error!(index, "restoring the state machine from a snapshot failed, stopping: {error}");
-                std::process::exit(1);
-            }
-            Err(panic) => {
-                error!(index, "restoring the state machine from a snapshot panicked, stopping: {panic}");
-                std::process::exit(1);
-            }
+            Ok(Err(error)) => return Err(Fatal::Restore { index, detail: error.to_string() }),
+            Err(panic) => return Err(Fatal::Restore { index, detail: format!("panicked: {panic}") }),
         };
         // The replacement committed durably: no sync needed.
         self.snapshots.last_index = index;
@@ -371,41 +392,43 @@ impl ApplyLoop {
             }
             advanced
         });
+        Ok(())
     }
 
     /// Makes the state machine's commits durable, on this task's own thread.
-    fn sync_store(&self) {
-        if let Err(error) = self.store.sync() {
-            error!("state machine sync failed, stopping: {error}");
-            std::process::exit(1);
-        }
+    fn sync_store(&self) -> Result<(), Fatal> {
+        self.store.sync().map_err(Fatal::StateMachine)
     }
 
     /// Turns entries into commands, applying membership entries to the member directory
     /// on the way (before the state machine records their index, so the directory is
     /// never behind it). Returns, per index, the request id if this member is the one
     /// waiting for it.
-    fn decode(&self, entries: &[Entry]) -> (Vec<(u64, Command)>, RequestsByIndex) {
+    fn decode(&self, entries: &[Entry]) -> Result<(Vec<(u64, Command)>, RequestsByIndex), Fatal> {
         let mut commands = Vec::with_capacity(entries.len());
         let mut origins = HashMap::with_capacity(entries.len());
         for entry in entries {
             if entry.kind == EntryKind::ConfChange {
-                self.apply_conf_change(entry);
+                self.apply_conf_change(entry)?;
                 commands.push((entry.index, Command::Noop));
                 continue;
             }
             let command = match envelope::decode(&entry.data) {
                 Ok(Envelope::Empty) => Command::Noop,
                 Ok(Envelope::MemberAttributes { member, request_id, name, client_urls }) => {
-                    fatal_on_error(self.directory.apply_attributes(entry.index, member, &name, &client_urls));
+                    self.directory
+                        .apply_attributes(entry.index, member, &name, &client_urls)
+                        .map_err(Fatal::Directory)?;
                     if member == self.member_id {
                         origins.insert(entry.index, request_id);
                     }
                     Command::Noop
                 }
                 Ok(Envelope::MemberUpdate { origin, request_id, member, peer_urls }) => {
-                    let outcome =
-                        fatal_on_error(self.directory.apply_peer_urls_update(entry.index, member, &peer_urls));
+                    let outcome = self
+                        .directory
+                        .apply_peer_urls_update(entry.index, member, &peer_urls)
+                        .map_err(Fatal::Directory)?;
                     if origin == self.member_id {
                         self.waiters.complete(request_id, outcome.map(|()| Response::Noop));
                     }
@@ -432,7 +455,7 @@ impl ApplyLoop {
             };
             commands.push((entry.index, command));
         }
-        (commands, origins)
+        Ok((commands, origins))
     }
 
     /// The leader's lease clock follows applied grants, revokes, expiries and checkpoints.
@@ -451,18 +474,14 @@ impl ApplyLoop {
 
     /// A committed membership change: the directory follows it, and whoever proposed it
     /// here learns it is done.
-    fn apply_conf_change(&self, entry: &Entry) {
-        let decoded = match ConfChangeEntry::decode(&entry.data) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                // The core decoded this entry when it was appended; failing now is a bug.
-                error!(index = entry.index, "undecodable configuration entry, stopping: {error}");
-                std::process::exit(1);
-            }
-        };
+    fn apply_conf_change(&self, entry: &Entry) -> Result<(), Fatal> {
+        // The core decoded (and checked) this entry when it was appended: failing now is a
+        // bug, after which the directory would no longer follow the log.
+        let decoded = ConfChangeEntry::decode(&entry.data)
+            .map_err(|error| Fatal::UndecodableConfiguration { index: entry.index, detail: error.to_string() })?;
         // Every member decodes the same context bytes the same way.
         let context = ChangeContext::decode(&decoded.change.context).unwrap_or_default();
-        fatal_on_error(self.directory.apply_conf_change(entry.index, &decoded, &context.peer_urls));
+        self.directory.apply_conf_change(entry.index, &decoded, &context.peer_urls).map_err(Fatal::Directory)?;
         info!(
             index = entry.index,
             change = ?decoded.change.kind,
@@ -472,6 +491,7 @@ impl ApplyLoop {
         if context.origin == self.member_id {
             self.waiters.complete(context.request_id, Ok(Response::Noop));
         }
+        Ok(())
     }
 }
 
@@ -489,18 +509,6 @@ fn refuse_stale_leader_command(command: Command, entry: &Entry) -> Command {
     }
 }
 
-/// The member directory could not be written: the replicated state cannot be kept, so the
-/// member stops (as for a state-machine failure).
-fn fatal_on_error<T>(result: std::io::Result<T>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => {
-            error!("cannot write the member directory, stopping: {error}");
-            std::process::exit(1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +516,25 @@ mod tests {
 
     fn entry(term: u64) -> Entry {
         Entry { index: 7, term, kind: EntryKind::Normal, data: Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_forgotten_when_its_client_goes_away() {
+        let waiters = Waiters::default();
+        let completed = waiters.register(1);
+        let abandoned = waiters.register(2);
+        let timed_out = waiters.register(3);
+        assert_eq!(waiters.count(), 3);
+        waiters.complete(1, Ok(Response::Noop));
+        assert!(matches!(completed.await, Ok(Ok(Response::Noop))));
+        // A handler dropped by its client drops its waiter without waiting for anything.
+        drop(abandoned);
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(1), timed_out).await;
+        assert!(gave_up.is_err());
+        assert_eq!(waiters.count(), 0, "nothing stays behind");
+        // An outcome for a forgotten request goes nowhere.
+        waiters.complete(2, Ok(Response::Noop));
+        assert_eq!(waiters.count(), 0);
     }
 
     #[test]

@@ -130,13 +130,12 @@ impl Reconfigurer {
                 reply,
             };
             if shared.requests.send(request).await.is_err() {
-                shared.waiters.cancel(request_id);
                 return Err(EtcdError::Stopped);
             }
             match answer.await {
                 Ok(Ok(_index)) => {}
                 Ok(Err(refusal)) => {
-                    shared.waiters.cancel(request_id);
+                    drop(outcome);
                     match refusal {
                         ConfChangeRefusal::Retry if Instant::now() < deadline => {
                             tokio::time::sleep(RETRY_PAUSE).await;
@@ -147,10 +146,7 @@ impl Reconfigurer {
                         ConfChangeRefusal::Failed(error) => return Err(error),
                     }
                 }
-                Err(_) => {
-                    shared.waiters.cancel(request_id);
-                    return Err(EtcdError::Stopped);
-                }
+                Err(_) => return Err(EtcdError::Stopped),
             }
             // Proposed: wait until it is applied here (a leader change may drop it).
             return match tokio::time::timeout_at(deadline, outcome).await {
@@ -160,10 +156,7 @@ impl Reconfigurer {
                 }),
                 Ok(Ok(Err(error))) => Err(error),
                 Ok(Err(_)) => Err(EtcdError::Stopped),
-                Err(_) => {
-                    shared.waiters.cancel(request_id);
-                    Err(EtcdError::Timeout)
-                }
+                Err(_) => Err(EtcdError::Timeout),
             };
         }
     }

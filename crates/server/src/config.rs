@@ -83,7 +83,16 @@ pub enum ConfigError {
     ZeroDuration,
     #[error("{flag} has an invalid URL {url:?}: {reason}")]
     BadUrl { flag: &'static str, url: String, reason: &'static str },
+    #[error(
+        "--max-request-bytes {requested} is above the largest request the write-ahead log stores in one entry ({limit} bytes)"
+    )]
+    RequestTooLarge { requested: usize, limit: u64 },
+    #[error("--max-request-bytes must be at least 1")]
+    ZeroRequestLimit,
 }
+
+/// Bytes a request's envelope (request id, kind) adds to it in a log entry.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 1024;
 
 /// One member as the initial cluster describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +141,13 @@ impl ServerConfig {
         for url in &self.initial_advertise_peer_urls {
             check_url("--initial-advertise-peer-urls", url)?;
         }
+        let limit = self.wal_options().max_entry_data_bytes().saturating_sub(ENVELOPE_OVERHEAD_BYTES as u64);
+        if self.max_request_bytes == 0 {
+            return Err(ConfigError::ZeroRequestLimit);
+        }
+        if self.max_request_bytes as u64 > limit {
+            return Err(ConfigError::RequestTooLarge { requested: self.max_request_bytes, limit });
+        }
         Ok(())
     }
 
@@ -154,6 +170,11 @@ impl ServerConfig {
             });
         }
         Ok(me.id)
+    }
+
+    /// The write-ahead log's options these flags give.
+    pub fn wal_options(&self) -> concord_wal::WalOptions {
+        concord_wal::WalOptions { segment_bytes: self.wal_segment_bytes, ..concord_wal::WalOptions::default() }
     }
 
     /// Ticks per election timeout (the core counts time in heartbeat ticks).

@@ -13,7 +13,8 @@
 //! - `lessor`: the leader's lease clock (deadlines, checkpoints, keep-alive rules).
 //! - `members`: the member directory (who is in the cluster, with names and URLs).
 //! - `envelope`: what an entry carries. `errors`: etcd's error codes and texts.
-//! - `config`: flags and identities. `server`: start, join, and stop.
+//! - `config`: flags and identities. `server`: start, join, and stop. `fatal`: the
+//!   failures that stop a member, on their way up to `server`.
 
 pub mod apply;
 pub mod cluster;
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod coordination;
 pub mod envelope;
 pub mod errors;
+pub mod fatal;
 pub mod keys;
 pub mod kv;
 pub mod kv_convert;

@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use concord_raft::{
     ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, LogStore, Message, NodeId, ProposeError,
-    Raft, Role, SnapshotChunk, SnapshotMeta, SoftState, Term, NO_NODE,
+    Raft, Refusal, Role, SnapshotChunk, SnapshotMeta, SoftState, Term, NO_NODE,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::envelope::ChangeContext;
 use crate::errors::EtcdError;
+use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
 use crate::storage::{LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
@@ -149,6 +150,29 @@ pub struct NodeLoop {
     pub directory: MemberDirectory,
 }
 
+/// Warnings about refused peer messages: at most one per interval, with a count of the
+/// ones not logged, so that a faulty peer cannot flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last_logged: Option<Instant>,
+    not_logged: u64,
+}
+
+impl RefusalLog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn refused(&mut self, refusal: &Refusal) {
+        let now = Instant::now();
+        if self.last_logged.is_some_and(|at| now.duration_since(at) < Self::INTERVAL) {
+            self.not_logged += 1;
+            return;
+        }
+        warn!(not_logged_since_last = self.not_logged, "refused a peer message no correct member sends: {refusal}");
+        self.last_logged = Some(now);
+        self.not_logged = 0;
+    }
+}
+
 /// What the loop keeps about membership between iterations.
 #[derive(Default)]
 struct PeerTracking {
@@ -158,6 +182,8 @@ struct PeerTracking {
     /// Peer URLs of members added by configuration entries this log holds but the
     /// directory has not applied yet.
     pending_urls: BTreeMap<NodeId, String>,
+    /// Messages the core refused.
+    refusals: RefusalLog,
 }
 
 /// A snapshot the apply task wrote, waiting for a transfer of the current one to end.
@@ -175,19 +201,21 @@ struct WaitingRead {
 }
 
 impl NodeLoop {
-    /// Runs until shutdown. A storage failure ends the process: after a failed fsync the
-    /// WAL cannot be trusted and continuing could acknowledge writes that are not durable.
-    pub async fn run(mut self) {
+    /// Runs until shutdown, or until a storage failure, which it returns: after a failed
+    /// fsync the WAL cannot be trusted and continuing could acknowledge writes that are
+    /// not durable (see `fatal`).
+    pub async fn run(mut self) -> Result<(), Fatal> {
         let mut ticker = tokio::time::interval(self.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting_proposals: VecDeque<(Bytes, Instant)> = VecDeque::new();
         let mut waiting_reads: Vec<WaitingRead> = Vec::new();
         let mut reads_in_flight: HashMap<u64, Vec<WaitingRead>> = HashMap::new();
-        let mut next_read_id: u64 = 1;
+        let mut next_read_id = first_read_id();
         let mut last_soft =
             SoftState { leader: NO_NODE, role: Role::Follower, term: self.raft.term().saturating_sub(1) };
         let mut peers = PeerTracking::default();
         let mut directory_changes = self.directory.subscribe();
+        let mut snapshots_open = true;
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.raft.tick(),
@@ -211,20 +239,23 @@ impl NodeLoop {
                         }
                     }
                 }
-                made = self.snapshots.recv() => {
-                    if let Some(made) = made {
-                        let since = self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
-                        if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
-                            self.raft.store_mut().discard_local(&superseded);
+                made = self.snapshots.recv(), if snapshots_open => {
+                    match made {
+                        Some(made) => {
+                            let since =
+                                self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
+                            if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
+                                self.raft.store_mut().discard_local(&superseded);
+                            }
                         }
+                        // The apply task ended (a fatal error, on its way to `serve`): a
+                        // closed channel would answer at once on every turn of the loop.
+                        None => snapshots_open = false,
                     }
                 }
                 _ = self.shutdown.changed() => break,
             }
-            if let Err(error) = self.adopt_held_snapshot() {
-                error!("storage failure while recording a snapshot, stopping: {error}");
-                std::process::exit(1);
-            }
+            self.adopt_held_snapshot()?;
 
             self.flush_proposals(&mut waiting_proposals);
             self.flush_reads(&mut waiting_reads, &mut reads_in_flight, &mut next_read_id);
@@ -233,10 +264,7 @@ impl NodeLoop {
                 if !self.raft.has_ready() {
                     break;
                 }
-                if let Err(error) = self.handle_ready(&mut reads_in_flight, &mut peers).await {
-                    error!("storage failure, stopping: {error}");
-                    std::process::exit(1);
-                }
+                self.handle_ready(&mut reads_in_flight, &mut peers).await?;
             }
 
             if directory_changes.has_changed().unwrap_or(false) {
@@ -270,9 +298,8 @@ impl NodeLoop {
             });
         }
         // Make sure what was acknowledged is on disk before going.
-        if let Err(error) = self.raft.store_mut().sync() {
-            error!("final sync failed: {error}");
-        }
+        self.raft.store_mut().sync()?;
+        Ok(())
     }
 
     fn take_request(
@@ -390,8 +417,13 @@ impl NodeLoop {
     fn take_inbound(&mut self, inbound: Inbound, peers: &mut PeerTracking) {
         match inbound {
             Inbound::Raft(message) => {
-                peers.last_heard.insert(message.from, Instant::now());
-                self.raft.step(message)
+                let from = message.from;
+                match self.raft.step(message) {
+                    Ok(()) => {
+                        peers.last_heard.insert(from, Instant::now());
+                    }
+                    Err(refusal) => peers.refusals.refused(&refusal),
+                }
             }
             Inbound::Proposals(data) => {
                 if self.raft.role() == Role::Leader {
@@ -446,7 +478,7 @@ impl NodeLoop {
             return;
         }
         let id = *next_read_id;
-        *next_read_id += 1;
+        *next_read_id = next_read_id.wrapping_add(1).max(1);
         match self.raft.read_index(id) {
             Ok(()) => {
                 in_flight.insert(id, std::mem::take(reads));
@@ -604,6 +636,17 @@ impl NodeLoop {
     }
 }
 
+/// Where this process starts numbering its ReadIndex rounds: random, so that an answer
+/// the leader sent to an earlier process of this member (a delayed ReadIndexResponse,
+/// matched by id alone) cannot release a read of this one at an older index. Numbering
+/// from 1 in every process let exactly that happen after a restart: a stale read.
+fn first_read_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is seeded from the operating system's randomness.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    random.max(1)
+}
+
 /// One thing to do with a Ready's snapshot chunks.
 #[derive(Debug, PartialEq, Eq)]
 enum SnapshotStep<'a> {
@@ -649,6 +692,13 @@ mod tests {
     fn chunk(index: Index, offset: u64, last: bool) -> SnapshotChunk {
         let meta = SnapshotMeta { index, term: 1, membership: Membership::new([1, 2, 3], []) };
         SnapshotChunk { meta, offset, data: Bytes::from_static(b"abc"), last }
+    }
+
+    #[test]
+    fn each_process_numbers_its_reads_from_its_own_random_start() {
+        let starts: std::collections::BTreeSet<u64> = (0..8).map(|_| first_read_id()).collect();
+        assert_eq!(starts.len(), 8, "random starts: {starts:?}");
+        assert!(!starts.contains(&0));
     }
 
     #[test]

@@ -33,18 +33,18 @@ use concord_api::v3electionpb::election_server::ElectionServer;
 use concord_api::v3lockpb::lock_server::LockServer;
 use concord_mvcc::Store;
 use concord_raft::{Config, LogStore, NodeId, Raft};
-use concord_wal::WalOptions;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::apply::{ApplyLoop, SnapshotPolicy, Waiters};
 use crate::cluster::{member_from_wire, ClusterService, Reconfigurer};
-use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig};
+use crate::config::{cluster_id, socket_address, MemberInfo, ServerConfig, ENVELOPE_OVERHEAD_BYTES};
 use crate::coordination::election::ElectionService;
 use crate::coordination::follow::EventSource;
 use crate::coordination::lock::LockService;
 use crate::coordination::Coordination;
 use crate::errors::EtcdError;
+use crate::fatal::Fatal;
 use crate::kv::KvService;
 use crate::lease::{min_lease_ttl, run_lease_task, LeaseService, Leases};
 use crate::lessor::Lessor;
@@ -84,6 +84,8 @@ pub enum ServerError {
     Join(String),
     #[error("{}", crate::transport::MEMBER_REMOVED)]
     Removed,
+    #[error("stopping after a fatal error: {0}")]
+    Fatal(#[from] Fatal),
 }
 
 /// How long a joining member keeps asking its peers for the membership.
@@ -328,7 +330,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let directory =
         MemberDirectory::open(directory_path.clone(), || initial_members).map_err(|e| io_error(&directory_path, e))?;
     remove_stale_snapshot_copies(&config.data_dir);
-    let wal_options = WalOptions { segment_bytes: config.wal_segment_bytes, ..WalOptions::default() };
+    let wal_options = config.wal_options();
     let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
     // Before the checks below: a state machine restored from the snapshot brings the member
@@ -361,7 +363,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let mut raft_config = Config::new(member_id, voters);
     raft_config.election_tick = config.election_ticks();
     raft_config.heartbeat_tick = 1;
-    raft_config.max_proposal_bytes = (config.max_request_bytes + 1024) as u64;
+    raft_config.max_proposal_bytes = (config.max_request_bytes + ENVELOPE_OVERHEAD_BYTES) as u64;
+    raft_config.max_entry_bytes = config.wal_options().max_entry_data_bytes();
     raft_config.seed = member_id ^ std::process::id() as u64;
     let snapshot_index = storage.snapshot_meta().index;
     let state_dir = storage.state_dir().to_path_buf();
@@ -570,10 +573,26 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         })
     };
 
+    let mut node_done = node_done;
+    let mut apply_done = apply_done;
+    // Either task may end by itself only on a fatal error: then the member stops too.
+    let mut node_outcome = None;
+    let mut apply_outcome = None;
     let removed = tokio::select! {
         _ = shutdown => false,
         _ = removal(member_id, directory.clone(), removed_rx) => true,
+        received = &mut node_done => {
+            node_outcome = Some(task_outcome(received));
+            false
+        }
+        received = &mut apply_done => {
+            apply_outcome = Some(task_outcome(received));
+            false
+        }
     };
+    if let Some(Err(error)) = node_outcome.as_ref().or(apply_outcome.as_ref()) {
+        error!("{error}");
+    }
     if removed {
         error!(member = %format!("{member_id:x}"), "{}", crate::transport::MEMBER_REMOVED);
         tokio::time::sleep(tick_interval * REMOVED_LINGER_TICKS).await;
@@ -591,11 +610,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         server.abort();
     }
     let _ = shutdown_tx.send(true);
-    let _ = node_done.await;
+    let node_outcome = match node_outcome {
+        Some(outcome) => outcome,
+        None => task_outcome(node_done.await),
+    };
     // The Raft task is gone, so the apply channel closes: the apply task drains it and
     // makes the state machine durable.
-    let _ = apply_done.await;
+    let apply_outcome = match apply_outcome {
+        Some(outcome) => outcome,
+        None => task_outcome(apply_done.await),
+    };
     info!("stopped");
+    node_outcome?;
+    apply_outcome?;
     if removed {
         return Err(ServerError::Removed);
     }
@@ -603,22 +630,31 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
 }
 
 /// Runs `task` to its end on a new thread with a single-threaded runtime of its own (tasks
-/// it spawns run there too, and blocking calls in it block only it). The receiver
-/// completes when the task has ended.
-fn run_on_own_thread<F>(name: &str, task: F) -> std::io::Result<tokio::sync::oneshot::Receiver<()>>
+/// it spawns run there too, and blocking calls in it block only it). The receiver gets
+/// the task's outcome when it ends (a closed receiver: the thread panicked).
+fn run_on_own_thread<F>(name: &str, task: F) -> std::io::Result<tokio::sync::oneshot::Receiver<Result<(), Fatal>>>
 where
-    F: std::future::Future<Output = ()> + Send + 'static,
+    F: std::future::Future<Output = Result<(), Fatal>> + Send + 'static,
 {
-    let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
-    let thread_name = name.to_string();
-    std::thread::Builder::new().name(thread_name.clone()).spawn(move || {
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(name.to_string()).spawn(move || {
+        let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(task),
-            Err(error) => tracing::error!("cannot start the runtime of thread {thread_name}: {error}"),
-        }
-        let _ = done_tx.send(());
+            Err(error) => Err(Fatal::Runtime(error)),
+        };
+        let _ = done_tx.send(outcome);
     })?;
     Ok(done)
+}
+
+/// What a task run by `run_on_own_thread` ended with.
+fn task_outcome(
+    received: Result<Result<(), Fatal>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(), ServerError> {
+    match received {
+        Ok(outcome) => outcome.map_err(ServerError::from),
+        Err(_) => Err(ServerError::Fatal(Fatal::Panicked)),
+    }
 }
 
 /// Accepted client connections with Nagle's algorithm off. Responses are small frames

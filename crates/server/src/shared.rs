@@ -179,14 +179,12 @@ impl Shared {
         let outcome = self.waiters.register(request_id);
         let deadline = Instant::now() + self.request_timeout;
         if self.requests.send(Request::Propose { data, deadline }).await.is_err() {
-            self.waiters.cancel(request_id);
             return Err(EtcdError::Stopped);
         }
         match tokio::time::timeout(self.request_timeout, outcome).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => {
-                self.waiters.cancel(request_id);
                 if self.status.borrow().leader == NO_NODE {
                     Err(EtcdError::NoLeader)
                 } else {

@@ -67,20 +67,31 @@ struct PeerLink {
 pub struct Transport {
     self_id: NodeId,
     cluster_id: u64,
+    /// The runtime the sender tasks run on: the server's, never the Raft thread's own
+    /// (where a sender would wait behind every fsync), even for peers added later by the
+    /// Raft task.
+    runtime: tokio::runtime::Handle,
     peers: BTreeMap<NodeId, PeerLink>,
     /// Set once a peer says this member was removed from the cluster.
     removed: Arc<watch::Sender<bool>>,
 }
 
 impl Transport {
-    /// Starts one sender task per peer (`peers` maps member id to peer URL).
+    /// Starts one sender task per peer (`peers` maps member id to peer URL), on the
+    /// runtime this is called from.
     pub fn start(
         self_id: NodeId,
         cluster_id: u64,
         peers: &BTreeMap<NodeId, String>,
         removed: watch::Sender<bool>,
     ) -> Transport {
-        let mut transport = Transport { self_id, cluster_id, peers: BTreeMap::new(), removed: Arc::new(removed) };
+        let mut transport = Transport {
+            self_id,
+            cluster_id,
+            runtime: tokio::runtime::Handle::current(),
+            peers: BTreeMap::new(),
+            removed: Arc::new(removed),
+        };
         transport.set_peers(peers);
         transport
     }
@@ -96,7 +107,7 @@ impl Transport {
             }
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES);
             let (self_id, cluster_id, removed) = (self.self_id, self.cluster_id, self.removed.clone());
-            tokio::spawn(run_peer(self_id, cluster_id, peer, url.clone(), receiver, removed));
+            self.runtime.spawn(run_peer(self_id, cluster_id, peer, url.clone(), receiver, removed));
             self.peers.insert(peer, PeerLink { url: url.clone(), queue: sender });
         }
     }

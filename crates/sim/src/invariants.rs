@@ -55,6 +55,9 @@ pub enum Property {
     SnapshotIntegrity,
     Liveness,
     Linearizability,
+    /// A node refused a message from a correct peer as one no correct peer sends
+    /// (`concord_raft::Refusal`): either the sender broke a rule or the check is wrong.
+    PeerInput,
     /// The core (or the simulator) panicked.
     Panic,
 }
@@ -73,6 +76,7 @@ impl Property {
             Property::SnapshotIntegrity => "snapshot-integrity",
             Property::Liveness => "liveness",
             Property::Linearizability => "linearizability",
+            Property::PeerInput => "peer-input",
             Property::Panic => "panic",
         }
     }

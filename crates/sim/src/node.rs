@@ -349,9 +349,15 @@ impl SimNode {
         if self.disk.is_full() || index <= raft.store().snapshot_meta().index {
             return Ok(None);
         }
-        let meta = raft
-            .snapshot_meta_at(index)
-            .map_err(|e| format!("node {} cannot describe a snapshot at its applied index {index}: {e}", self.id))?;
+        let meta = match raft.snapshot_meta_at(index) {
+            Ok(meta) => meta,
+            // A node that joined knows no configuration before its first configuration
+            // entry: it snapshots once it has applied one.
+            Err(concord_raft::StorageError::MembershipUnknown(_)) => return Ok(None),
+            Err(e) => {
+                return Err(format!("node {} cannot describe a snapshot at its applied index {index}: {e}", self.id))
+            }
+        };
         let data = self.kv.encode_snapshot(index, padding);
         let compact_to = index.saturating_sub(keep).max(raft.store().first_index() - 1);
         let write = SnapshotWrite { meta, data, compact_to };

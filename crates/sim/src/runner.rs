@@ -608,7 +608,12 @@ impl Simulation {
             let commit_before = raft.commit_index();
             let led_before = raft.role() == Role::Leader;
             let commit_limit = CommitLimit::of(&message);
-            raft.step(message);
+            if let Err(refusal) = raft.step(message) {
+                // Every node here is correct (planted bugs aside): none sends what the
+                // receiver must refuse.
+                self.fail(Violation::new(Property::PeerInput, format!("node {to} refused a message: {refusal}")));
+                continue;
+            }
             // A leader that commits its own removal is a follower after the message; its
             // commit was a leader's, checked by Commit Quorum.
             if self.options.follower_commit_check && raft.role() != Role::Leader && !led_before {

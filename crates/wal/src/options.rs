@@ -50,6 +50,11 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// The largest entry data (`Entry::data`) one record holds.
+    pub fn max_entry_data_bytes(&self) -> u64 {
+        u64::from(self.max_record_bytes).saturating_sub(crate::record::ENTRY_FIXED_LEN as u64)
+    }
+
     /// The length new and reopened segments are preallocated to, if they are.
     pub(crate) fn preallocate_to(&self) -> Option<u64> {
         self.preallocate.then_some(self.segment_bytes)

@@ -345,7 +345,7 @@ impl Cluster {
             writeln!(self.out, "{}{fate}", render_message(&message)).unwrap();
         }
         if reachable {
-            self.raft(to).step(message);
+            self.raft(to).step(message).unwrap();
         }
     }
 
