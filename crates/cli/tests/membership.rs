@@ -525,3 +525,52 @@ async fn bad_requests_get_etcds_errors_and_move_leader_works() {
     on_new_leader.member_remove(cluster.members[down].id).await.expect("remove the member that is down");
     on_new_leader.put("two-left", "ok", None).await.expect("two of two commit");
 }
+
+/// A put proposed while the leader hands over is refused by the core (it accepts no
+/// proposal during a transfer). Its client used to learn nothing until the request timeout
+/// (7 s here), then read "request timed out" for a write that was in no log; it now hears
+/// "etcdserver: leader changed" (Unavailable: clients retry) at once. In each of five
+/// rounds, eight writers keep the leader busy while it hands over, so some of their puts
+/// fall in the window. (A put a follower forwarded into that window still times out: the
+/// leader does not tell the follower of the refusal.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_refused_during_a_leader_transfer_fail_at_once() {
+    let mut cluster = Cluster::start(3).await;
+    let failures: Arc<Mutex<Vec<(Duration, String)>>> = Arc::default();
+    let mut puts = 0;
+    for round in 0..5 {
+        let leader = cluster.wait_for_leader().await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for writer in 0..8 {
+            let mut client = cluster.client_for(&[leader]).await;
+            let (stop, failures) = (stop.clone(), failures.clone());
+            writers.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    if let Err(error) = client.put(format!("r{round}/w{writer}/{n}"), "x", None).await {
+                        failures.lock().unwrap().push((started.elapsed(), error.to_string()));
+                    }
+                    n += 1;
+                }
+                n
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let target = cluster.members[cluster.followers(leader)[0]].id;
+        let mut on_leader = cluster.client_for(&[leader]).await;
+        on_leader.move_leader(target).await.expect("move leadership");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            puts += writer.await.expect("writer");
+        }
+    }
+    let failures = failures.lock().unwrap();
+    eprintln!("{puts} puts, {} failed: {:?}", failures.len(), failures.iter().take(5).collect::<Vec<_>>());
+    for (took, error) in failures.iter() {
+        assert!(*took < Duration::from_secs(3), "a put failed only after {took:?}: {error}");
+        assert!(error.contains("leader changed"), "{error}");
+    }
+}

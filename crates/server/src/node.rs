@@ -28,6 +28,7 @@ use concord_raft::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::apply::Waiters;
 use crate::envelope::ChangeContext;
 use crate::errors::EtcdError;
 use crate::fatal::Fatal;
@@ -52,9 +53,10 @@ const MAX_COMPACTION_DELAY_FOR_TRANSFER: Duration = Duration::from_secs(600);
 
 /// What clients (through the gRPC services) ask of the Raft task.
 pub enum Request {
-    /// Replicate this entry. The outcome arrives through the apply task's waiter for the
-    /// request id inside `data`; the reply here only says whether it was accepted.
-    Propose { data: Bytes, deadline: Instant },
+    /// Replicate this entry. The outcome arrives through the apply task's waiter for
+    /// `request_id` (also inside `data`), or, if the proposal never gets into the log
+    /// here, an error through the same waiter at once.
+    Propose { data: Bytes, request_id: u64, deadline: Instant },
     /// A linearizable read: answers with the index the state machine must reach first.
     ReadIndex { reply: oneshot::Sender<Result<Index, EtcdError>>, deadline: Instant },
     /// Hand leadership to another member.
@@ -148,6 +150,15 @@ pub struct NodeLoop {
     pub shutdown: watch::Receiver<bool>,
     /// The member directory (written by the apply task); its peer URLs feed the transport.
     pub directory: MemberDirectory,
+    /// Clients waiting for their proposals: told at once when one never gets into the log.
+    pub waiters: Waiters,
+}
+
+/// A client's proposal waiting for a leader.
+struct WaitingProposal {
+    data: Bytes,
+    request_id: u64,
+    deadline: Instant,
 }
 
 /// Warnings about refused peer messages: at most one per interval, with a count of the
@@ -207,7 +218,7 @@ impl NodeLoop {
     pub async fn run(mut self) -> Result<(), Fatal> {
         let mut ticker = tokio::time::interval(self.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut waiting_proposals: VecDeque<(Bytes, Instant)> = VecDeque::new();
+        let mut waiting_proposals: VecDeque<WaitingProposal> = VecDeque::new();
         let mut waiting_reads: Vec<WaitingRead> = Vec::new();
         let mut reads_in_flight: HashMap<u64, Vec<WaitingRead>> = HashMap::new();
         let mut next_read_id = first_read_id();
@@ -305,16 +316,17 @@ impl NodeLoop {
     fn take_request(
         &mut self,
         request: Request,
-        proposals: &mut VecDeque<(Bytes, Instant)>,
+        proposals: &mut VecDeque<WaitingProposal>,
         reads: &mut Vec<WaitingRead>,
         peers: &PeerTracking,
     ) {
         match request {
-            Request::Propose { data, deadline } => {
+            Request::Propose { data, request_id, deadline } => {
                 if proposals.len() < MAX_WAITING_PROPOSALS {
-                    proposals.push_back((data, deadline));
+                    proposals.push_back(WaitingProposal { data, request_id, deadline });
+                } else {
+                    self.waiters.complete(request_id, Err(EtcdError::TooManyRequests));
                 }
-                // Beyond the bound the proposal is dropped; its client times out.
             }
             Request::ReadIndex { reply, deadline } => {
                 if reads.len() < MAX_WAITING_READS {
@@ -427,31 +439,52 @@ impl NodeLoop {
             }
             Inbound::Proposals(data) => {
                 if self.raft.role() == Role::Leader {
-                    // Refusals (leadership lost meanwhile) leave the follower's client to
-                    // time out, as with a lost message.
-                    let _ = self.raft.propose_batch(data);
+                    // Refusals (leadership lost meanwhile, backpressure) leave the
+                    // follower's client to time out, as with a lost message. One entry
+                    // too large for this leader does not sink the others with it.
+                    let limit = self.raft.config().max_proposal_bytes;
+                    let batch: Vec<Bytes> = data.into_iter().filter(|data| data.len() as u64 <= limit).collect();
+                    let _ = self.raft.propose_batch(batch);
                 }
             }
         }
     }
 
     /// Proposes what waits, or forwards it to the leader, or keeps it until one is known.
-    fn flush_proposals(&mut self, proposals: &mut VecDeque<(Bytes, Instant)>) {
+    /// A proposal that is not in the log and will not be: whoever waits for it learns why
+    /// now, rather than at its deadline (and then as a timeout that says nothing of whether
+    /// the write happened).
+    fn refuse(&self, proposals: impl IntoIterator<Item = WaitingProposal>, error: &EtcdError) {
+        for proposal in proposals {
+            self.waiters.complete(proposal.request_id, Err(error.clone()));
+        }
+    }
+
+    /// Proposes what waits, or forwards it to the leader, or keeps it until one is known.
+    fn flush_proposals(&mut self, proposals: &mut VecDeque<WaitingProposal>) {
         let now = Instant::now();
-        proposals.retain(|(_, deadline)| *deadline > now);
+        proposals.retain(|proposal| proposal.deadline > now);
         if proposals.is_empty() {
             return;
         }
         let leader = self.raft.leader();
         if self.raft.role() == Role::Leader {
-            let batch: Vec<Bytes> = proposals.drain(..).map(|(data, _)| data).collect();
+            let limit = self.raft.config().max_proposal_bytes;
+            let (fit, too_large): (Vec<_>, Vec<_>) =
+                proposals.drain(..).partition(|proposal| proposal.data.len() as u64 <= limit);
+            self.refuse(too_large, &EtcdError::RequestTooLarge);
+            let batch: Vec<Bytes> = fit.iter().map(|proposal| proposal.data.clone()).collect();
             if let Err(error) = self.raft.propose_batch(batch) {
-                warn!("proposal refused: {error}");
+                // Nothing of the batch is in the log.
+                self.refuse(fit, &refusal_error(&error));
             }
         } else if leader != NO_NODE {
-            let batch: Vec<Bytes> = proposals.drain(..).map(|(data, _)| data).collect();
-            if !self.transport.forward(leader, batch) {
-                warn!("could not forward proposals to the leader");
+            let batch: Vec<Bytes> = proposals.iter().map(|proposal| proposal.data.clone()).collect();
+            if self.transport.forward(leader, batch) {
+                proposals.clear();
+            } else {
+                // The link to the leader is full or gone: not sent, so not in any log.
+                self.refuse(proposals.drain(..), &EtcdError::TooManyRequests);
             }
         }
     }
@@ -633,6 +666,20 @@ impl NodeLoop {
             }
         }
         Ok(())
+    }
+}
+
+/// What a client hears when the core refused its proposal (so it is in no log).
+fn refusal_error(error: &ProposeError) -> EtcdError {
+    match error {
+        ProposeError::Backpressure { .. } | ProposeError::TooManyPendingReads { .. } => EtcdError::TooManyRequests,
+        ProposeError::TooLarge { .. } => EtcdError::RequestTooLarge,
+        // The leadership is moving or gone: asking again (elsewhere) may succeed.
+        ProposeError::TransferInProgress
+        | ProposeError::NotLeader { .. }
+        | ProposeError::NoLeader
+        | ProposeError::UnknownNode(_)
+        | ProposeError::ConfChange(_) => EtcdError::LeaderChanged,
     }
 }
 

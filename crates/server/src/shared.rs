@@ -178,7 +178,7 @@ impl Shared {
         let data = build(request_id);
         let outcome = self.waiters.register(request_id);
         let deadline = Instant::now() + self.request_timeout;
-        if self.requests.send(Request::Propose { data, deadline }).await.is_err() {
+        if self.requests.send(Request::Propose { data, request_id, deadline }).await.is_err() {
             return Err(EtcdError::Stopped);
         }
         match tokio::time::timeout(self.request_timeout, outcome).await {
