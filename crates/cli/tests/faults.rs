@@ -437,7 +437,7 @@ async fn peer_messages_no_correct_member_sends_are_refused_and_the_member_goes_o
             from: 0xbad,
             cluster_id: header.cluster_id(),
             messages: vec![message],
-            proposals: vec![],
+            ..Default::default()
         })
         .collect();
     let mut peer = PeerClient::connect(cluster.members[0].peer_url())

@@ -170,7 +170,21 @@ async fn forged_peer_frames_end_no_member() {
                 } else {
                     Vec::new()
                 };
-                frames.push(peerpb::PeerFrame { from: 0xbad, cluster_id: header.cluster_id(), messages, proposals });
+                let refused = if rng.chance(5) {
+                    vec![peerpb::RefusedProposals {
+                        request_ids: (0..rng.below(3)).map(|_| number(&mut rng)).collect(),
+                        reason: rng.below(5) as u32,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                frames.push(peerpb::PeerFrame {
+                    from: 0xbad,
+                    cluster_id: header.cluster_id(),
+                    messages,
+                    proposals,
+                    refused,
+                });
             }
             if rng.chance(10) {
                 frames[0].cluster_id = number(&mut rng);

@@ -529,10 +529,10 @@ async fn bad_requests_get_etcds_errors_and_move_leader_works() {
 /// A put proposed while the leader hands over is refused by the core (it accepts no
 /// proposal during a transfer). Its client used to learn nothing until the request timeout
 /// (7 s here), then read "request timed out" for a write that was in no log; it now hears
-/// "etcdserver: leader changed" (Unavailable: clients retry) at once. In each of five
-/// rounds, eight writers keep the leader busy while it hands over, so some of their puts
-/// fall in the window. (A put a follower forwarded into that window still times out: the
-/// leader does not tell the follower of the refusal.)
+/// "etcdserver: leader changed" (Unavailable: clients retry) at once. A put a follower
+/// forwarded into the window is refused back to that follower, whose client hears the
+/// same. In each of five rounds, eight writers (four on the leader, four on a follower)
+/// keep the cluster busy while the leader hands over, so some puts fall in the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_refused_during_a_leader_transfer_fail_at_once() {
     let mut cluster = Cluster::start(3).await;
@@ -540,10 +540,12 @@ async fn puts_refused_during_a_leader_transfer_fail_at_once() {
     let mut puts = 0;
     for round in 0..5 {
         let leader = cluster.wait_for_leader().await;
+        let (target, other) = (cluster.followers(leader)[0], cluster.followers(leader)[1]);
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for writer in 0..8 {
-            let mut client = cluster.client_for(&[leader]).await;
+            let through = if writer % 2 == 0 { leader } else { other };
+            let mut client = cluster.client_for(&[through]).await;
             let (stop, failures) = (stop.clone(), failures.clone());
             writers.push(tokio::spawn(async move {
                 let mut n = 0u64;
@@ -558,9 +560,8 @@ async fn puts_refused_during_a_leader_transfer_fail_at_once() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let target = cluster.members[cluster.followers(leader)[0]].id;
         let mut on_leader = cluster.client_for(&[leader]).await;
-        on_leader.move_leader(target).await.expect("move leadership");
+        on_leader.move_leader(cluster.members[target].id).await.expect("move leadership");
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.store(true, Ordering::Relaxed);
         for writer in writers {

@@ -7,9 +7,30 @@ use bytes::Bytes;
 use concord_api::peerpb;
 use concord_raft::{Entry, EntryKind, Message, MessageBody, RejectHint, SnapshotChunk, SnapshotMeta};
 
+use crate::errors::EtcdError;
+
 #[derive(Debug, thiserror::Error)]
 #[error("malformed peer message: {0}")]
 pub struct DecodeError(&'static str);
+
+/// Why a leader refused forwarded proposals, as `RefusedProposals.reason` says it.
+pub fn refusal_to_wire(error: &EtcdError) -> u32 {
+    match error {
+        EtcdError::TooManyRequests => 2,
+        EtcdError::RequestTooLarge => 3,
+        _ => 1,
+    }
+}
+
+/// The error the waiting clients get for a `RefusedProposals.reason` (an unknown reason,
+/// from a newer member, reads as the leadership moving: clients retry).
+pub fn refusal_from_wire(reason: u32) -> EtcdError {
+    match reason {
+        2 => EtcdError::TooManyRequests,
+        3 => EtcdError::RequestTooLarge,
+        _ => EtcdError::LeaderChanged,
+    }
+}
 
 pub fn entry_to_wire(entry: &Entry) -> peerpb::Entry {
     let kind = match entry.kind {

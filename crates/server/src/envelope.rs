@@ -101,6 +101,19 @@ pub fn encode_member_update(origin: NodeId, request_id: u64, member: NodeId, pee
     out.freeze()
 }
 
+/// The member and request waiting for this entry's outcome, read from the header every
+/// kind of entry shares (the origin member, then the request id), without decoding the
+/// rest. `None` for an empty entry or one of no known kind.
+pub fn waiter_of(data: &[u8]) -> Option<(NodeId, u64)> {
+    let (&kind, rest) = data.split_first()?;
+    if !matches!(kind, KIND_COMMAND | KIND_MEMBER_ATTRIBUTES | KIND_MEMBER_UPDATE) || rest.len() < 16 {
+        return None;
+    }
+    let origin = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+    let request_id = u64::from_be_bytes(rest[8..16].try_into().expect("8 bytes"));
+    Some((origin, request_id))
+}
+
 pub fn decode(data: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let Some((&kind, rest)) = data.split_first() else {
         return Ok(Envelope::Empty);
@@ -144,6 +157,16 @@ pub fn decode(data: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_waiter_of_every_kind_of_entry() {
+        assert_eq!(waiter_of(&encode_command(7, 9, b"cmd")), Some((7, 9)));
+        assert_eq!(waiter_of(&encode_member_attributes(5, 3, "n1", &["http://a:1".into()])), Some((5, 3)));
+        assert_eq!(waiter_of(&encode_member_update(4, 2, 8, &["http://b:2".into()])), Some((4, 2)));
+        assert_eq!(waiter_of(b""), None);
+        assert_eq!(waiter_of(&[KIND_COMMAND, 1, 2]), None, "truncated");
+        assert_eq!(waiter_of(&[99; 20]), None, "unknown kind");
+    }
 
     #[test]
     fn commands_round_trip_and_garbage_is_refused() {

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::apply::Waiters;
-use crate::envelope::ChangeContext;
+use crate::envelope::{self, ChangeContext};
 use crate::errors::EtcdError;
 use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
@@ -102,6 +102,11 @@ pub enum Inbound {
     Raft(Message),
     /// Proposals a follower forwarded to us (we may no longer be the leader).
     Proposals(Vec<Bytes>),
+    /// The leader refused proposals this member forwarded: they are in no log.
+    Refused {
+        request_ids: Vec<u64>,
+        error: EtcdError,
+    },
 }
 
 /// What the rest of the server may observe about the Raft state.
@@ -437,20 +442,46 @@ impl NodeLoop {
                     Err(refusal) => peers.refusals.refused(&refusal),
                 }
             }
-            Inbound::Proposals(data) => {
-                if self.raft.role() == Role::Leader {
-                    // Refusals (leadership lost meanwhile, backpressure) leave the
-                    // follower's client to time out, as with a lost message. One entry
-                    // too large for this leader does not sink the others with it.
-                    let limit = self.raft.config().max_proposal_bytes;
-                    let batch: Vec<Bytes> = data.into_iter().filter(|data| data.len() as u64 <= limit).collect();
-                    let _ = self.raft.propose_batch(batch);
+            Inbound::Proposals(data) => self.propose_forwarded(data),
+            Inbound::Refused { request_ids, error } => {
+                for request_id in request_ids {
+                    self.waiters.complete(request_id, Err(error.clone()));
                 }
             }
         }
     }
 
     /// Proposes what waits, or forwards it to the leader, or keeps it until one is known.
+    /// Proposes what a follower forwarded, if this member still leads. What does not get
+    /// into the log (leadership moved, backpressure, one entry too large for this leader)
+    /// is refused back to the members whose clients wait for it, so they fail at once
+    /// instead of at their deadline.
+    fn propose_forwarded(&mut self, data: Vec<Bytes>) {
+        let limit = self.raft.config().max_proposal_bytes;
+        let (fit, too_large): (Vec<Bytes>, Vec<Bytes>) = data.into_iter().partition(|d| d.len() as u64 <= limit);
+        self.refuse_forwarded(&too_large, &EtcdError::RequestTooLarge);
+        let refused = if self.raft.role() == Role::Leader {
+            match self.raft.propose_batch(fit.clone()) {
+                Ok(_) => return,
+                Err(error) => refusal_error(&error),
+            }
+        } else {
+            EtcdError::LeaderChanged
+        };
+        self.refuse_forwarded(&fit, &refused);
+    }
+
+    /// Tells the members waiting for these forwarded entries that they are in no log.
+    fn refuse_forwarded(&self, entries: &[Bytes], error: &EtcdError) {
+        let mut by_origin: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+        for (origin, request_id) in entries.iter().filter_map(|data| envelope::waiter_of(data)) {
+            by_origin.entry(origin).or_default().push(request_id);
+        }
+        for (origin, request_ids) in by_origin {
+            self.transport.refuse(origin, request_ids, error);
+        }
+    }
+
     /// A proposal that is not in the log and will not be: whoever waits for it learns why
     /// now, rather than at its deadline (and then as a timeout that says nothing of whether
     /// the write happened).

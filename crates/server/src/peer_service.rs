@@ -15,7 +15,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::warn;
 
 use crate::cluster::{change_from_wire, member_to_wire, Reconfigurer};
-use crate::convert::message_from_wire;
+use crate::convert::{message_from_wire, refusal_from_wire};
 use crate::lease::Leases;
 use crate::members::MemberDirectory;
 use crate::node::Inbound;
@@ -60,6 +60,12 @@ impl Peer for PeerService {
             for proposal in frame.proposals {
                 let data: Vec<Bytes> = proposal.data.into_iter().map(Bytes::from).collect();
                 if self.inbound.send(Inbound::Proposals(data)).await.is_err() {
+                    return Err(Status::unavailable("concord: member is stopping"));
+                }
+            }
+            for refused in frame.refused {
+                let error = refusal_from_wire(refused.reason);
+                if self.inbound.send(Inbound::Refused { request_ids: refused.request_ids, error }).await.is_err() {
                     return Err(Status::unavailable("concord: member is stopping"));
                 }
             }

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
-use crate::convert::message_to_wire;
+use crate::convert::{message_to_wire, refusal_to_wire};
+use crate::errors::EtcdError;
 
 /// Most messages waiting for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES: usize = 4096;
@@ -37,6 +38,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 pub enum Outbound {
     Raft(Message),
     Proposal(Vec<Bytes>),
+    /// The receiver's forwarded proposals with these request ids were refused.
+    Refused(peerpb::RefusedProposals),
 }
 
 impl Outbound {
@@ -44,6 +47,7 @@ impl Outbound {
         match self {
             Outbound::Raft(message) => message.size_bytes() as usize,
             Outbound::Proposal(data) => data.iter().map(|d| d.len() + 8).sum(),
+            Outbound::Refused(refused) => 8 * refused.request_ids.len() + 8,
         }
     }
 }
@@ -126,6 +130,15 @@ impl Transport {
         }
     }
 
+    /// Tells member `to` that the proposals it forwarded with these request ids are in no
+    /// log, and why. Dropped if its queue is full (its clients then time out, as before).
+    pub fn refuse(&self, to: NodeId, request_ids: Vec<u64>, error: &EtcdError) {
+        let refused = peerpb::RefusedProposals { request_ids, reason: refusal_to_wire(error) };
+        if let Some(link) = self.peers.get(&to) {
+            let _ = link.queue.try_send(Outbound::Refused(refused));
+        }
+    }
+
     /// Forwards client proposals to the leader. Returns false if they could not be queued.
     pub fn forward(&self, to: NodeId, data: Vec<Bytes>) -> bool {
         match self.peers.get(&to) {
@@ -190,8 +203,7 @@ async fn run_peer(
                 call.abort();
                 return;
             };
-            let mut frame =
-                peerpb::PeerFrame { from: self_id, cluster_id, messages: Vec::new(), proposals: Vec::new() };
+            let mut frame = peerpb::PeerFrame { from: self_id, cluster_id, ..Default::default() };
             let mut bytes = 0;
             let mut items = 0;
             let mut next = Some(first);
@@ -203,6 +215,7 @@ async fn run_peer(
                     Outbound::Proposal(data) => frame
                         .proposals
                         .push(peerpb::ForwardedProposal { data: data.into_iter().map(|d| d.to_vec()).collect() }),
+                    Outbound::Refused(refused) => frame.refused.push(refused),
                 }
                 if items < FRAME_MAX_ITEMS && bytes < FRAME_MAX_BYTES {
                     next = queue.try_recv().ok();
