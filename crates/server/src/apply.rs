@@ -1,8 +1,12 @@
 //! The apply task: committed entries go into the state machine in log order, and whoever
 //! waits for one of them (a client of this member) gets its outcome.
 //!
-//! It runs beside the Raft task so a slow state machine does not stall replication; the
-//! bounded channel between them is the back-pressure. A batch of entries is applied in
+//! It runs beside the Raft task so a slow state machine does not stall replication: the
+//! Raft task hands it committed entries without ever waiting (a long apply must not stop
+//! the Raft task's ticks and heartbeats, or its followers would elect another leader).
+//! The back-pressure is at the door instead: a member whose state machine lags its commit
+//! index by more than `shared::MAX_APPLY_GAP` entries refuses new proposals with
+//! "etcdserver: too many requests", as etcd does. A batch of entries is applied in
 //! one redb transaction, right on the task's thread: the server gives this task a thread
 //! (and a single-threaded runtime) of its own, so blocking there delays nothing else, and
 //! a write's path has no hand-off to a blocking thread and back (two thread wake-ups,
@@ -114,7 +118,9 @@ pub struct ApplyLoop {
     pub member_id: NodeId,
     pub directory: MemberDirectory,
     pub store: Arc<Store>,
-    pub batches: mpsc::Receiver<ApplyInput>,
+    /// From the Raft task, which never waits on it (see `shared::MAX_APPLY_GAP` for what
+    /// bounds it).
+    pub batches: mpsc::UnboundedReceiver<ApplyInput>,
     pub snapshots: SnapshotPolicy,
     pub waiters: Waiters,
     /// The highest index applied, for reads waiting on a ReadIndex.

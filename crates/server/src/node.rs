@@ -142,7 +142,9 @@ pub struct NodeLoop {
     pub requests: mpsc::Receiver<Request>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub transport: Transport,
-    pub apply: mpsc::Sender<ApplyInput>,
+    /// Never awaited: a long apply must not stop this task's ticks and heartbeats. What
+    /// bounds the queue is `shared::MAX_APPLY_GAP`.
+    pub apply: mpsc::UnboundedSender<ApplyInput>,
     /// Snapshots the apply task wrote, to record and compact behind.
     pub snapshots: mpsc::Receiver<LocalSnapshot>,
     /// Entries kept in the log behind a snapshot, so that a follower a little behind
@@ -615,7 +617,7 @@ impl NodeLoop {
             "installed a snapshot from the leader"
         );
         let restore = ApplyInput::Restore(SnapshotToRestore { index: meta.index, file });
-        if self.apply.send(restore).await.is_err() {
+        if self.apply.send(restore).is_err() {
             warn!("apply task is gone");
         }
         Ok(())
@@ -660,8 +662,7 @@ impl NodeLoop {
         // `committed_entries_are_only_entries_already_durable_here`). So the apply starts
         // now, in parallel with this Ready's write and fsync, instead of one fsync later;
         // after the snapshot steps, so that a restore queued there stays ahead of them.
-        if !ready.committed_entries.is_empty()
-            && self.apply.send(ApplyInput::Entries(ready.committed_entries)).await.is_err()
+        if !ready.committed_entries.is_empty() && self.apply.send(ApplyInput::Entries(ready.committed_entries)).is_err()
         {
             warn!("apply task is gone");
         }

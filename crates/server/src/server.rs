@@ -385,7 +385,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
 
     let (requests_tx, requests_rx) = mpsc::channel(4096);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
-    let (apply_tx, apply_rx) = mpsc::channel(256);
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel();
     // One snapshot is written at a time; the Raft task takes it at once.
     let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());

@@ -29,6 +29,19 @@ pub fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
     metadata.get(REQUIRE_LEADER_METADATA).is_some_and(|value| value.as_bytes() == b"true")
 }
 
+/// Most entries this member may have committed but not yet applied before it refuses new
+/// proposals with "etcdserver: too many requests" (etcd's
+/// `maxGapBetweenApplyAndCommitIndex`, 5000). The Raft task hands committed entries to the
+/// apply task without waiting (a long apply, such as a DeleteRange of 200,000 keys, must not
+/// stop its ticks and heartbeats), so this is what keeps that queue bounded by this
+/// member's own clients; the leader's `max_uncommitted_entries` bounds the rest.
+pub const MAX_APPLY_GAP: u64 = 5000;
+
+/// Whether the state machine lags the commit index by more than [`MAX_APPLY_GAP`].
+fn apply_lags(commit_index: u64, applied: u64) -> bool {
+    commit_index.saturating_sub(applied) > MAX_APPLY_GAP
+}
+
 pub struct Shared {
     pub member_id: NodeId,
     pub cluster_id: u64,
@@ -174,6 +187,9 @@ impl Shared {
 
     async fn propose_entry(&self, build: impl FnOnce(u64) -> bytes::Bytes) -> Result<Response, EtcdError> {
         self.wait_for_leader().await?;
+        if apply_lags(self.status.borrow().commit_index, *self.applied.borrow()) {
+            return Err(EtcdError::TooManyRequests);
+        }
         let request_id = self.next_request_id();
         let data = build(request_id);
         let outcome = self.waiters.register(request_id);
@@ -216,5 +232,18 @@ impl Shared {
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => Err(EtcdError::Timeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposals_are_refused_while_the_apply_lags_by_more_than_etcds_gap() {
+        assert!(!apply_lags(100, 100));
+        assert!(!apply_lags(5100, 100), "a gap of exactly 5000 is allowed");
+        assert!(apply_lags(5101, 100));
+        assert!(!apply_lags(50, 100), "applied ahead of the published commit (a restart): no lag");
     }
 }
