@@ -33,6 +33,7 @@ use crate::envelope::{self, ChangeContext};
 use crate::errors::EtcdError;
 use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
+use crate::shared::apply_lags;
 use crate::storage::{LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
 
@@ -159,6 +160,8 @@ pub struct NodeLoop {
     pub directory: MemberDirectory,
     /// Clients waiting for their proposals: told at once when one never gets into the log.
     pub waiters: Waiters,
+    /// The state machine's applied index (published by the apply task).
+    pub applied: watch::Receiver<u64>,
 }
 
 /// A client's proposal waiting for a leader.
@@ -453,16 +456,17 @@ impl NodeLoop {
         }
     }
 
-    /// Proposes what waits, or forwards it to the leader, or keeps it until one is known.
     /// Proposes what a follower forwarded, if this member still leads. What does not get
-    /// into the log (leadership moved, backpressure, one entry too large for this leader)
-    /// is refused back to the members whose clients wait for it, so they fail at once
-    /// instead of at their deadline.
+    /// into the log (leadership moved, backpressure, this leader's own apply lagging, one
+    /// entry too large for this leader) is refused back to the members whose clients wait
+    /// for it, so they fail at once instead of at their deadline.
     fn propose_forwarded(&mut self, data: Vec<Bytes>) {
         let limit = self.raft.config().max_proposal_bytes;
         let (fit, too_large): (Vec<Bytes>, Vec<Bytes>) = data.into_iter().partition(|d| d.len() as u64 <= limit);
         self.refuse_forwarded(&too_large, &EtcdError::RequestTooLarge);
-        let refused = if self.raft.role() == Role::Leader {
+        let refused = if apply_lags(self.raft.commit_index(), *self.applied.borrow()) {
+            EtcdError::TooManyRequests
+        } else if self.raft.role() == Role::Leader {
             match self.raft.propose_batch(fit.clone()) {
                 Ok(_) => return,
                 Err(error) => refusal_error(&error),
@@ -516,8 +520,14 @@ impl NodeLoop {
             if self.transport.forward(leader, batch) {
                 proposals.clear();
             } else {
-                // The link to the leader is full or gone: not sent, so not in any log.
-                self.refuse(proposals.drain(..), &EtcdError::TooManyRequests);
+                // Not sent, so in no log: the link to the leader is full, or the leader is
+                // not among the peers yet (the member list is catching up).
+                let error = if self.transport.peers().contains_key(&leader) {
+                    EtcdError::TooManyRequests
+                } else {
+                    EtcdError::LeaderChanged
+                };
+                self.refuse(proposals.drain(..), &error);
             }
         }
     }

@@ -413,6 +413,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         shutdown: shutdown_rx,
         directory: directory.clone(),
         waiters: waiters.clone(),
+        applied: applied_rx.clone(),
     };
     // The Raft task gets a thread of its own: its fsyncs block, and nothing a client asks
     // of the other threads (a long state-machine read, say) may delay its heartbeats.

@@ -33,12 +33,14 @@ pub fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
 /// proposals with "etcdserver: too many requests" (etcd's
 /// `maxGapBetweenApplyAndCommitIndex`, 5000). The Raft task hands committed entries to the
 /// apply task without waiting (a long apply, such as a DeleteRange of 200,000 keys, must not
-/// stop its ticks and heartbeats), so this is what keeps that queue bounded by this
-/// member's own clients; the leader's `max_uncommitted_entries` bounds the rest.
+/// stop its ticks and heartbeats), so this is what keeps that queue bounded against this
+/// member's own clients and, on a leader, against the proposals followers forward. What a
+/// leader commits while a follower's apply lags is not bounded by it (as in etcd): the
+/// entries share their buffers with the in-memory log.
 pub const MAX_APPLY_GAP: u64 = 5000;
 
 /// Whether the state machine lags the commit index by more than [`MAX_APPLY_GAP`].
-fn apply_lags(commit_index: u64, applied: u64) -> bool {
+pub(crate) fn apply_lags(commit_index: u64, applied: u64) -> bool {
     commit_index.saturating_sub(applied) > MAX_APPLY_GAP
 }
 
