@@ -31,10 +31,11 @@ for system in $SYSTEMS; do
         --duration "$DURATION" --json --endpoints "$LEADER")"
     total="$(grep -o '"total":[0-9]*' <<<"$report" | cut -d: -f2)"
     echo "$system: $(grep -oE '"(requests_per_second|p50_ms|p99_ms|fastest_ms)":[0-9.]+' <<<"$report" | tr '\n' ' ')"
+    leader="$(leader_index)"
     i=0
     for pid in "${PIDS[@]}"; do
         role=follower
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--listen-client-urls http://$LEADER " && role=leader
+        [[ $i == "$leader" ]] && role=leader
         awk -v s0="${s0[$i]}" -v s1="$(switches "$pid")" -v t0="${t0[$i]}" -v t1="$(ticks "$pid")" \
             -v n="${total:-1}" -v hz="$hz" -v role="$role" \
             'BEGIN { printf "  %-8s switches/request %5.1f   CPU us/request %4.0f\n", role, (s1 - s0) / n, (t1 - t0) * 1e6 / hz / n }'

@@ -45,8 +45,9 @@ for system in $SYSTEMS; do
     echo "== $system"
     start_cluster "$system" "$dir" || { stop_cluster; continue; }
     IFS=, read -r -a eps <<<"$ENDPOINTS"
-    victim=-1
-    for i in 0 1 2; do [[ "${eps[$i]}" != "$LEADER" && $victim -lt 0 ]] && victim=$i; done
+    # the first follower in member order
+    victim=0
+    [[ "$(leader_index)" == 0 ]] && victim=1
     name="n$((victim + 1))"
     case "$system" in
         concord) wal_dir="$dir/data/$name/raft/wal" ;;
@@ -56,6 +57,7 @@ for system in $SYSTEMS; do
     timeout --kill-after=5 900 "$CONCORD_BIN" bench put --total "$ENTRIES" --key-space-size "$KEYS" --key-size 16 \
         --val-size 1024 --clients 64 --conns 8 --json --endpoints "$LEADER" >"$dir/fill.json" 2>"$dir/fill.err" ||
         { echo "    fill failed:"; sed 's/^/    /' "$dir/fill.err"; }
+    # blocks in use, the preallocated last segment (64 MiB, both systems) included
     wal_mib=$(du -sm "$wal_dir" | cut -f1)
     db_mib=$(( $(du -sm "$dir/data/$name" | cut -f1) - wal_mib ))
     target="$(applied_of "$LEADER")"

@@ -67,12 +67,8 @@ for system in $SYSTEMS; do
     echo
     echo "== $system"
     start_cluster "$system" "$dir" || { stop_cluster; continue; }
-    # the leader's pid: ENDPOINTS and PIDS are both in member order n1, n2, n3
-    IFS=, read -r -a eps <<<"$ENDPOINTS"
-    leader_pid="" leader_name=""
-    for i in 0 1 2; do
-        if [[ "${eps[$i]}" == "$LEADER" ]]; then leader_pid="${PIDS[$i]}"; leader_name="n$((i + 1))"; fi
-    done
+    leader="$(leader_index)"
+    leader_pid="${PIDS[$leader]}" leader_name="n$((leader + 1))"
     key_args=(--sequential-keys --key-space-size "$KEYS")
     [[ "${RANDOM_KEYS:-0}" == 1 ]] && key_args=(--key-space-size 1000000000000000)
     before="$(write_bytes "$leader_pid")"
@@ -90,6 +86,8 @@ for system in $SYSTEMS; do
         concord) wal_dir="$dir/data/$leader_name/raft/wal" ;;
         etcd) wal_dir="$dir/data/$leader_name/member/wal" ;;
     esac
+    # the segment files' sizes: both systems preallocate their last segment (64 MiB), so
+    # a small run shows mostly that space
     wal="$(du -sb "$wal_dir" 2>/dev/null | cut -f1)"
     profile_start "$dir/perf-del.data" "$leader_pid"
     start_ns=$(date +%s%N)

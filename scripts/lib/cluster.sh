@@ -50,6 +50,17 @@ members_cpu_ticks() {
     echo "$total"
 }
 
+# The position (0, 1 or 2) of LEADER among ENDPOINTS: also the leader's position in PIDS
+# and its name n1..n3 less one (start_cluster keeps all three in member order).
+leader_index() {
+    local eps i
+    IFS=, read -r -a eps <<<"$ENDPOINTS"
+    for i in "${!eps[@]}"; do
+        [[ "${eps[$i]}" == "$LEADER" ]] && { echo "$i"; return 0; }
+    done
+    return 1
+}
+
 # start_cluster SYSTEM DIR: starts 3 members of SYSTEM (concord or etcd) with data and logs
 # under DIR, and waits (30 s at most) until all three answer and agree on one leader.
 ENDPOINTS=""
