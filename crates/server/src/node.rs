@@ -461,8 +461,7 @@ impl NodeLoop {
     /// entry too large for this leader) is refused back to the members whose clients wait
     /// for it, so they fail at once instead of at their deadline.
     fn propose_forwarded(&mut self, data: Vec<Bytes>) {
-        let limit = self.raft.config().max_proposal_bytes;
-        let (fit, too_large): (Vec<Bytes>, Vec<Bytes>) = data.into_iter().partition(|d| d.len() as u64 <= limit);
+        let (fit, too_large): (Vec<Bytes>, Vec<Bytes>) = data.into_iter().partition(|data| self.fits(data));
         self.refuse_forwarded(&too_large, &EtcdError::RequestTooLarge);
         let refused = if apply_lags(self.raft.commit_index(), *self.applied.borrow()) {
             EtcdError::TooManyRequests
@@ -475,6 +474,12 @@ impl NodeLoop {
             EtcdError::LeaderChanged
         };
         self.refuse_forwarded(&fit, &refused);
+    }
+
+    /// Whether one proposal is within this leader's limit (one that is not is refused on its
+    /// own, so that it does not sink the batch it came in).
+    fn fits(&self, data: &[u8]) -> bool {
+        data.len() as u64 <= self.raft.config().max_proposal_bytes
     }
 
     /// Tells the members waiting for these forwarded entries that they are in no log.
@@ -506,9 +511,8 @@ impl NodeLoop {
         }
         let leader = self.raft.leader();
         if self.raft.role() == Role::Leader {
-            let limit = self.raft.config().max_proposal_bytes;
             let (fit, too_large): (Vec<_>, Vec<_>) =
-                proposals.drain(..).partition(|proposal| proposal.data.len() as u64 <= limit);
+                proposals.drain(..).partition(|proposal| self.fits(&proposal.data));
             self.refuse(too_large, &EtcdError::RequestTooLarge);
             let batch: Vec<Bytes> = fit.iter().map(|proposal| proposal.data.clone()).collect();
             if let Err(error) = self.raft.propose_batch(batch) {

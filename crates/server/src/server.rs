@@ -331,6 +331,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         MemberDirectory::open(directory_path.clone(), || initial_members).map_err(|e| io_error(&directory_path, e))?;
     remove_stale_snapshot_copies(&config.data_dir);
     let wal_options = config.wal_options();
+    let max_entry_bytes = wal_options.max_entry_data_bytes();
     let storage = RaftStorage::open(&config.data_dir.join("raft"), wal_options)?;
     let store = Arc::new(Store::open(config.data_dir.join("kv.redb"))?);
     // Before the checks below: a state machine restored from the snapshot brings the member
@@ -364,7 +365,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     raft_config.election_tick = config.election_ticks();
     raft_config.heartbeat_tick = 1;
     raft_config.max_proposal_bytes = (config.max_request_bytes + ENVELOPE_OVERHEAD_BYTES) as u64;
-    raft_config.max_entry_bytes = config.wal_options().max_entry_data_bytes();
+    raft_config.max_entry_bytes = max_entry_bytes;
     raft_config.seed = member_id ^ std::process::id() as u64;
     let snapshot_index = storage.snapshot_meta().index;
     let state_dir = storage.state_dir().to_path_buf();
@@ -417,7 +418,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     // The Raft task gets a thread of its own: its fsyncs block, and nothing a client asks
     // of the other threads (a long state-machine read, say) may delay its heartbeats.
-    let node_done = run_on_own_thread("concord-raft", node.run()).map_err(|error| io_error(&config.data_dir, error))?;
+    let mut node_done =
+        run_on_own_thread("concord-raft", node.run()).map_err(|error| io_error(&config.data_dir, error))?;
     let apply = ApplyLoop {
         member_id,
         directory: directory.clone(),
@@ -437,7 +439,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     // The apply task too: it applies each batch on its own thread, without handing it to
     // a blocking thread and back (two thread wake-ups on every write's path).
-    let apply_done = match run_on_own_thread("concord-apply", apply.run()) {
+    let mut apply_done = match run_on_own_thread("concord-apply", apply.run()) {
         Ok(done) => done,
         Err(error) => {
             // The Raft thread runs already: stop it before giving up.
@@ -575,8 +577,6 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         })
     };
 
-    let mut node_done = node_done;
-    let mut apply_done = apply_done;
     // Either task may end by itself only on a fatal error: then the member stops too.
     let mut node_outcome = None;
     let mut apply_outcome = None;
