@@ -6,9 +6,11 @@
 use crate::types::NodeId;
 
 /// Switches that plant known bugs, so the simulator can show its checks catch them.
-/// They can be set only with the `planted-bugs` feature (the `bugs` field of [`Config`]
-/// exists only then); otherwise every switch reads as `false` and the compiler removes
-/// the planted paths. See [`crate::PLANTED_BUGS_COMPILED`].
+/// They can be set only in a build with `--cfg concord_planted_bugs` in RUSTFLAGS (the
+/// `bugs` field of [`Config`] exists only then); otherwise every switch reads as `false`
+/// and the compiler removes the planted paths. A cfg, not a cargo feature: features unify
+/// across a workspace build, a cfg reaches only the build that sets it, and the `concord`
+/// binary refuses to compile under it. See [`crate::PLANTED_BUGS_COMPILED`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlantedBugs {
     /// Commit by counting replicas of entries from earlier terms (Raft paper, Figure 8).
@@ -66,7 +68,7 @@ pub struct Config {
     pub max_pending_reads: usize,
     /// Seed of the election-timeout jitter. Give each node a different one.
     pub seed: u64,
-    #[cfg(feature = "planted-bugs")]
+    #[cfg(concord_planted_bugs)]
     pub bugs: PlantedBugs,
 }
 
@@ -106,7 +108,7 @@ impl Config {
             max_uncommitted_entries: 100_000,
             max_pending_reads: 4096,
             seed: id,
-            #[cfg(feature = "planted-bugs")]
+            #[cfg(concord_planted_bugs)]
             bugs: PlantedBugs::default(),
         }
     }
@@ -150,12 +152,12 @@ impl Config {
         Ok(())
     }
 
-    #[cfg(feature = "planted-bugs")]
+    #[cfg(concord_planted_bugs)]
     pub(crate) fn bugs(&self) -> PlantedBugs {
         self.bugs
     }
 
-    #[cfg(not(feature = "planted-bugs"))]
+    #[cfg(not(concord_planted_bugs))]
     pub(crate) fn bugs(&self) -> PlantedBugs {
         PlantedBugs::default()
     }

@@ -35,6 +35,7 @@ pub use raft::{ProposeError, Raft, RaftError};
 pub use ready::{ReadState, Ready};
 pub use refusal::Refusal;
 
-/// True when this build contains the planted-bug switches (the `planted-bugs` feature).
-/// They are still off unless a `Config::bugs` field is set, which only the simulator does.
-pub const PLANTED_BUGS_COMPILED: bool = cfg!(feature = "planted-bugs");
+/// True when this build contains the planted-bug switches (`--cfg concord_planted_bugs`
+/// in RUSTFLAGS, as scripts/planted-bugs sets). They are still off unless a
+/// `Config::bugs` field is set, which only the simulator does.
+pub const PLANTED_BUGS_COMPILED: bool = cfg!(concord_planted_bugs);

@@ -526,7 +526,7 @@ fn an_installed_snapshot_replaces_a_conflicting_log() {
 
 /// With a rule's planted bug switched on, the test of that rule must see the violation:
 /// proof that the tests above can fail.
-#[cfg(feature = "planted-bugs")]
+#[cfg(concord_planted_bugs)]
 mod planted_bugs_are_caught {
     use super::*;
 

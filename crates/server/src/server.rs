@@ -317,11 +317,6 @@ async fn fetch_members(url: &str) -> Result<peerpb::MembersResponse, String> {
 /// Runs a member until `shutdown` resolves; then stops accepting requests, lets the Raft
 /// task sync its log, and returns.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
-    if concord_raft::PLANTED_BUGS_COMPILED {
-        // A workspace-wide build unifies features, so the simulator's planted-bugs switch
-        // can be compiled in; the server never sets one (Config::bugs stays all-off).
-        tracing::debug!("built with the planted-bugs feature; every bug switch is off");
-    }
     config.validate_flags()?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let Identity { cluster, initial_members } = load_or_create_cluster(&config).await?;

@@ -35,6 +35,6 @@ pub mod state_machine;
 pub mod trace;
 
 pub use invariants::{Property, Violation};
-pub use options::{PlantedBug, SimOptions};
+pub use options::{PlantedBug, PlantedBugsNotCompiled, SimOptions, PLANTED_BUGS_BUILD};
 pub use outcome::{SeedOutcome, SeedStats};
 pub use runner::run_seed;

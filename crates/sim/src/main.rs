@@ -109,6 +109,10 @@ fn main() -> ExitCode {
         follower_commit_check: !args.no_follower_commit_check,
         commit_quorum_check: !args.no_commit_quorum_check,
     };
+    if let Err(error) = options.check_buildable() {
+        eprintln!("concord-sim: {error}");
+        return ExitCode::from(2);
+    }
     let started = Instant::now();
     let mut totals = SeedStats::default();
     let mut seeds_run = 0;

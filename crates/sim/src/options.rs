@@ -9,8 +9,8 @@ use std::str::FromStr;
 
 use concord_raft::PlantedBugs;
 
-/// A known bug the core can be built to contain (the `planted-bugs` feature), so the
-/// simulator can show that its checks catch it.
+/// A known bug the core can be built to contain (`--cfg concord_planted_bugs`, see
+/// [`PLANTED_BUGS_BUILD`]), so the simulator can show that its checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
     /// A leader commits entries of earlier terms by counting replicas (Raft Figure 8).
@@ -25,6 +25,16 @@ pub enum PlantedBug {
     /// previous configuration over the voters of the new one.
     ConfigQuorum,
 }
+
+/// The environment a build needs for `--bug`: the cfg that compiles the bugs into
+/// concord-raft, and a target directory of its own so that switching between the two
+/// builds does not rebuild everything each time.
+pub const PLANTED_BUGS_BUILD: &str = "RUSTFLAGS='--cfg concord_planted_bugs' CARGO_TARGET_DIR=target/planted";
+
+/// Why a run with a planted bug cannot happen in this build.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("this concord-sim was built without planted bugs; build and run it with {PLANTED_BUGS_BUILD} (scripts/planted-bugs does)")]
+pub struct PlantedBugsNotCompiled;
 
 impl PlantedBug {
     pub const ALL: [PlantedBug; 5] = [
@@ -116,10 +126,20 @@ impl SimOptions {
         self
     }
 
+    /// Refuses a planted bug when this build cannot plant it: a run that silently left the
+    /// bug out would report a clean run of a check that was never put to the test.
+    pub fn check_buildable(&self) -> Result<(), PlantedBugsNotCompiled> {
+        match self.bug {
+            Some(_) if !concord_raft::PLANTED_BUGS_COMPILED => Err(PlantedBugsNotCompiled),
+            _ => Ok(()),
+        }
+    }
+
     /// The command that replays `seed` alone with these options.
     pub fn replay_command(&self, seed: u64) -> String {
+        let build = if self.bug.is_some() { format!("{PLANTED_BUGS_BUILD} ") } else { String::new() };
         let mut command =
-            format!("cargo run --release -p concord-sim -- --seeds {seed}..{} --nodes {}", seed + 1, self.nodes);
+            format!("{build}cargo run --release -p concord-sim -- --seeds {seed}..{} --nodes {}", seed + 1, self.nodes);
         if let Some(bug) = self.bug {
             command.push_str(&format!(" --bug {bug}"));
         }
@@ -141,6 +161,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_planted_bug_is_refused_exactly_when_it_is_not_compiled_in() {
+        let with_bug = SimOptions::new(3).with_bug(PlantedBug::StaleRead);
+        let expected = if concord_raft::PLANTED_BUGS_COMPILED { Ok(()) } else { Err(PlantedBugsNotCompiled) };
+        assert_eq!(with_bug.check_buildable(), expected);
+        assert_eq!(SimOptions::new(3).check_buildable(), Ok(()));
+    }
+
+    #[test]
     fn bug_names_round_trip() {
         for bug in PlantedBug::ALL {
             assert_eq!(bug.name().parse::<PlantedBug>(), Ok(bug));
@@ -153,7 +181,8 @@ mod tests {
         let options = SimOptions::new(5).with_bug(PlantedBug::Figure8);
         assert_eq!(
             options.replay_command(1234),
-            "cargo run --release -p concord-sim -- --seeds 1234..1235 --nodes 5 --bug figure8"
+            "RUSTFLAGS='--cfg concord_planted_bugs' CARGO_TARGET_DIR=target/planted \
+             cargo run --release -p concord-sim -- --seeds 1234..1235 --nodes 5 --bug figure8"
         );
         let mut longer = SimOptions::new(3);
         longer.steps = 100;

@@ -60,6 +60,9 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
         "a cluster has 3, 5 or 7 nodes, not {}",
         options.nodes
     );
+    if let Err(not_compiled) = options.check_buildable() {
+        panic!("{not_compiled}");
+    }
     let mut simulation = Simulation::new(options, seed, None);
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| simulation.run())) {
         let message = payload
@@ -256,6 +259,7 @@ impl Simulation {
         config.heartbeat_tick = settings.heartbeat_tick;
         config.pre_vote = settings.pre_vote;
         config.check_quorum = settings.check_quorum;
+        #[cfg(concord_planted_bugs)]
         if let Some(bug) = self.options.bug {
             config.bugs = bug.switches();
         }

@@ -4,6 +4,11 @@
 //! enough to survive small changes in the core (the first failing seed moves whenever
 //! the sequence of random draws changes); docs/testing.md records which seed first
 //! caught each bug when this was written.
+//!
+//! They need the bugs compiled in (`--cfg concord_planted_bugs`): scripts/planted-bugs
+//! runs them; without the cfg this file is empty.
+
+#![cfg(concord_planted_bugs)]
 
 use concord_sim::{run_seed, PlantedBug, Property, SeedOutcome, SimOptions};
 

@@ -1,8 +1,14 @@
 //! A seed fixes the whole run: replaying it gives the same violation, the same trace and
 //! the same counters. This is what makes a failing seed worth reporting.
 
-use concord_sim::{run_seed, PlantedBug, SimOptions};
+//!
+//! The replays of failing seeds need planted bugs, so they run in scripts/planted-bugs.
 
+#[cfg(concord_planted_bugs)]
+use concord_sim::PlantedBug;
+use concord_sim::{run_seed, SimOptions};
+
+#[cfg(concord_planted_bugs)]
 #[test]
 fn a_failing_seed_replays_identically() {
     let options = SimOptions::new(3).with_bug(PlantedBug::ForgetVote);
@@ -17,6 +23,7 @@ fn a_failing_seed_replays_identically() {
     assert_eq!(again.replay, first.replay);
 }
 
+#[cfg(concord_planted_bugs)]
 #[test]
 fn a_linearizability_failure_replays_identically() {
     let options = SimOptions::new(3).with_bug(PlantedBug::StaleRead);
