@@ -58,6 +58,10 @@ pub enum MvccError {
     /// half-way.
     #[error("concord-mvcc: internal error: {0}")]
     Internal(String),
+    /// A maintenance operation could not get the database to itself in time (readers
+    /// stayed open); nothing was changed and it can be tried again.
+    #[error("concord-mvcc: database busy: {0}")]
+    Busy(String),
     /// `Command::decode` met bytes it cannot parse.
     #[error("concord-mvcc: cannot decode command: {0}")]
     Decode(String),

@@ -48,7 +48,7 @@ pub use events::{ChunkLimits, EventChunk};
 pub use keyrange::prefix_end;
 pub use lease::MAX_LEASE_TTL;
 pub use snapshot::SnapshotMeta;
-pub use store::{Options, Store};
+pub use store::{Options, Store, DEFRAGMENT_HOLD, SIZE_IN_USE_MAX_AGE};
 pub use txn::{is_read_only as is_read_only_txn, is_serializable as is_serializable_txn};
 pub use types::*;
 pub use validate::{validate_delete_range, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS};

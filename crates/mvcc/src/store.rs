@@ -10,12 +10,21 @@
 //! Reads run in their own read transactions (a consistent snapshot) with the key index
 //! published at the same commit (see `index`): a read waits at most for a commit to
 //! finish, never for an apply to run. The database sits behind an `RwLock` only so that
-//! [`Store::defragment`] can have it alone, as redb's compaction requires.
+//! [`Store::defragment`] can have it alone, as redb's compaction requires. A read holds
+//! that lock only while it opens its transaction, not while it runs: a defragmentation
+//! waiting for a long read (a snapshot being sent) must not stop every read and apply
+//! behind it. So compaction finds the database free of readers only between reads, and
+//! [`Store::defragment`] tries in short, bounded holds (see there).
+//!
+//! Status's "size in use" needs redb's statistics, which only a write transaction gives
+//! and which walk every table: it is measured at most once a second, never by waiting for
+//! the writer, and the last measure is served meanwhile (see [`Store::db_size_in_use_bytes`]).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use redb::backends::InMemoryBackend;
 use redb::{
@@ -73,6 +82,8 @@ pub struct Store {
     /// The applied index as of the last durable commit.
     durable_applied: AtomicU64,
     revision: AtomicI64,
+    /// The last measure of the bytes in use, and when it was taken.
+    size_in_use: Mutex<SizeInUse>,
     compacted: AtomicI64,
 }
 
@@ -230,7 +241,9 @@ impl Store {
             None => load_index(&txn)?,
         };
         txn.commit()?;
+        let size_in_use = Mutex::new(SizeInUse { bytes: measure_size_in_use(&db)?, measured_at: Instant::now() });
         Ok(Store {
+            size_in_use,
             db: RwLock::new(db),
             index: RwLock::new(index),
             path,
@@ -255,11 +268,18 @@ impl Store {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A read transaction and the key index that matches it.
-    fn read_view(&self, db: &Database) -> Result<(ReadTransaction, KeyIndex), MvccError> {
+    /// A read transaction and the key index that matches it. The database lock is held
+    /// only while the transaction opens (see the module docs).
+    fn read_view(&self) -> Result<(ReadTransaction, KeyIndex), MvccError> {
+        let db = self.db();
         let published = self.index.read().unwrap_or_else(|e| e.into_inner());
         let txn = db.begin_read()?;
         Ok((txn, published.clone()))
+    }
+
+    /// A read transaction, for reads that need no key index; the lock as in `read_view`.
+    fn begin_read(&self) -> Result<ReadTransaction, MvccError> {
+        Ok(self.db().begin_read()?)
     }
 
     /// Index of the last applied Raft entry (0 for a new store).
@@ -364,8 +384,7 @@ impl Store {
         &self,
         read: impl FnOnce(&SnapshotReader<'_>, i64, i64) -> Result<T, MvccError>,
     ) -> Result<T, MvccError> {
-        let db = self.db();
-        let (txn, index) = self.read_view(&db)?;
+        let (txn, index) = self.read_view()?;
         let meta = txn.open_table(META)?;
         let (_, revision, compacted) = read_meta(&meta)?;
         let revisions = txn.open_table(REVISIONS)?;
@@ -375,8 +394,7 @@ impl Store {
     /// Hash of the history kept at or below `revision` (0 = current); `Compacted` if
     /// `revision` is at or below the compacted revision, `FutureRevision` above the current.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKv, MvccError> {
-        let db = self.db();
-        let txn = db.begin_read()?;
+        let txn = self.begin_read()?;
         let meta = txn.open_table(META)?;
         let (_, current, compacted) = read_meta(&meta)?;
         let revisions = txn.open_table(REVISIONS)?;
@@ -387,8 +405,7 @@ impl Store {
     /// that start in the past; at least `max_events` of them unless history ends first,
     /// never splitting a revision. `Compacted` if `from` is below the compacted revision.
     pub fn events_since(&self, from: i64, max_events: usize) -> Result<Vec<Event>, MvccError> {
-        let db = self.db();
-        let (txn, index) = self.read_view(&db)?;
+        let (txn, index) = self.read_view()?;
         let meta = txn.open_table(META)?;
         let (_, _, compacted) = read_meta(&meta)?;
         let revisions = txn.open_table(REVISIONS)?;
@@ -404,8 +421,7 @@ impl Store {
     /// C's deletes (part of a Txn, or a revoke) can no longer be read. A watcher's first
     /// read may start exactly there, as etcd allows.
     pub fn events_chunk(&self, from: i64, limits: ChunkLimits, resumed: bool) -> Result<EventChunk, MvccError> {
-        let db = self.db();
-        let (txn, index) = self.read_view(&db)?;
+        let (txn, index) = self.read_view()?;
         let meta = txn.open_table(META)?;
         let (_, current, compacted) = read_meta(&meta)?;
         let revisions = txn.open_table(REVISIONS)?;
@@ -420,8 +436,7 @@ impl Store {
     /// asked for `prev_kv`): the apply and the catch-up reads leave it out unless a
     /// DeleteRange asked for it. See `events::fill_delete_prevs`.
     pub fn fill_delete_prevs(&self, events: &mut [Event]) -> Result<(), MvccError> {
-        let db = self.db();
-        let (txn, index) = self.read_view(&db)?;
+        let (txn, index) = self.read_view()?;
         let revisions = txn.open_table(REVISIONS)?;
         events::fill_delete_prevs(&Reader { index: &index, revisions: &revisions }, events)
     }
@@ -438,8 +453,7 @@ impl Store {
     }
 
     fn list_leases(&self, with_keys: bool) -> Result<Vec<Lease>, MvccError> {
-        let db = self.db();
-        let txn = db.begin_read()?;
+        let txn = self.begin_read()?;
         let leases = txn.open_table(LEASES)?;
         let lease_keys = txn.open_table(LEASE_KEYS)?;
         let remaining = txn.open_table(LEASE_REMAINING)?;
@@ -448,8 +462,7 @@ impl Store {
 
     /// One lease, if granted.
     pub fn lease(&self, id: i64) -> Result<Option<Lease>, MvccError> {
-        let db = self.db();
-        let txn = db.begin_read()?;
+        let txn = self.begin_read()?;
         let leases = txn.open_table(LEASES)?;
         let lease_keys = txn.open_table(LEASE_KEYS)?;
         let remaining = txn.open_table(LEASE_REMAINING)?;
@@ -474,16 +487,14 @@ impl Store {
         out: impl Write,
         app_meta: impl FnOnce(u64) -> Result<Vec<u8>, MvccError>,
     ) -> Result<SnapshotMeta, MvccError> {
-        let db = self.db();
-        let (txn, index) = self.read_view(&db)?;
+        let (txn, index) = self.read_view()?;
         snapshot::write(&txn, &index, out, app_meta)
     }
 
     /// How many live keys, versions and leases the store holds. Counting the live keys
     /// walks the key index (one step per distinct key): for tests and diagnostics.
     pub fn stats(&self) -> Result<StoreStats, MvccError> {
-        let db = self.db();
-        let (txn, index) = self.read_view(&db)?;
+        let (txn, index) = self.read_view()?;
         let mut keys = 0u64;
         let everything = crate::keyrange::KeyBounds::new(b"", b"\0");
         index.visit::<MvccError>(everything, u64::MAX, false, |_, _, _| {
@@ -502,27 +513,110 @@ impl Store {
     }
 
     /// Bytes of the database in use (allocated pages); the rest of the file is free space
-    /// that [`defragment`](Store::defragment) gives back.
+    /// that [`defragment`](Store::defragment) gives back. Never waits: the measure is at
+    /// most [`SIZE_IN_USE_MAX_AGE`] old when the writer is free, and the last one taken
+    /// while an apply or a defragmentation holds the database.
     pub fn db_size_in_use_bytes(&self) -> Result<u64, MvccError> {
-        let db = self.db();
-        let txn = db.begin_write()?;
-        let stats = txn.stats()?;
-        txn.abort()?;
-        Ok(stats.allocated_pages() * stats.page_size() as u64)
+        let mut cached = self.size_in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.measured_at.elapsed() < SIZE_IN_USE_MAX_AGE {
+            return Ok(cached.bytes);
+        }
+        let Ok(db) = self.db.try_read() else {
+            return Ok(cached.bytes);
+        };
+        match try_measure_size_in_use(&db)? {
+            Some(bytes) => {
+                *cached = SizeInUse { bytes, measured_at: Instant::now() };
+                Ok(bytes)
+            }
+            None => Ok(cached.bytes),
+        }
     }
 
-    /// Compacts the database file (redb `compact`). Waits for running reads and applies to
-    /// finish and blocks new ones meanwhile.
-    pub fn defragment(&self) -> Result<(), MvccError> {
+    /// Compacts the database file (redb `compact`), as etcd's Defragment does; waits up to
+    /// `patience` for a moment with no read open. Applies and new reads wait while the
+    /// compaction itself runs (redb needs the database alone), and for at most
+    /// [`DEFRAGMENT_HOLD`] at a time while it waits for open reads to end; between holds
+    /// they run. `Busy` if no moment came within `patience` (a long read, such as a
+    /// snapshot being sent, outlasted it).
+    pub fn defragment(&self, patience: Duration) -> Result<(), MvccError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.try_defragment_within(DEFRAGMENT_HOLD)? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MvccError::Busy(format!(
+                    "defragment found no moment without an open read in {} ms; try again",
+                    patience.as_millis()
+                )));
+            }
+            std::thread::sleep(DEFRAGMENT_HOLD);
+        }
+    }
+
+    /// One hold of the database for [`defragment`](Store::defragment): false if reads
+    /// were still open when `hold` ran out.
+    fn try_defragment_within(&self, hold: Duration) -> Result<bool, MvccError> {
         let mut db = self.db_mut();
-        // Each pass may free more; a handful reaches the fixed point in practice.
-        for _ in 0..8 {
-            if !db.compact()? {
-                break;
+        let until = Instant::now() + hold;
+        loop {
+            match db.compact() {
+                Ok(more) => {
+                    // Each pass may free more; a handful reaches the fixed point in practice.
+                    let mut more = more;
+                    for _ in 0..7 {
+                        if !more {
+                            break;
+                        }
+                        more = db.compact()?;
+                    }
+                    let bytes = measure_size_in_use(&db)?;
+                    *self.size_in_use.lock().unwrap_or_else(|e| e.into_inner()) =
+                        SizeInUse { bytes, measured_at: Instant::now() };
+                    return Ok(true);
+                }
+                Err(redb::CompactionError::TransactionInProgress) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(redb::CompactionError::TransactionInProgress) => return Ok(false),
+                Err(other) => return Err(other.into()),
             }
         }
-        Ok(())
     }
+}
+
+/// How old the served "size in use" may be when the writer is free to measure it again.
+pub const SIZE_IN_USE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Longest a defragmentation holds the database while it waits for open reads to end.
+pub const DEFRAGMENT_HOLD: Duration = Duration::from_millis(20);
+
+/// A measure of the bytes in use.
+#[derive(Clone, Copy, Debug)]
+struct SizeInUse {
+    bytes: u64,
+    measured_at: Instant,
+}
+
+/// The bytes in use, waiting for the writer.
+fn measure_size_in_use(db: &Database) -> Result<u64, MvccError> {
+    size_in_use_of(db.begin_write()?)
+}
+
+/// The bytes in use, or `None` if a write transaction is running.
+fn try_measure_size_in_use(db: &Database) -> Result<Option<u64>, MvccError> {
+    match db.try_begin_write() {
+        Ok(txn) => size_in_use_of(txn).map(Some),
+        Err(redb::TransactionError::WouldBlock) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn size_in_use_of(txn: WriteTransaction) -> Result<u64, MvccError> {
+    let stats = txn.stats()?;
+    txn.abort()?;
+    Ok(stats.allocated_pages() * stats.page_size() as u64)
 }
 
 /// `(applied index, revision, compacted revision)` from the meta table.

@@ -92,13 +92,14 @@ fn mvcc_code(error: &MvccError) -> Code {
         M::Compacted | M::FutureRevision | M::LeaseTtlTooLarge => Code::OutOfRange,
         M::LeaseNotFound => Code::NotFound,
         M::LeaseExists => Code::FailedPrecondition,
+        M::Busy(_) => Code::Unavailable,
         _ => Code::Internal,
     }
 }
 
 fn mvcc_text(error: &MvccError) -> String {
     match mvcc_code(error) {
-        Code::Internal => format!("concord: {error}"),
+        Code::Internal | Code::Unavailable => format!("concord: {error}"),
         _ => error.to_string(),
     }
 }
@@ -126,5 +127,11 @@ mod tests {
         assert_eq!((status.code(), status.message()), (Code::NotFound, "etcdserver: requested lease not found"));
         let status: Status = EtcdError::from(MvccError::EmptyKey).into();
         assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
+        // A store that is busy is a member that cannot serve this now, not a broken one.
+        let status: Status = EtcdError::from(MvccError::Busy("try again".into())).into();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Unavailable, "concord: concord-mvcc: database busy: try again")
+        );
     }
 }

@@ -14,6 +14,11 @@ use crate::shared::Shared;
 /// The etcd API version concord implements; clients use it to decide what they may ask.
 pub const API_VERSION: &str = "3.4.0";
 
+/// How long a Defragment waits for a moment with no read open (see
+/// `concord_mvcc::Store::defragment`) before it answers Unavailable: etcdctl's default
+/// command timeout.
+const DEFRAGMENT_PATIENCE: Duration = Duration::from_secs(5);
+
 pub struct MaintenanceService {
     pub shared: Arc<Shared>,
     /// Where snapshot copies are staged before streaming (the data directory).
@@ -36,7 +41,8 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
-        // The sizes wait for redb's writer lock: off the async threads.
+        // Measuring the size in use walks redb's tables (at most once a second, never
+        // waiting for the writer): off the async threads.
         let store = self.shared.store.clone();
         let (db_size, db_size_in_use) = tokio::task::spawn_blocking(move || {
             Ok::<_, concord_mvcc::MvccError>((store.db_size_bytes()?, store.db_size_in_use_bytes()?))
@@ -69,7 +75,10 @@ impl Maintenance for MaintenanceService {
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.defragment()).await.map_err(internal)?.map_err(EtcdError::from)?;
+        tokio::task::spawn_blocking(move || store.defragment(DEFRAGMENT_PATIENCE))
+            .await
+            .map_err(internal)?
+            .map_err(EtcdError::from)?;
         let header = self.shared.current_header();
         Ok(tonic::Response::new(pb::DefragmentResponse { header: Some(header) }))
     }

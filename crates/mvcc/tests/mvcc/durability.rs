@@ -2,6 +2,8 @@
 
 use crate::common::*;
 use concord_mvcc::*;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 fn entries(n: u64) -> Vec<(u64, Command)> {
     let mut out = Vec::new();
@@ -139,12 +141,14 @@ fn defragment_keeps_data_and_gives_space_back() {
         (403, Command::Compact(CompactionRequest { revision: 403, physical: true })),
     ])
     .unwrap();
+    std::thread::sleep(SIZE_IN_USE_MAX_AGE); // the measure taken at open is stale by now
     let in_use_before = s.db_size_in_use_bytes().unwrap();
     let size_before = s.db_size_bytes().unwrap();
     assert!(size_before >= in_use_before);
     let state = snapshot(&s);
-    s.defragment().unwrap();
+    s.defragment(Duration::from_secs(5)).unwrap();
     assert_eq!(snapshot(&s), state);
+    assert!(s.db_size_in_use_bytes().unwrap() < in_use_before, "the measure is taken again after a defragmentation");
     assert!(s.db_size_bytes().unwrap() <= size_before);
     assert!(s.db_size_bytes().unwrap() < 1_000_000, "{}", s.db_size_bytes().unwrap());
     assert_eq!(s.stats().unwrap().keys, 1);
@@ -197,5 +201,117 @@ fn store_is_shared_between_threads() {
         assert!(r.revision >= last);
         last = r.revision;
     }
+    writer.join().unwrap();
+}
+
+/// A store with `n` keys of 1 kB, not synced (the tests below are about waiting).
+fn filled_store(dir: &tempfile::TempDir, n: u64) -> Store {
+    let s = Store::open_with(dir.path().join("kv.redb"), Options { sync: false, ..Options::default() }).unwrap();
+    let value = "v".repeat(1024);
+    let batch: Vec<(u64, Command)> = (1..=n).map(|i| (i, Command::Put(put(&format!("k{i}"), &value)))).collect();
+    s.apply_batch(&batch).unwrap();
+    s
+}
+
+/// Runs `work` on a thread of its own; its result if it ends within `limit`. (A test that
+/// would otherwise hang on a lock fails instead.)
+fn finishes_within<T: Send + 'static>(limit: Duration, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(work());
+    });
+    done_rx.recv_timeout(limit).ok()
+}
+
+/// Opens a snapshot stream's read transaction and keeps it open until `release` fires:
+/// a long read, as a snapshot being sent to a member is.
+fn hold_a_read(s: &std::sync::Arc<Store>) -> (std::thread::JoinHandle<()>, mpsc::Sender<()>) {
+    let (opened_tx, opened_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let store = s.clone();
+    let reader = std::thread::spawn(move || {
+        store
+            .write_snapshot_with(std::io::sink(), |_| {
+                opened_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(Vec::new())
+            })
+            .unwrap();
+    });
+    opened_rx.recv().unwrap();
+    (reader, release_tx)
+}
+
+#[test]
+fn a_defragmentation_waiting_for_a_long_read_lets_reads_and_applies_run_and_gives_up_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(filled_store(&dir, 200));
+    let (reader, release) = hold_a_read(&s);
+
+    let defragmenting = {
+        let store = s.clone();
+        std::thread::spawn(move || store.defragment(Duration::from_millis(600)))
+    };
+    // While it waits, reads and applies go on: each is delayed by at most one hold.
+    std::thread::sleep(Duration::from_millis(50));
+    let store = s.clone();
+    let meanwhile = finishes_within(Duration::from_millis(2000), move || {
+        let mut slowest = Duration::ZERO;
+        for i in 0..20u64 {
+            let started = Instant::now();
+            assert_eq!(store.range(&range("k1", "")).unwrap().kvs.len(), 1);
+            store.apply_batch(&[(201 + i, Command::Put(put("during", &i.to_string())))]).unwrap();
+            slowest = slowest.max(started.elapsed());
+        }
+        slowest
+    });
+    let Some(slowest) = meanwhile else {
+        release.send(()).unwrap();
+        panic!("reads and applies stopped behind a defragmentation waiting for a long read");
+    };
+    assert!(slowest < Duration::from_millis(300), "a read and an apply waited {slowest:?}");
+    let outcome = defragmenting.join().unwrap();
+    assert!(matches!(outcome, Err(MvccError::Busy(_))), "{outcome:?}");
+    assert_eq!(s.range(&range("during", "")).unwrap().kvs[0].value, b"19");
+
+    release.send(()).unwrap();
+    reader.join().unwrap();
+    s.defragment(Duration::from_secs(5)).expect("no read is open now");
+}
+
+#[test]
+fn the_size_in_use_does_not_wait_for_a_running_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(filled_store(&dir, 50));
+    let measured = s.db_size_in_use_bytes().unwrap();
+    assert!(measured > 0);
+    // A restore holds the write transaction while `before_commit` runs.
+    let mut stream = Vec::new();
+    s.write_snapshot(&mut stream).unwrap();
+    let (inside_tx, inside_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let writer = {
+        let store = s.clone();
+        std::thread::spawn(move || {
+            store
+                .replace_with_snapshot_with(&stream[..], |_| {
+                    inside_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        })
+    };
+    inside_rx.recv().unwrap();
+    // Past the age at which the measure is taken again, the writer is still busy.
+    std::thread::sleep(SIZE_IN_USE_MAX_AGE + Duration::from_millis(100));
+    let store = s.clone();
+    let sizes = finishes_within(Duration::from_millis(500), move || {
+        (store.db_size_in_use_bytes().unwrap(), store.db_size_bytes().unwrap())
+    });
+    release_tx.send(()).unwrap();
+    let (in_use, size) = sizes.expect("the size in use waited for the writer");
+    assert_eq!(in_use, measured, "the last measure, while the writer is busy");
+    assert!(size >= measured);
     writer.join().unwrap();
 }
