@@ -323,6 +323,68 @@ async fn random_kv_requests_end_no_member() {
     put_succeeds_eventually(&mut cluster, "after-client-fuzz").await;
 }
 
+/// A snapshot whose bytes are no state file, sent as from the leader: the follower used to
+/// adopt it in its core at the last chunk and then end when the install found it damaged.
+/// Now it refuses it before the core sees the last chunk, and keeps following the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_from_the_leader_ends_no_member() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster.followers(leader)[0];
+    let mut client = cluster.client(leader).await;
+    client.put("before", "1", None).await.expect("put before");
+    let status = client.status().await.expect("status");
+    let header = status.header().expect("header").clone();
+    let mut ids = Vec::new();
+    for member in 0..cluster.len() {
+        let mut member_client = cluster.client(member).await;
+        ids.push(member_client.status().await.expect("status").header().expect("header").member_id());
+    }
+    let membership = concord_raft::Membership::new(ids.iter().copied(), []);
+    let meta = concord_raft::SnapshotMeta { index: status.raft_index() + 1000, term: status.raft_term(), membership };
+    // Two chunks, so that the first is staged and the check reads it back.
+    let chunk = |offset: u64, data: &[u8], last: bool| peerpb::RaftMessage {
+        from: ids[leader],
+        to: ids[follower],
+        term: status.raft_term(),
+        body: Some(Body::InstallSnapshot(peerpb::InstallSnapshot {
+            meta: meta.encode().to_vec(),
+            offset,
+            data: data.to_vec(),
+            last,
+        })),
+    };
+    let frames = [chunk(0, b"not a state ", false), chunk(12, b"file", true)].map(|message| peerpb::PeerFrame {
+        from: ids[leader],
+        cluster_id: header.cluster_id(),
+        messages: vec![message],
+        proposals: Vec::new(),
+        refused: Vec::new(),
+    });
+    let mut peer = PeerClient::connect(cluster.members[follower].peer_url()).await.expect("connect to the peer port");
+    peer.stream(tokio_stream::iter(frames)).await.expect("the frames are read");
+
+    common::eventually(Duration::from_secs(10), "the damaged snapshot is refused, or the follower ends", || {
+        let settled =
+            !cluster.is_running(follower) || cluster.log_text(follower).contains("receiving it again from the start");
+        async move { settled.then_some(()).ok_or_else(|| "not yet".to_string()) }
+    })
+    .await;
+    assert!(cluster.is_running(follower), "the follower ended:\n{}", cluster.log_text(follower));
+    assert!(!cluster.log_text(follower).contains("installed a snapshot"), "nothing was installed");
+    put_succeeds_eventually(&mut cluster, "after-damaged-snapshot").await;
+    let follower_client = cluster.client(follower).await;
+    common::eventually(Duration::from_secs(10), "the follower applies the put", || {
+        let mut client = follower_client.clone();
+        async move {
+            let options = etcd_client::GetOptions::new().with_serializable();
+            let response = client.get("after-damaged-snapshot", Some(options)).await.map_err(|e| e.to_string())?;
+            (response.kvs().len() == 1).then_some(()).ok_or_else(|| "not applied yet".to_string())
+        }
+    })
+    .await;
+}
+
 /// A leader is elected and a put through it succeeds, within 60 s.
 async fn put_succeeds_eventually(cluster: &mut Cluster, key: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -550,6 +550,25 @@ impl<S: LogStore> Raft<S> {
         self.membership.compact_to(index.min(self.log.applying()));
     }
 
+    /// The application found the snapshot being received damaged: it checks the staged
+    /// bytes together with the last chunk before stepping that chunk in (a snapshot is
+    /// adopted as soon as its last chunk is stepped, so afterwards is too late). Forgets
+    /// the transfer, as a restart would: the last chunk, sent again, is answered with
+    /// "start over at byte 0", and the leader does. Nothing of the transfer was adopted,
+    /// so nothing else changes. Chunks of it not yet handed out in a Ready go too: they
+    /// would continue a staging the application dropped.
+    pub fn forget_incoming_snapshot(&mut self) {
+        self.incoming_snapshot = None;
+        match &self.install_snapshot {
+            // An adopted snapshot stays; what follows it is a newer transfer's start.
+            Some(adopted) => {
+                let end = self.snapshot_chunks.iter().position(|c| c.last && &c.meta == adopted);
+                self.snapshot_chunks.truncate(end.map_or(0, |end| end + 1));
+            }
+            None => self.snapshot_chunks.clear(),
+        }
+    }
+
     /// The application reports that entries through `(index, term)` are durable.
     pub fn on_persisted(&mut self, index: Index, term: Term) {
         self.log.stable_to(index, term);

@@ -524,6 +524,40 @@ fn an_installed_snapshot_replaces_a_conflicting_log() {
     );
 }
 
+#[test]
+fn a_forgotten_transfer_is_started_over_and_its_last_chunk_adopts_nothing() {
+    let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1), (3, 2)]);
+    node.step(message(1, 2, 3, snapshot_chunk(4, 3, false))).unwrap();
+    assert_eq!(node.ready().snapshot_chunks.len(), 1, "the first chunk is staged");
+    // The application checked the staged bytes with the last chunk and found them damaged.
+    node.forget_incoming_snapshot();
+    let mut last = snapshot_chunk(4, 3, true);
+    if let MessageBody::InstallSnapshot { chunk } = &mut last {
+        chunk.offset = 5;
+    }
+    node.step(message(1, 2, 3, last)).unwrap();
+    let ready = node.ready();
+    assert!(ready.install_snapshot.is_none() && ready.snapshot_chunks.is_empty(), "nothing adopted or staged");
+    assert!(
+        ready
+            .messages
+            .iter()
+            .chain(&ready.messages_after_persist)
+            .any(|m| m.body == MessageBody::InstallSnapshotResponse { index: 4, next_offset: 0 }),
+        "the leader is told to start over: {ready:?}"
+    );
+    assert_eq!((node.commit_index(), node.last_index()), (1, 3), "the log is untouched");
+    // Sent again from byte 0, the snapshot is adopted.
+    node.step(message(1, 2, 3, snapshot_chunk(4, 3, true))).unwrap();
+    assert_eq!(node.ready().install_snapshot.map(|m| m.index), Some(4));
+
+    // Chunks stepped but not yet handed out go with the transfer.
+    let mut node = node_with_log(2, HardState { term: 2, vote: 0, commit: 1 }, &[(1, 1), (2, 1), (3, 2)]);
+    node.step(message(1, 2, 3, snapshot_chunk(4, 3, false))).unwrap();
+    node.forget_incoming_snapshot();
+    assert!(node.ready().snapshot_chunks.is_empty());
+}
+
 /// With a rule's planted bug switched on, the test of that rule must see the violation:
 /// proof that the tests above can fail.
 #[cfg(concord_planted_bugs)]

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use concord_raft::{
-    ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, LogStore, Message, NodeId, ProposeError,
-    Raft, Refusal, Role, SnapshotChunk, SnapshotMeta, SoftState, Term, NO_NODE,
+    ConfChange, ConfChangeEntry, ConfChangeError, Entry, EntryKind, Index, LogStore, Message, MessageBody, NodeId,
+    ProposeError, Raft, Role, SnapshotChunk, SnapshotMeta, SoftState, Term, NO_NODE,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -34,7 +34,7 @@ use crate::errors::EtcdError;
 use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
 use crate::shared::apply_lags;
-use crate::storage::{LocalSnapshot, RaftStorage, RaftStorageError};
+use crate::storage::{CompletionCheck, LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
 
 /// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
@@ -182,7 +182,7 @@ struct RefusalLog {
 impl RefusalLog {
     const INTERVAL: Duration = Duration::from_secs(10);
 
-    fn refused(&mut self, refusal: &Refusal) {
+    fn refused(&mut self, refusal: &dyn std::fmt::Display) {
         let now = Instant::now();
         if self.last_logged.is_some_and(|at| now.duration_since(at) < Self::INTERVAL) {
             self.not_logged += 1;
@@ -252,10 +252,10 @@ impl NodeLoop {
                 }
                 inbound = self.inbound.recv() => {
                     let Some(inbound) = inbound else { break };
-                    self.take_inbound(inbound, &mut peers);
+                    self.take_inbound(inbound, &mut peers, &mut reads_in_flight).await?;
                     for _ in 0..MAX_INPUTS_PER_ITERATION {
                         match self.inbound.try_recv() {
-                            Ok(inbound) => self.take_inbound(inbound, &mut peers),
+                            Ok(inbound) => self.take_inbound(inbound, &mut peers, &mut reads_in_flight).await?,
                             Err(_) => break,
                         }
                     }
@@ -436,9 +436,19 @@ impl NodeLoop {
         }
     }
 
-    fn take_inbound(&mut self, inbound: Inbound, peers: &mut PeerTracking) {
+    async fn take_inbound(
+        &mut self,
+        inbound: Inbound,
+        peers: &mut PeerTracking,
+        reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
+    ) -> Result<(), RaftStorageError> {
         match inbound {
             Inbound::Raft(message) => {
+                if let MessageBody::InstallSnapshot { chunk } = &message.body {
+                    if chunk.last && !self.completes_a_sound_snapshot(chunk, peers, reads_in_flight).await? {
+                        return Ok(());
+                    }
+                }
                 let from = message.from;
                 match self.raft.step(message) {
                     Ok(()) => {
@@ -452,6 +462,36 @@ impl NodeLoop {
                 for request_id in request_ids {
                     self.waiters.complete(request_id, Err(error.clone()));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `chunk`, a last chunk, may be stepped in: the core adopts a snapshot as
+    /// soon as its last chunk arrives, and a damaged state file found only at the install
+    /// would end this member. So the staged bytes and the chunk's are checked first (the
+    /// pending Readies are handled before, so that everything the core took is staged).
+    /// A damaged snapshot is refused like any bad peer message, and the transfer starts
+    /// over from byte 0.
+    async fn completes_a_sound_snapshot(
+        &mut self,
+        chunk: &SnapshotChunk,
+        peers: &mut PeerTracking,
+        reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
+    ) -> Result<bool, RaftStorageError> {
+        for _ in 0..MAX_READIES_PER_ITERATION {
+            if !self.raft.has_ready() {
+                break;
+            }
+            self.handle_ready(reads_in_flight, peers).await?;
+        }
+        match self.raft.store().check_completing_chunk(chunk)? {
+            CompletionCheck::Sound | CompletionCheck::NotAContinuation => Ok(true),
+            CompletionCheck::Damaged(damage) => {
+                peers.refusals.refused(&format_args!("{damage}; receiving it again from the start"));
+                self.raft.forget_incoming_snapshot();
+                self.raft.store_mut().discard_incoming();
+                Ok(false)
             }
         }
     }

@@ -21,7 +21,7 @@
 
 use std::cell::Cell;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,6 +104,32 @@ struct Incoming {
     received: u64,
     /// The last chunk was staged.
     complete: bool,
+}
+
+/// What [`RaftStorage::check_completing_chunk`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CompletionCheck {
+    /// The staged bytes with the chunk are a sound state file of its snapshot.
+    Sound,
+    /// They are not; why.
+    Damaged(String),
+    /// The chunk does not continue the staged snapshot (the core will not adopt with it).
+    NotAContinuation,
+}
+
+/// Reads a whole state file of `meta`'s snapshot, `bytes` long, and checks it: its own
+/// checksums, the index it holds, its length and the member directory it carries.
+fn check_state_stream(meta: &SnapshotMeta, input: impl Read, bytes: u64) -> Result<(), String> {
+    let damaged =
+        |error: &dyn std::fmt::Display| format!("the snapshot received for index {} is damaged: {error}", meta.index);
+    let checked = Store::verify_snapshot(input).map_err(|error| damaged(&error))?;
+    if checked.applied_index != meta.index || checked.bytes != bytes {
+        return Err(format!(
+            "the snapshot received for index {} holds the state at index {} ({} of {} bytes read)",
+            meta.index, checked.applied_index, checked.bytes, bytes
+        ));
+    }
+    check_snapshot_directory(checked.app_meta.as_deref(), meta.index).map_err(|error| damaged(&error))
 }
 
 /// The current snapshot's state file, open for chunk reads.
@@ -342,6 +368,43 @@ impl RaftStorage {
         Ok(())
     }
 
+    /// Checks the snapshot that `chunk`, a last chunk, would complete: the staged bytes
+    /// followed by the chunk's must be a sound state file of the snapshot it names. Called
+    /// before the chunk is stepped into the core, which adopts the snapshot as soon as its
+    /// last chunk arrives; a damaged one is refused here and the transfer starts over,
+    /// where finding it at the install would end the member. A chunk that does not
+    /// continue the staging is not checked: the core will not complete a snapshot with it.
+    pub fn check_completing_chunk(&self, chunk: &SnapshotChunk) -> Result<CompletionCheck, RaftStorageError> {
+        debug_assert!(chunk.last, "only a last chunk completes a snapshot");
+        let staged_bytes = match &self.incoming {
+            _ if chunk.offset == 0 => 0,
+            Some(incoming)
+                if incoming.meta == chunk.meta && incoming.received == chunk.offset && !incoming.complete =>
+            {
+                incoming.received
+            }
+            _ => return Ok(CompletionCheck::NotAContinuation),
+        };
+        let path = self.state_dir.join(INCOMING_FILE);
+        let staged: Box<dyn Read> = if staged_bytes == 0 {
+            Box::new(std::io::empty())
+        } else {
+            Box::new(File::open(&path).map_err(io_error(&path))?.take(staged_bytes))
+        };
+        let whole = BufReader::with_capacity(1 << 20, staged.chain(&chunk.data[..]));
+        Ok(match check_state_stream(&chunk.meta, whole, staged_bytes + chunk.data.len() as u64) {
+            Ok(()) => CompletionCheck::Sound,
+            Err(damage) => CompletionCheck::Damaged(damage),
+        })
+    }
+
+    /// Drops the snapshot being received (found damaged); the next one starts at byte 0.
+    pub fn discard_incoming(&mut self) {
+        if self.incoming.take().is_some() {
+            let _ = std::fs::remove_file(self.state_dir.join(INCOMING_FILE));
+        }
+    }
+
     /// The staged snapshot is complete: checks it, makes it durable and this member's
     /// snapshot, and replaces the log with an empty one after it (unless the log holds its
     /// last entry). Returns the state file, open at its start, for the state machine to be
@@ -356,19 +419,10 @@ impl RaftStorage {
                 ))
             })?;
         incoming.file.sync_all().map_err(io_error(&staged))?;
+        // Checked before the core adopted it (`check_completing_chunk`); checked again
+        // as written, since a damaged state file must never become this member's state.
         let reader = BufReader::with_capacity(1 << 20, File::open(&staged).map_err(io_error(&staged))?);
-        let checked = Store::verify_snapshot(reader).map_err(|error| {
-            RaftStorageError::Invalid(format!("the snapshot received for index {} is damaged: {error}", meta.index))
-        })?;
-        if checked.applied_index != meta.index || checked.bytes != incoming.received {
-            return Err(RaftStorageError::Invalid(format!(
-                "the snapshot received for index {} holds the state at index {} ({} of {} bytes read)",
-                meta.index, checked.applied_index, checked.bytes, incoming.received
-            )));
-        }
-        check_snapshot_directory(checked.app_meta.as_deref(), meta.index).map_err(|error| {
-            RaftStorageError::Invalid(format!("the snapshot received for index {} is damaged: {error}", meta.index))
-        })?;
+        check_state_stream(meta, reader, incoming.received).map_err(RaftStorageError::Invalid)?;
         let path = self.state_dir.join(state_file_name(meta.index));
         std::fs::rename(&staged, &path).map_err(io_error(&path))?;
         fsync_dir(&self.state_dir)?;
@@ -646,6 +700,50 @@ mod tests {
         }
         assert_eq!(storage.snapshot_meta(), SnapshotMeta::default());
         assert_eq!((storage.first_index(), storage.last_index()), (1, 5));
+    }
+
+    #[test]
+    fn a_completing_chunk_is_checked_with_what_is_staged_before_the_core_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        let state = state_at(20);
+        let incoming = meta(20, 2);
+        let chunk = |offset: usize, end: usize, data: &[u8]| SnapshotChunk {
+            meta: incoming.clone(),
+            offset: offset as u64,
+            data: Bytes::copy_from_slice(&data[offset..end]),
+            last: end == data.len(),
+        };
+        // Whole in one chunk, and in two.
+        assert_eq!(storage.check_completing_chunk(&chunk(0, state.len(), &state)).unwrap(), CompletionCheck::Sound);
+        storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
+        assert_eq!(storage.check_completing_chunk(&chunk(50, state.len(), &state)).unwrap(), CompletionCheck::Sound);
+        // A flipped byte in the staged part, or in the last chunk.
+        for flipped in [40, state.len() - 3] {
+            let mut damaged = state.clone();
+            damaged[flipped] ^= 1;
+            storage.stage_chunk(&chunk(0, 50, &damaged)).unwrap();
+            let found = storage.check_completing_chunk(&chunk(50, damaged.len(), &damaged)).unwrap();
+            assert!(matches!(&found, CompletionCheck::Damaged(why) if why.contains("damaged")), "{found:?}");
+        }
+        // A state file of another index than announced.
+        let other = state_at(19);
+        let found = storage.check_completing_chunk(&chunk(0, other.len(), &other)).unwrap();
+        assert!(matches!(&found, CompletionCheck::Damaged(why) if why.contains("state at index 19")), "{found:?}");
+        // Not the continuation of what is staged: not checked (the core will not adopt).
+        storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
+        let gap = chunk(60, state.len(), &state);
+        assert_eq!(storage.check_completing_chunk(&gap).unwrap(), CompletionCheck::NotAContinuation);
+        // Discarded, the next transfer starts at 0.
+        storage.discard_incoming();
+        assert_eq!(
+            storage.check_completing_chunk(&chunk(50, state.len(), &state)).unwrap(),
+            CompletionCheck::NotAContinuation
+        );
+        assert!(storage.stage_chunk(&chunk(50, state.len(), &state)).is_err());
+        storage.stage_chunk(&chunk(0, state.len(), &state)).unwrap();
+        storage.install_incoming(&incoming).unwrap();
+        assert_eq!(storage.snapshot_meta(), incoming);
     }
 
     #[test]

@@ -309,8 +309,13 @@ impl Cluster {
         self.members[i].child.as_ref().map(Child::id)
     }
 
-    pub fn is_running(&self, i: usize) -> bool {
-        self.members[i].child.is_some()
+    /// Whether member `i`'s process is alive: started by the harness and not exited
+    /// (polled, so a member that ended by itself reads as not running).
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match self.members[i].child.as_mut() {
+            Some(child) => child.try_wait().expect("poll a child process").is_none(),
+            None => false,
+        }
     }
 
     pub fn endpoint(&self, i: usize) -> String {
