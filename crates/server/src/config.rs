@@ -73,8 +73,13 @@ pub enum ConfigError {
         "--initial-advertise-peer-urls {advertised:?} do not match --initial-cluster's URLs for {name:?} ({listed:?})"
     )]
     PeerUrlMismatch { name: String, advertised: Vec<String>, listed: Vec<String> },
-    #[error("--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)")]
+    // The three timing texts are etcd 3.4's (etcdmain "error verifying flags").
+    #[error("--heartbeat-interval must be >0 (set to {0}ms)")]
+    ZeroHeartbeat(u64),
+    #[error("--election-timeout[{election}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat}ms]")]
     BadTimeouts { heartbeat: u64, election: u64 },
+    #[error("--election-timeout[{0}ms] is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms")]
+    ElectionTimeoutTooLong(u64),
     #[error("--initial-cluster-state must be 'new' or 'existing', not {0:?}")]
     BadClusterState(String),
     #[error("invalid duration {0:?} (expected a number with a unit, as 10m, 5s, 100ms or 1h30m)")]
@@ -90,6 +95,9 @@ pub enum ConfigError {
     #[error("--max-request-bytes must be at least 1")]
     ZeroRequestLimit,
 }
+
+/// The longest election timeout etcd accepts (etcdmain's `maxElectionMs`).
+pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 
 /// Bytes a request's envelope (request id, kind) adds to it in a log entry.
 pub const ENVELOPE_OVERHEAD_BYTES: usize = 1024;
@@ -123,11 +131,17 @@ impl ServerConfig {
     /// Checks the flags that matter on every start (a member restarted on its data
     /// directory ignores `--initial-cluster*`, as etcd does).
     pub fn validate_flags(&self) -> Result<(), ConfigError> {
-        if self.election_timeout_ms < 5 * self.heartbeat_interval_ms || self.heartbeat_interval_ms == 0 {
+        if self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::ZeroHeartbeat(self.heartbeat_interval_ms));
+        }
+        if self.election_timeout_ms < self.heartbeat_interval_ms.saturating_mul(5) {
             return Err(ConfigError::BadTimeouts {
                 heartbeat: self.heartbeat_interval_ms,
                 election: self.election_timeout_ms,
             });
+        }
+        if self.election_timeout_ms > MAX_ELECTION_TIMEOUT_MS {
+            return Err(ConfigError::ElectionTimeoutTooLong(self.election_timeout_ms));
         }
         if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
             return Err(ConfigError::BadClusterState(self.initial_cluster_state.clone()));
@@ -140,6 +154,9 @@ impl ServerConfig {
         }
         for url in &self.initial_advertise_peer_urls {
             check_url("--initial-advertise-peer-urls", url)?;
+        }
+        for url in &self.advertise_client_urls {
+            check_url("--advertise-client-urls", url)?;
         }
         let limit = self.wal_options().max_entry_data_bytes().saturating_sub(ENVELOPE_OVERHEAD_BYTES as u64);
         if self.max_request_bytes == 0 {
@@ -325,8 +342,22 @@ mod tests {
         assert_eq!(config.validate(), Err(ConfigError::BadClusterItem("x".into())));
         let config = ServerConfig { name: "other".into(), ..Default::default() };
         assert_eq!(config.validate(), Err(ConfigError::NotInCluster("other".into())));
-        let config = ServerConfig { election_timeout_ms: 200, ..Default::default() };
-        assert!(matches!(config.validate(), Err(ConfigError::BadTimeouts { .. })));
+        let config = ServerConfig { election_timeout_ms: 400, heartbeat_interval_ms: 100, ..Default::default() };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+        );
+        let config = ServerConfig { heartbeat_interval_ms: 0, ..Default::default() };
+        assert_eq!(config.validate().unwrap_err().to_string(), "--heartbeat-interval must be >0 (set to 0ms)");
+        let config = ServerConfig { election_timeout_ms: 60_000, ..Default::default() };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms"
+        );
+        let config = ServerConfig { election_timeout_ms: 50_000, ..Default::default() };
+        assert!(config.validate().is_ok(), "etcd's limit itself is allowed");
+        let config = ServerConfig { advertise_client_urls: vec!["foo".into()], ..Default::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::BadUrl { flag: "--advertise-client-urls", .. })));
         let config = ServerConfig { listen_client_urls: vec!["https://x:1".into()], ..Default::default() };
         assert!(matches!(config.validate(), Err(ConfigError::BadUrl { .. })));
     }
