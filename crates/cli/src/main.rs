@@ -2,6 +2,11 @@
 //! local cluster of several members in one process for trying things out; `bench` generates
 //! load against concord or etcd and reports latencies.
 
+// The simulator's planted bugs (`--cfg concord_planted_bugs`, scripts/planted-bugs) must
+// never be in the binary users run: a build of it that sets the cfg stops here.
+#[cfg(concord_planted_bugs)]
+compile_error!("the concord binary must not be built with --cfg concord_planted_bugs: planted bugs are for the simulator's builds alone (scripts/planted-bugs)");
+
 mod bench;
 mod dev;
 

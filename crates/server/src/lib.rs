@@ -16,11 +16,6 @@
 //! - `config`: flags and identities. `server`: start, join, and stop. `fatal`: the
 //!   failures that stop a member, on their way up to `server`.
 
-// The simulator's planted bugs (crates/raft, `--cfg concord_planted_bugs`) must never be
-// in a member users run: a build that sets the cfg for this crate stops here.
-#[cfg(concord_planted_bugs)]
-compile_error!("concord-server must not be built with --cfg concord_planted_bugs: planted bugs are for concord-raft and concord-sim alone (scripts/planted-bugs)");
-
 pub mod apply;
 pub mod cluster;
 pub mod config;
