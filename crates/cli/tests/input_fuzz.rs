@@ -323,6 +323,177 @@ async fn random_kv_requests_end_no_member() {
     put_succeeds_eventually(&mut cluster, "after-client-fuzz").await;
 }
 
+/// Random Watch, Lease and Lock requests, malformed ones among them: watch streams with
+/// any range, revision, filter and id (created, cancelled, asked for progress, dropped
+/// mid-stream), leases granted, revoked, kept alive and asked about with any id and TTL,
+/// locks on any name with any lease (some waiting, then dropped by their client). No
+/// member may end; afterwards a put succeeds and a new watch sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_watch_lease_and_lock_requests_end_no_member() {
+    use concord_api::etcdserverpb::{lease_client::LeaseClient, watch_client::WatchClient, watch_request};
+    use concord_api::v3lockpb::{self as lockpb, lock_client::LockClient};
+
+    let mut rng = generator(2);
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let channel = tonic::transport::Endpoint::from_shared(cluster.endpoint(leader))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let (mut watch, mut lease, mut lock, mut kv) = (
+        WatchClient::new(channel.clone()),
+        LeaseClient::new(channel.clone()),
+        LockClient::new(channel.clone()),
+        KvClient::new(channel),
+    );
+    let wait = Duration::from_millis(200);
+    let key = |rng: &mut TestRng| if rng.chance(70) { vec![b'k', rng.below(8) as u8] } else { rng.bytes(8) };
+    let signed = |rng: &mut TestRng| match rng.below(6) {
+        0 => -(rng.below(5) as i64),
+        1 => i64::MAX,
+        2 => i64::MIN,
+        3 => rng.any_u64() as i64,
+        _ => rng.below(30) as i64,
+    };
+    let mut granted: Vec<i64> = Vec::new();
+    let (mut answered, mut refused) = (0, 0);
+    let mut tally = |ok: bool| if ok { answered += 1 } else { refused += 1 };
+    for _ in 0..CLIENT_REQUESTS / 3 {
+        let lease_id = |rng: &mut TestRng, granted: &[i64]| {
+            if !granted.is_empty() && rng.chance(60) {
+                granted[rng.below(granted.len() as u64) as usize]
+            } else {
+                signed(rng)
+            }
+        };
+        match rng.below(6) {
+            0 | 1 => {
+                let requests: Vec<pb::WatchRequest> = (0..1 + rng.below(5))
+                    .map(|_| pb::WatchRequest {
+                        request_union: match rng.below(8) {
+                            0..=3 => Some(watch_request::RequestUnion::CreateRequest(pb::WatchCreateRequest {
+                                key: key(&mut rng),
+                                range_end: match rng.below(3) {
+                                    0 => Vec::new(),
+                                    1 => vec![0],
+                                    _ => key(&mut rng),
+                                },
+                                start_revision: signed(&mut rng),
+                                progress_notify: rng.chance(30),
+                                filters: (0..rng.below(3)).map(|_| signed(&mut rng) as i32).collect(),
+                                prev_kv: rng.chance(50),
+                                watch_id: if rng.chance(70) { 0 } else { signed(&mut rng) },
+                                fragment: rng.chance(20),
+                            })),
+                            4 | 5 => Some(watch_request::RequestUnion::CancelRequest(pb::WatchCancelRequest {
+                                watch_id: signed(&mut rng),
+                            })),
+                            6 => Some(watch_request::RequestUnion::ProgressRequest(pb::WatchProgressRequest {})),
+                            _ => None,
+                        },
+                    })
+                    .collect();
+                // The stream stays open while the answers are read for a moment, then
+                // the client drops it, as a client that goes away does.
+                let (sender, receiver) = tokio::sync::mpsc::channel(requests.len());
+                for request in requests {
+                    sender.send(request).await.expect("the channel has room");
+                }
+                let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+                match tokio::time::timeout(wait, watch.watch(stream)).await {
+                    Ok(Ok(response)) => {
+                        let mut responses = response.into_inner();
+                        let _ =
+                            tokio::time::timeout(wait, async { while let Ok(Some(_)) = responses.message().await {} })
+                                .await;
+                        tally(true);
+                    }
+                    _ => tally(false),
+                }
+                drop(sender);
+            }
+            2 => {
+                let outcome =
+                    lease.lease_grant(pb::LeaseGrantRequest { ttl: signed(&mut rng), id: signed(&mut rng) }).await;
+                if let Ok(response) = &outcome {
+                    granted.push(response.get_ref().id);
+                }
+                tally(outcome.is_ok());
+            }
+            3 => {
+                let id = lease_id(&mut rng, &granted);
+                let outcome = match rng.below(4) {
+                    0 => lease.lease_revoke(pb::LeaseRevokeRequest { id }).await.map(|_| ()),
+                    1 => lease
+                        .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: rng.chance(50) })
+                        .await
+                        .map(|_| ()),
+                    2 => lease.lease_leases(pb::LeaseLeasesRequest {}).await.map(|_| ()),
+                    _ => {
+                        let ids: Vec<pb::LeaseKeepAliveRequest> = (0..1 + rng.below(3))
+                            .map(|_| pb::LeaseKeepAliveRequest { id: lease_id(&mut rng, &granted) })
+                            .collect();
+                        match tokio::time::timeout(wait, lease.lease_keep_alive(tokio_stream::iter(ids))).await {
+                            Ok(Ok(response)) => {
+                                let mut responses = response.into_inner();
+                                let _ = tokio::time::timeout(wait, responses.message()).await;
+                                Ok(())
+                            }
+                            Ok(Err(status)) => Err(status),
+                            Err(_) => Err(tonic::Status::deadline_exceeded("keep-alive")),
+                        }
+                    }
+                };
+                tally(outcome.is_ok());
+            }
+            4 => {
+                let request = lockpb::LockRequest { name: key(&mut rng), lease: lease_id(&mut rng, &granted) };
+                let outcome = tokio::time::timeout(wait, lock.lock(request)).await;
+                tally(matches!(outcome, Ok(Ok(_))));
+            }
+            _ => {
+                let outcome = if rng.chance(50) {
+                    lock.unlock(lockpb::UnlockRequest { key: key(&mut rng) }).await.map(|_| ())
+                } else {
+                    let put = pb::PutRequest {
+                        key: key(&mut rng),
+                        value: rng.bytes(16),
+                        lease: lease_id(&mut rng, &granted),
+                        ..Default::default()
+                    };
+                    kv.put(put).await.map(|_| ())
+                };
+                tally(outcome.is_ok());
+            }
+        }
+    }
+    eprintln!("{answered} requests answered, {refused} refused or left waiting");
+    assert!(answered > 0 && refused > 0, "the requests were a mix of valid and invalid ones");
+    for member in 0..cluster.len() {
+        assert!(cluster.is_running(member), "member {member} ended:\n{}", cluster.log_text(member));
+    }
+    put_succeeds_eventually(&mut cluster, "after-watch-lease-fuzz").await;
+    let leader = cluster.wait_for_leader().await;
+    let mut client = cluster.client(leader).await;
+    let stream = client.watch("watched-after-fuzz", None).await.expect("a watch after the fuzzing");
+    let (_sender, mut events) = stream.split();
+    let mut first = events.message().await.expect("watch stream").expect("the created reply");
+    assert!(first.created() && !first.canceled(), "{first:?}");
+    client.put("watched-after-fuzz", "1", None).await.expect("put");
+    let event = common::within(Duration::from_secs(10), "the watch sees the put", async {
+        loop {
+            first = events.message().await.expect("watch stream").expect("watch stream open");
+            let response = &first;
+            if let Some(event) = response.events().first() {
+                return event.kv().map(|kv| kv.value().to_vec());
+            }
+        }
+    })
+    .await;
+    assert_eq!(event, Some(b"1".to_vec()));
+}
+
 /// A snapshot whose bytes are no state file, sent as from the leader: the follower used to
 /// adopt it in its core at the last chunk and then end when the install found it damaged.
 /// Now it refuses it before the core sees the last chunk, and keeps following the leader.

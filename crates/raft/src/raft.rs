@@ -555,18 +555,13 @@ impl<S: LogStore> Raft<S> {
     /// adopted as soon as its last chunk is stepped, so afterwards is too late). Forgets
     /// the transfer, as a restart would: the last chunk, sent again, is answered with
     /// "start over at byte 0", and the leader does. Nothing of the transfer was adopted,
-    /// so nothing else changes. Chunks of it not yet handed out in a Ready go too: they
-    /// would continue a staging the application dropped.
+    /// so nothing else changes. Call it with every Ready taken (the check needs every
+    /// chunk staged anyway); chunks still pending would continue a staging the
+    /// application dropped, so they go too.
     pub fn forget_incoming_snapshot(&mut self) {
+        debug_assert!(self.install_snapshot.is_none(), "forget_incoming_snapshot with an adopted snapshot pending");
         self.incoming_snapshot = None;
-        match &self.install_snapshot {
-            // An adopted snapshot stays; what follows it is a newer transfer's start.
-            Some(adopted) => {
-                let end = self.snapshot_chunks.iter().position(|c| c.last && &c.meta == adopted);
-                self.snapshot_chunks.truncate(end.map_or(0, |end| end + 1));
-            }
-            None => self.snapshot_chunks.clear(),
-        }
+        self.snapshot_chunks.clear();
     }
 
     /// The application reports that entries through `(index, term)` are durable.

@@ -445,7 +445,11 @@ impl NodeLoop {
         match inbound {
             Inbound::Raft(message) => {
                 if let MessageBody::InstallSnapshot { chunk } = &message.body {
-                    if chunk.last && !self.completes_a_sound_snapshot(chunk, peers, reads_in_flight).await? {
+                    // A stale term's chunk the core refuses anyway: no need to read anything.
+                    let may_adopt = chunk.last && message.term >= self.raft.term();
+                    if may_adopt
+                        && !self.completes_a_sound_snapshot(message.from, chunk, peers, reads_in_flight).await?
+                    {
                         return Ok(());
                     }
                 }
@@ -475,6 +479,7 @@ impl NodeLoop {
     /// over from byte 0.
     async fn completes_a_sound_snapshot(
         &mut self,
+        from: NodeId,
         chunk: &SnapshotChunk,
         peers: &mut PeerTracking,
         reads_in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
@@ -488,7 +493,9 @@ impl NodeLoop {
         match self.raft.store().check_completing_chunk(chunk)? {
             CompletionCheck::Sound | CompletionCheck::NotAContinuation => Ok(true),
             CompletionCheck::Damaged(damage) => {
-                peers.refusals.refused(&format_args!("{damage}; receiving it again from the start"));
+                peers
+                    .refusals
+                    .refused(&format_args!("snapshot from {from:x}: {damage}; receiving it again from the start"));
                 self.raft.forget_incoming_snapshot();
                 self.raft.store_mut().discard_incoming();
                 Ok(false)
