@@ -9,7 +9,8 @@
 //!
 //! Modules, one idea each: [`rng`] (the seeded PRNG), [`network`] and [`disk`] (the fault
 //! models), [`node`] (one member and its Ready handling), [`command`] and
-//! [`state_machine`] (what entries carry, what applying them does, snapshots of it),
+//! [`state_machine`] (what entries carry, what applying them does, snapshots of it;
+//! a plain map, or with `--state-machine mvcc` the product's store, [`mvcc_machine`]),
 //! [`client`] (the workload and its history), [`membership`] (the operator's membership
 //! changes), [`invariants`] (the safety checks), [`faults`] (the per-seed fault profile
 //! and schedule), [`liveness`], [`linearizability`] (the history check), [`trace`],
@@ -25,6 +26,7 @@ pub mod invariants;
 pub mod linearizability;
 pub mod liveness;
 pub mod membership;
+pub mod mvcc_machine;
 pub mod network;
 pub mod node;
 pub mod options;
@@ -38,3 +40,4 @@ pub use invariants::{Property, Violation};
 pub use options::{PlantedBug, PlantedBugsNotCompiled, SimOptions, PLANTED_BUGS_BUILD};
 pub use outcome::{SeedOutcome, SeedStats};
 pub use runner::run_seed;
+pub use state_machine::StateMachineKind;

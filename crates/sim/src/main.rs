@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p concord-sim -- --seeds 0..500 [--nodes 3|5|7] [--bug NAME]
 //!     [--steps S] [--keep-going] [--summary-json] [--verbose] [--no-follower-commit-check]
-//!     [--no-commit-quorum-check]
+//!     [--no-commit-quorum-check] [--state-machine map|mvcc]
 //! ```
 //!
 //! A failing seed prints a `violation:` line (property, seed, replay command), the
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use concord_sim::{run_seed, PlantedBug, SeedOutcome, SeedStats, SimOptions};
+use concord_sim::{run_seed, PlantedBug, SeedOutcome, SeedStats, SimOptions, StateMachineKind};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -31,6 +31,9 @@ struct Args {
     /// config-quorum.
     #[arg(long)]
     bug: Option<PlantedBug>,
+    /// The state machine every node runs: `map` (a plain map) or `mvcc` (concord's store).
+    #[arg(long, default_value = "map")]
+    state_machine: StateMachineKind,
     /// Steps of the faulty phase of each seed.
     #[arg(long, default_value_t = SimOptions::DEFAULT_STEPS)]
     steps: u64,
@@ -73,6 +76,7 @@ fn parse_node_count(text: &str) -> Result<usize, String> {
 #[derive(Serialize)]
 struct Summary {
     nodes: usize,
+    state_machine: String,
     bug: Option<String>,
     seeds: u64,
     clean_seeds: u64,
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         verbose: args.verbose,
         follower_commit_check: !args.no_follower_commit_check,
         commit_quorum_check: !args.no_commit_quorum_check,
+        state_machine: args.state_machine,
     };
     if let Err(error) = options.check_buildable() {
         eprintln!("concord-sim: {error}");
@@ -138,16 +143,18 @@ fn main() -> ExitCode {
     let elapsed = started.elapsed();
     let bug = args.bug.map(|b| b.to_string());
     println!(
-        "{} of {} seeds clean ({} nodes{}) in {:.1} s",
+        "{} of {} seeds clean ({} nodes, {} state machine{}) in {:.1} s",
         seeds_run - violations,
         seeds_run,
         args.nodes,
+        args.state_machine,
         bug.as_ref().map_or(String::new(), |b| format!(", bug {b}")),
         elapsed.as_secs_f64()
     );
     if args.summary_json {
         let summary = Summary {
             nodes: args.nodes,
+            state_machine: args.state_machine.to_string(),
             bug,
             seeds: seeds_run,
             clean_seeds: seeds_run - violations,

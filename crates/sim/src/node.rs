@@ -18,7 +18,7 @@ use concord_raft::{
 
 use crate::disk::{Disk, DiskProfile, SnapshotWrite, WriteJob};
 use crate::rng::SimRng;
-use crate::state_machine::KvStore;
+use crate::state_machine::{StateMachine, StateMachineKind};
 
 /// What the rest of the simulation must do with one Ready: send, apply, answer reads,
 /// and check what a snapshot install did.
@@ -100,7 +100,9 @@ pub struct SimNode {
     pub retired: bool,
     raft: Option<Raft<MemoryLog>>,
     pub disk: Disk,
-    pub kv: KvStore,
+    pub kv: StateMachine,
+    /// Which state machine `kv` is, for restarts and snapshots.
+    kind: StateMachineKind,
     /// Highest index applied to `kv` in this incarnation (or restored from a snapshot).
     pub applied: Index,
     /// What the simulator last saw of this node (see [`Observed`]).
@@ -122,15 +124,16 @@ impl SimNode {
     /// Largest snapshot a node stages; a transfer beyond it is a core bug.
     pub const MAX_STAGED_BYTES: usize = 1 << 20;
 
-    pub fn new(id: NodeId, bootstrap: bool) -> Self {
+    pub fn new(id: NodeId, bootstrap: bool, kind: StateMachineKind) -> Self {
         SimNode {
+            kind,
             id,
             bootstrap,
             started: false,
             retired: false,
             raft: None,
             disk: Disk::default(),
-            kv: KvStore::default(),
+            kv: StateMachine::empty(kind),
             applied: 0,
             observed: Observed::DOWN,
             commit_checked: 0,
@@ -162,7 +165,7 @@ impl SimNode {
         let store = self.disk.recover();
         let snapshot = store.snapshot_meta();
         let (kv, applied, restored) = if snapshot.index > 0 {
-            let (index, kv) = KvStore::decode_snapshot(store.snapshot_data())
+            let (index, kv) = StateMachine::decode_snapshot(self.kind, store.snapshot_data())
                 .map_err(|e| format!("node {} cannot restore its durable snapshot: {e}", self.id))?;
             if index != snapshot.index {
                 return Err(format!(
@@ -173,7 +176,7 @@ impl SimNode {
             let digest = kv.digest();
             (kv, index, Some((index, digest)))
         } else {
-            (KvStore::default(), 0, None)
+            (StateMachine::empty(self.kind), 0, None)
         };
         let raft = Raft::new(config, store, applied).unwrap_or_else(|e| panic!("node {} cannot start: {e}", self.id));
         self.raft = Some(raft);
@@ -192,7 +195,7 @@ impl SimNode {
     /// writes were lost, and whether a snapshot transfer was half staged.
     pub fn crash(&mut self) -> (u64, u64, bool) {
         self.raft = None;
-        self.kv = KvStore::default();
+        self.kv = StateMachine::empty(self.kind);
         self.applied = 0;
         self.observed = Observed::DOWN;
         self.log_version += 1;
@@ -275,7 +278,7 @@ impl SimNode {
             match self.staged.take() {
                 Some(staged) if staged.meta == meta => {
                     let data: Bytes = staged.data.freeze();
-                    match KvStore::decode_snapshot(&data) {
+                    match StateMachine::decode_snapshot(self.kind, &data) {
                         Ok((index, kv)) if index == meta.index => {
                             let write = SnapshotWrite { compact_to: meta.index, meta, data };
                             write.apply_to(raft.store_mut());

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use concord_raft::PlantedBugs;
 
+use crate::state_machine::StateMachineKind;
+
 /// A known bug the core can be built to contain (`--cfg concord_planted_bugs`, see
 /// [`PLANTED_BUGS_BUILD`]), so the simulator can show that its checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +106,8 @@ pub struct SimOptions {
     /// Check the Commit Quorum rule on every commit of a leader (on by default; turning
     /// it off shows what the other checks alone would catch).
     pub commit_quorum_check: bool,
+    /// The state machine every node runs.
+    pub state_machine: StateMachineKind,
 }
 
 impl SimOptions {
@@ -118,7 +122,13 @@ impl SimOptions {
             verbose: false,
             follower_commit_check: true,
             commit_quorum_check: true,
+            state_machine: StateMachineKind::Map,
         }
+    }
+
+    pub fn with_state_machine(mut self, kind: StateMachineKind) -> Self {
+        self.state_machine = kind;
+        self
     }
 
     pub fn with_bug(mut self, bug: PlantedBug) -> Self {
@@ -142,6 +152,9 @@ impl SimOptions {
             format!("{build}cargo run --release -p concord-sim -- --seeds {seed}..{} --nodes {}", seed + 1, self.nodes);
         if let Some(bug) = self.bug {
             command.push_str(&format!(" --bug {bug}"));
+        }
+        if self.state_machine != StateMachineKind::Map {
+            command.push_str(&format!(" --state-machine {}", self.state_machine));
         }
         if self.steps != Self::DEFAULT_STEPS {
             command.push_str(&format!(" --steps {}", self.steps));

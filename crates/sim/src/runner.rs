@@ -138,7 +138,9 @@ impl Simulation {
         let first_voters = options.nodes as NodeId;
         let mut simulation = Simulation {
             options: options.clone(),
-            nodes: (1..=operator.last_id()).map(|id| SimNode::new(id, id <= first_voters)).collect(),
+            nodes: (1..=operator.last_id())
+                .map(|id| SimNode::new(id, id <= first_voters, options.state_machine))
+                .collect(),
             network: Network::default(),
             network_profile: profile.network,
             calm: false,
@@ -715,7 +717,7 @@ impl Simulation {
         node.applied = entry.index;
         let command = Command::decode(&entry.data);
         let outcome = match &command {
-            Some(Command::Client { op, .. }) => Some(node.kv.apply(op)),
+            Some(Command::Client { op, .. }) => Some(node.kv.apply(entry.index, op)),
             Some(Command::Probe { attempt }) => {
                 self.liveness.on_applied(*attempt, node.id, self.now);
                 None

@@ -27,11 +27,11 @@ pub struct KvStore {
 const SNAPSHOT_MAGIC: &[u8; 8] = b"csimsnp1";
 
 /// FNV-1a, 64 bits: a stable hash that needs no dependency.
-fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(hash, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01B3))
 }
 
-const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+pub(crate) const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 
 impl KvStore {
     pub fn get(&self, key: &str) -> Option<String> {
@@ -104,7 +104,7 @@ impl KvStore {
         if expected != actual {
             return Err(format!("checksum mismatch over {} bytes ({actual:#x}, stored {expected:#x})", bytes.len()));
         }
-        let mut reader = Reader { bytes: body, at: 0 };
+        let mut reader = Reader::new(body);
         if reader.take(8)? != SNAPSHOT_MAGIC {
             return Err("bad magic".into());
         }
@@ -128,30 +128,130 @@ impl KvStore {
     }
 }
 
+/// Which state machine the simulated nodes run (`--state-machine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StateMachineKind {
+    /// The plain map above: small and fast, for the consensus core alone.
+    #[default]
+    Map,
+    /// The product's store, concord-mvcc ([`crate::mvcc_machine`]).
+    Mvcc,
+}
+
+impl StateMachineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StateMachineKind::Map => "map",
+            StateMachineKind::Mvcc => "mvcc",
+        }
+    }
+}
+
+impl std::fmt::Display for StateMachineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StateMachineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "map" => Ok(StateMachineKind::Map),
+            "mvcc" => Ok(StateMachineKind::Mvcc),
+            _ => Err(format!("unknown state machine {s:?}; expected map or mvcc")),
+        }
+    }
+}
+
+/// A node's state machine, of either kind, behind one interface.
+#[derive(Debug)]
+pub enum StateMachine {
+    Map(KvStore),
+    Mvcc(Box<crate::mvcc_machine::MvccMachine>),
+}
+
+impl StateMachine {
+    /// An empty state machine of `kind`.
+    pub fn empty(kind: StateMachineKind) -> Self {
+        match kind {
+            StateMachineKind::Map => StateMachine::Map(KvStore::default()),
+            StateMachineKind::Mvcc => StateMachine::Mvcc(Box::default()),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        match self {
+            StateMachine::Map(map) => map.get(key),
+            StateMachine::Mvcc(mvcc) => mvcc.get(key),
+        }
+    }
+
+    /// Applies the write of the entry at `index`; what its client is told.
+    pub fn apply(&mut self, index: Index, op: &WriteOp) -> Outcome {
+        match self {
+            StateMachine::Map(map) => map.apply(op),
+            StateMachine::Mvcc(mvcc) => mvcc.apply(index, op),
+        }
+    }
+
+    pub fn digest(&self) -> u64 {
+        match self {
+            StateMachine::Map(map) => map.digest(),
+            StateMachine::Mvcc(mvcc) => mvcc.digest(),
+        }
+    }
+
+    pub fn encode_snapshot(&self, index: Index, padding: usize) -> Bytes {
+        match self {
+            StateMachine::Map(map) => map.encode_snapshot(index, padding),
+            StateMachine::Mvcc(mvcc) => mvcc.encode_snapshot(index, padding),
+        }
+    }
+
+    /// Restores a state machine of `kind` from its snapshot; the index it was taken at.
+    pub fn decode_snapshot(kind: StateMachineKind, bytes: &[u8]) -> Result<(Index, StateMachine), String> {
+        match kind {
+            StateMachineKind::Map => KvStore::decode_snapshot(bytes).map(|(i, map)| (i, StateMachine::Map(map))),
+            StateMachineKind::Mvcc => crate::mvcc_machine::MvccMachine::decode_snapshot(bytes)
+                .map(|(i, mvcc)| (i, StateMachine::Mvcc(Box::new(mvcc)))),
+        }
+    }
+}
+
 /// The filler byte at `offset` of a snapshot at `index`: varies, so that a chunk put at
 /// the wrong offset is noticed.
 fn filler(index: Index, offset: usize) -> u8 {
     (index.wrapping_mul(31).wrapping_add(offset as u64 * 7) % 251) as u8
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(len).filter(|&end| end <= self.bytes.len()).ok_or("truncated")?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 

@@ -2,10 +2,14 @@
 //! progress once faults heal, and a linearizable history; and the runs must really
 //! exercise membership changes, snapshots and compaction.
 
-use concord_sim::{run_seed, SeedStats, SimOptions};
+use concord_sim::{run_seed, SeedStats, SimOptions, StateMachineKind};
 
 fn assert_clean(nodes: usize, seeds: std::ops::Range<u64>) -> SeedStats {
-    let options = SimOptions::new(nodes);
+    assert_clean_with(SimOptions::new(nodes), seeds)
+}
+
+fn assert_clean_with(options: SimOptions, seeds: std::ops::Range<u64>) -> SeedStats {
+    let nodes = options.nodes;
     let mut totals = SeedStats::default();
     for seed in seeds {
         let outcome = run_seed(&options, seed);
@@ -56,4 +60,14 @@ fn fifty_seeds_of_five_nodes_are_clean() {
 #[test]
 fn ten_seeds_of_seven_nodes_are_clean() {
     assert_clean(7, 0..10);
+}
+
+/// The product's store (concord-mvcc) as every node's state machine: its apply, revisions
+/// and snapshot stream under the same faults and checks.
+#[test]
+fn thirty_seeds_with_concord_mvcc_as_the_state_machine_are_clean() {
+    let options = SimOptions::new(3).with_state_machine(StateMachineKind::Mvcc);
+    let mut totals = assert_clean_with(options.clone(), 0..20);
+    totals.add(&assert_clean_with(SimOptions { nodes: 5, ..options }, 0..10));
+    assert_exercised(&totals);
 }

@@ -6,7 +6,7 @@
 
 #[cfg(concord_planted_bugs)]
 use concord_sim::PlantedBug;
-use concord_sim::{run_seed, SimOptions};
+use concord_sim::{run_seed, SimOptions, StateMachineKind};
 
 #[cfg(concord_planted_bugs)]
 #[test]
@@ -47,4 +47,15 @@ fn a_clean_seed_replays_identically() {
     assert_eq!(again.trace, first.trace);
     // A different seed is a different run.
     assert_ne!(run_seed(&options, 43).stats, first.stats);
+}
+
+#[test]
+fn a_clean_seed_with_concord_mvcc_replays_identically() {
+    let options = SimOptions::new(3).with_state_machine(StateMachineKind::Mvcc);
+    let first = run_seed(&options, 7);
+    let again = run_seed(&options, 7);
+    assert!(first.is_clean(), "{:?}", first.violation);
+    assert_eq!(again.stats, first.stats);
+    assert_eq!(again.trace, first.trace);
+    assert!(first.replay.contains("--state-machine mvcc"), "{}", first.replay);
 }
