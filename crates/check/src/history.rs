@@ -42,7 +42,8 @@ impl Op {
         }
     }
 
-    fn accepts(&self, outcome: &Outcome) -> bool {
+    /// Whether `outcome` is the kind of answer this operation gets.
+    pub fn accepts(&self, outcome: &Outcome) -> bool {
         matches!(
             (self, outcome),
             (Op::Get { .. }, Outcome::Get(_))

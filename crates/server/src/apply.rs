@@ -21,11 +21,8 @@
 //! `start_snapshot`) and installed with it.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
 use concord_mvcc::{Command, Event, MvccError, Response, Store};
 use concord_raft::{ConfChangeEntry, Entry, EntryKind, Index, NodeId};
@@ -51,55 +48,12 @@ const MAX_ENTRIES_PER_TRANSACTION: usize = 4096;
 /// answer `Response::Noop` or the error the client gets).
 pub type Outcome = Result<Response, EtcdError>;
 
-/// Clients waiting for their proposals to be applied, by request id.
-#[derive(Clone, Default)]
-pub struct Waiters {
-    inner: Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>,
-}
+/// Clients waiting for their proposals to be applied, by request id (see
+/// `concord_member::waiters`).
+pub type Waiters = concord_member::Waiters<Outcome>;
 
-/// One client's wait for the outcome of its proposal. Dropping it (the outcome came, the
-/// request timed out, or the client went away and its handler was dropped) forgets the
-/// registration, so nothing stays behind in [`Waiters`].
-pub struct Waiter {
-    waiters: Waiters,
-    request_id: u64,
-    outcome: oneshot::Receiver<Outcome>,
-}
-
-impl Future for Waiter {
-    type Output = Result<Outcome, oneshot::error::RecvError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.outcome).poll(cx)
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        self.waiters.inner.lock().expect("waiters lock").remove(&self.request_id);
-    }
-}
-
-impl Waiters {
-    /// Registers a wait for `request_id`'s outcome; it lasts as long as the returned
-    /// [`Waiter`].
-    pub fn register(&self, request_id: u64) -> Waiter {
-        let (sender, outcome) = oneshot::channel();
-        self.inner.lock().expect("waiters lock").insert(request_id, sender);
-        Waiter { waiters: self.clone(), request_id, outcome }
-    }
-
-    /// How many clients wait.
-    pub fn count(&self) -> usize {
-        self.inner.lock().expect("waiters lock").len()
-    }
-
-    pub(crate) fn complete(&self, request_id: u64, outcome: Outcome) {
-        if let Some(sender) = self.inner.lock().expect("waiters lock").remove(&request_id) {
-            let _ = sender.send(outcome);
-        }
-    }
-}
+/// One client's wait for its proposal's outcome; dropping it deregisters it.
+pub type Waiter = concord_member::Waiter<Outcome>;
 
 /// When and where the apply task writes snapshots of the state machine.
 pub struct SnapshotPolicy {

@@ -21,7 +21,6 @@ pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod coordination;
-pub mod envelope;
 pub mod errors;
 pub mod fatal;
 pub mod keys;
@@ -39,5 +38,6 @@ pub mod storage;
 pub mod transport;
 pub mod watch;
 
+pub use concord_member::envelope;
 pub use config::ServerConfig;
 pub use server::{run, ServerError};

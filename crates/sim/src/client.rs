@@ -8,15 +8,17 @@
 //! state machine once it has applied the read index. An error from the core means the
 //! operation certainly did nothing (`fail`); a crash or a timeout leaves it unknown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use concord_check::{History, Op, OpId, Outcome};
 use concord_raft::{Entry, Index, NodeId, ProposeError, NO_NODE};
 
 use crate::command::{Command, WriteOp};
+use crate::invariants::{Property, Violation};
 use crate::node::SimNode;
 use crate::rng::SimRng;
+use crate::state_machine::StateMachineKind;
 use crate::trace::{Event, Trace};
 
 /// The shape of the workload, in steps and weights.
@@ -114,10 +116,15 @@ pub struct Workload {
     pub stats: WorkloadStats,
     /// Whether clients start new operations (off during the final liveness phase).
     pub active: bool,
+    /// What the nodes run; with concord-mvcc, writes are a concord member's entries and
+    /// their outcomes come through the node's waiters.
+    state_machine: StateMachineKind,
+    /// The waiter of each client's write in flight, by client index (concord-mvcc only).
+    waiters: HashMap<usize, concord_member::Waiter<Outcome>>,
 }
 
 impl Workload {
-    pub fn new(profile: WorkloadProfile) -> Self {
+    pub fn new(profile: WorkloadProfile, state_machine: StateMachineKind) -> Self {
         let clients = (1..=profile.clients as u64)
             .map(|id| Client {
                 id,
@@ -135,6 +142,8 @@ impl Workload {
             time_steps: Vec::new(),
             stats: WorkloadStats::default(),
             active: true,
+            state_machine,
+            waiters: HashMap::new(),
         }
     }
 
@@ -235,10 +244,20 @@ impl Workload {
         self.clients[index].next_request += 1;
         let op_id = self.history.invoke(client_id, op.clone(), time);
         let deadline = now + self.profile.timeout;
+        let waiters = node.waiters.clone();
         let raft = node.raft_mut().expect("checked up");
         let submitted = match (write, &op) {
             (Some(write), _) => {
-                let payload = Command::Client { client: client_id, request, op: write }.encode();
+                let payload = match self.state_machine {
+                    StateMachineKind::Map => Command::Client { client: client_id, request, op: write }.encode(),
+                    StateMachineKind::Mvcc => {
+                        // As a concord member proposes a client's request: registered
+                        // first, so that no outcome can come before its waiter.
+                        let request_id = (client_id << 32) | request;
+                        self.waiters.insert(index, waiters.register(request_id));
+                        crate::mvcc_machine::entry_for(node_id, request_id, &write)
+                    }
+                };
                 raft.propose(payload.clone()).map(|index| ClientState::Writing {
                     op: op_id,
                     node: node_id,
@@ -273,6 +292,7 @@ impl Workload {
                 self.clients[index].state = state;
             }
             Err(error) => {
+                self.waiters.remove(&index);
                 // The core refused outright: the request certainly had no effect.
                 self.history.fail(op_id);
                 self.stats.failed += 1;
@@ -336,6 +356,7 @@ impl Workload {
         self.history.complete(op, outcome, time);
         let pause = rng.between(self.profile.think_min, self.profile.think_max);
         self.clients[index].state = ClientState::Idle { next_at: now + pause };
+        self.waiters.remove(&index);
     }
 
     /// Leaves the client's operation without an answer (it may or may not have happened).
@@ -345,9 +366,12 @@ impl Workload {
         client.preferred = None;
         trace.record(now, Event::ClientIndeterminate { client: client.id, reason });
         client.state = ClientState::Idle { next_at: now + 1 };
+        self.waiters.remove(&index);
     }
 
     /// `node` applied `entry`; `outcome` is what applying it answered (for client writes).
+    /// A violation if a client was handed an answer of another kind than its request's
+    /// (the outcome of another request reached its waiter).
     #[allow(clippy::too_many_arguments)]
     pub fn on_applied(
         &mut self,
@@ -357,7 +381,7 @@ impl Workload {
         now: u64,
         rng: &mut SimRng,
         trace: &mut Trace,
-    ) {
+    ) -> Result<(), Violation> {
         for index in 0..self.clients.len() {
             let ClientState::Writing { op, node: waiting_on, index: proposed_at, ref payload, .. } =
                 self.clients[index].state
@@ -371,9 +395,31 @@ impl Workload {
                 self.abandon(index, "another entry took the proposed index", now, trace);
                 continue;
             }
-            let outcome = outcome.cloned().expect("a client's own entry always has an outcome");
+            let outcome = match self.waiters.get_mut(&index) {
+                // A concord member's client learns the outcome from its waiter only.
+                Some(waiter) => match waiter.try_outcome() {
+                    Some(outcome) => outcome,
+                    None => {
+                        self.abandon(index, "the entry was applied but no outcome reached its waiter", now, trace);
+                        continue;
+                    }
+                },
+                None => outcome.cloned().expect("a client's own entry always has an outcome"),
+            };
+            let request = &self.history.get(op).op;
+            if !request.accepts(&outcome) {
+                return Err(Violation::new(
+                    Property::Linearizability,
+                    format!(
+                        "client {} was answered {outcome:?} by node {node} for {request} (entry {}): no order of \
+                         the requests gives that answer to that request",
+                        self.clients[index].id, entry.index
+                    ),
+                ));
+            }
             self.finish(index, op, node, outcome, now, rng, trace);
         }
+        Ok(())
     }
 
     /// `node` produced a ReadState: remember the index the read must wait for.

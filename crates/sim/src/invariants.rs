@@ -58,6 +58,9 @@ pub enum Property {
     /// A node refused a message from a correct peer as one no correct peer sends
     /// (`concord_raft::Refusal`): either the sender broke a rule or the check is wrong.
     PeerInput,
+    /// Once every client has its answer, a member still holds a waiter (a leak: in a
+    /// server, memory that grows with every request).
+    Quiescence,
     /// The core (or the simulator) panicked.
     Panic,
 }
@@ -77,6 +80,7 @@ impl Property {
             Property::Liveness => "liveness",
             Property::Linearizability => "linearizability",
             Property::PeerInput => "peer-input",
+            Property::Quiescence => "quiescence",
             Property::Panic => "panic",
         }
     }

@@ -37,7 +37,7 @@ pub mod state_machine;
 pub mod trace;
 
 pub use invariants::{Property, Violation};
-pub use options::{PlantedBug, PlantedBugsNotCompiled, SimOptions, PLANTED_BUGS_BUILD};
+pub use options::{OptionsError, PlantedBug, SimOptions, PLANTED_BUGS_BUILD};
 pub use outcome::{SeedOutcome, SeedStats};
 pub use runner::run_seed;
 pub use state_machine::StateMachineKind;

@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = parse_node_count)]
     nodes: usize,
     /// Plant a known bug in every node: figure8, forget-vote, commit-past-match, stale-read,
-    /// config-quorum.
+    /// config-quorum, waiter-mixup (with --state-machine mvcc).
     #[arg(long)]
     bug: Option<PlantedBug>,
     /// The state machine every node runs: `map` (a plain map) or `mvcc` (concord's store).
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         commit_quorum_check: !args.no_commit_quorum_check,
         state_machine: args.state_machine,
     };
-    if let Err(error) = options.check_buildable() {
+    if let Err(error) = options.validate() {
         eprintln!("concord-sim: {error}");
         return ExitCode::from(2);
     }

@@ -9,13 +9,17 @@
 //! one key, a Txn for the compare-and-set), encoded and decoded with the store's own
 //! command format, and the answer the store gives is what the client is told.
 //!
-//! What this does not cover yet: the server's request ids, waiters, forwarding and read
-//! ids (crates/server) — the simulator still plays those parts itself.
+//! Entries carry what a concord member's entries carry: the command in concord-member's
+//! envelope, tagged with the proposing node and a request id, and the outcome reaches the
+//! client through concord-member's `Waiters`, by that id, as in the server. Not covered
+//! yet: forwarding, ReadIndex read ids, the apply task's batching (crates/server) — the
+//! simulator still plays those parts itself.
 
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use concord_check::Outcome;
+use concord_member::envelope::{self, Envelope};
 use concord_mvcc::{
     Command, Compare, CompareResult, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, Response, Store,
     TxnRequest,
@@ -60,16 +64,32 @@ impl MvccMachine {
         // Through the store's own encoding, as an entry of a concord log carries it.
         let encoded = request_of(op).encode();
         let command = Command::decode(&encoded).expect("a command decodes as encoded");
+        self.apply_command(index, &command)
+    }
+
+    /// Applies an entry in a concord member's format (`envelope` around the store's
+    /// command, see [`entry_for`]): the proposing node and request id, and the outcome.
+    /// `None` for an entry of another format.
+    pub fn apply_entry(&mut self, index: Index, data: &[u8]) -> Option<(u64, u64, Outcome)> {
+        let Ok(Envelope::Command { origin, request_id, command }) = envelope::decode(data) else {
+            return None;
+        };
+        let command = Command::decode(command).expect("the simulator's commands decode");
+        Some((origin, request_id, self.apply_command(index, &command)))
+    }
+
+    fn apply_command(&mut self, index: Index, command: &Command) -> Outcome {
         let applied = self
             .store
-            .apply(index, &command)
+            .apply(index, command)
             .expect("the in-memory store applies")
             .unwrap_or_else(|| panic!("entry {index} is at or below the store's applied index"));
-        match (op, applied.result) {
-            (WriteOp::Put { .. }, Ok(Response::Put(_))) => Outcome::Put,
-            (WriteOp::Delete { .. }, Ok(Response::DeleteRange(_))) => Outcome::Delete,
-            (WriteOp::Cas { .. }, Ok(Response::Txn(txn))) => Outcome::Cas(txn.succeeded),
-            (op, result) => panic!("the store answered {op:?} with {result:?}"),
+        // What each request of `request_of` is answered with.
+        match applied.result {
+            Ok(Response::Put(_)) => Outcome::Put,
+            Ok(Response::DeleteRange(_)) => Outcome::Delete,
+            Ok(Response::Txn(txn)) => Outcome::Cas(txn.succeeded),
+            other => panic!("the store answered {command:?} with {other:?}"),
         }
     }
 
@@ -142,6 +162,12 @@ impl MvccMachine {
     }
 }
 
+/// The entry a concord member proposes for `op` on behalf of its client's request
+/// `request_id`, as node `origin`: the envelope around the store's command.
+pub fn entry_for(origin: u64, request_id: u64, op: &WriteOp) -> Bytes {
+    envelope::encode_command(origin, request_id, &request_of(op).encode())
+}
+
 /// The etcd request a client sends for `op`.
 fn request_of(op: &WriteOp) -> Command {
     let put = |key: &str, value: &str| PutRequest {
@@ -204,6 +230,16 @@ mod tests {
                 assert_eq!(mvcc.get(key), map.get(key), "{key} after {op:?}");
             }
         }
+    }
+
+    #[test]
+    fn entries_carry_the_proposer_and_request_id_in_a_members_envelope() {
+        let mut mvcc = MvccMachine::default();
+        let op = WriteOp::Cas { key: "k".into(), expected: None, new: "v".into() };
+        let entry = entry_for(3, 77, &op);
+        assert_eq!(mvcc.apply_entry(1, &entry), Some((3, 77, Outcome::Cas(true))));
+        assert_eq!(mvcc.apply_entry(2, &entry), Some((3, 77, Outcome::Cas(false))), "the key exists now");
+        assert_eq!(mvcc.apply_entry(3, b"p 1"), None, "not a member's entry");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use concord_raft::{
 use crate::disk::{Disk, DiskProfile, SnapshotWrite, WriteJob};
 use crate::rng::SimRng;
 use crate::state_machine::{StateMachine, StateMachineKind};
+use concord_check::Outcome;
+use concord_member::Waiters;
 
 /// What the rest of the simulation must do with one Ready: send, apply, answer reads,
 /// and check what a snapshot install did.
@@ -103,6 +105,10 @@ pub struct SimNode {
     pub kv: StateMachine,
     /// Which state machine `kv` is, for restarts and snapshots.
     kind: StateMachineKind,
+    /// Clients waiting for the outcome of the writes they proposed here (with the
+    /// concord-mvcc state machine: a concord member's waiters, by request id). Lost in a
+    /// crash, as a process's are.
+    pub waiters: Waiters<Outcome>,
     /// Highest index applied to `kv` in this incarnation (or restored from a snapshot).
     pub applied: Index,
     /// What the simulator last saw of this node (see [`Observed`]).
@@ -134,6 +140,7 @@ impl SimNode {
             raft: None,
             disk: Disk::default(),
             kv: StateMachine::empty(kind),
+            waiters: Waiters::default(),
             applied: 0,
             observed: Observed::DOWN,
             commit_checked: 0,
@@ -196,6 +203,7 @@ impl SimNode {
     pub fn crash(&mut self) -> (u64, u64, bool) {
         self.raft = None;
         self.kv = StateMachine::empty(self.kind);
+        self.waiters = Waiters::default();
         self.applied = 0;
         self.observed = Observed::DOWN;
         self.log_version += 1;

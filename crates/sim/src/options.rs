@@ -26,6 +26,10 @@ pub enum PlantedBug {
     /// While a membership change is uncommitted, a leader counts the quorum size of the
     /// previous configuration over the voters of the new one.
     ConfigQuorum,
+    /// Outside the core: a member's waiters (concord-member) hand an applied entry's
+    /// outcome to another waiting request than the one the entry carries. Needs
+    /// `--state-machine mvcc`, the mode whose writes go through those waiters.
+    WaiterMixup,
 }
 
 /// The environment a build needs for `--bug`: the cfg that compiles the bugs into
@@ -33,18 +37,23 @@ pub enum PlantedBug {
 /// builds does not rebuild everything each time.
 pub const PLANTED_BUGS_BUILD: &str = "RUSTFLAGS='--cfg concord_planted_bugs' CARGO_TARGET_DIR=target/planted";
 
-/// Why a run with a planted bug cannot happen in this build.
+/// Why a run with these options cannot happen.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("this concord-sim was built without planted bugs; build and run it with {PLANTED_BUGS_BUILD} (scripts/planted-bugs does)")]
-pub struct PlantedBugsNotCompiled;
+pub enum OptionsError {
+    #[error("this concord-sim was built without planted bugs; build and run it with {PLANTED_BUGS_BUILD} (scripts/planted-bugs does)")]
+    PlantedBugsNotCompiled,
+    #[error("bug {0} lives in a concord member's waiters, which only --state-machine mvcc runs")]
+    BugNeedsMvcc(PlantedBug),
+}
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::Figure8,
         PlantedBug::ForgetVote,
         PlantedBug::CommitPastMatch,
         PlantedBug::StaleRead,
         PlantedBug::ConfigQuorum,
+        PlantedBug::WaiterMixup,
     ];
 
     /// The name used on the command line.
@@ -55,6 +64,7 @@ impl PlantedBug {
             PlantedBug::CommitPastMatch => "commit-past-match",
             PlantedBug::StaleRead => "stale-read",
             PlantedBug::ConfigQuorum => "config-quorum",
+            PlantedBug::WaiterMixup => "waiter-mixup",
         }
     }
 
@@ -67,6 +77,8 @@ impl PlantedBug {
             PlantedBug::CommitPastMatch => bugs.commit_past_match = true,
             PlantedBug::StaleRead => bugs.stale_read = true,
             PlantedBug::ConfigQuorum => bugs.config_quorum = true,
+            // Not in the core (see `SimNode::start`).
+            PlantedBug::WaiterMixup => {}
         }
         bugs
     }
@@ -136,11 +148,15 @@ impl SimOptions {
         self
     }
 
-    /// Refuses a planted bug when this build cannot plant it: a run that silently left the
-    /// bug out would report a clean run of a check that was never put to the test.
-    pub fn check_buildable(&self) -> Result<(), PlantedBugsNotCompiled> {
+    /// Refuses a planted bug this run cannot plant (not compiled in, or not in the state
+    /// machine chosen): a run that silently left the bug out would report a clean run of
+    /// a check that was never put to the test.
+    pub fn validate(&self) -> Result<(), OptionsError> {
         match self.bug {
-            Some(_) if !concord_raft::PLANTED_BUGS_COMPILED => Err(PlantedBugsNotCompiled),
+            Some(_) if !concord_raft::PLANTED_BUGS_COMPILED => Err(OptionsError::PlantedBugsNotCompiled),
+            Some(bug @ PlantedBug::WaiterMixup) if self.state_machine != StateMachineKind::Mvcc => {
+                Err(OptionsError::BugNeedsMvcc(bug))
+            }
             _ => Ok(()),
         }
     }
@@ -174,11 +190,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_planted_bug_is_refused_exactly_when_it_is_not_compiled_in() {
+    fn a_planted_bug_is_refused_exactly_when_it_cannot_be_planted() {
         let with_bug = SimOptions::new(3).with_bug(PlantedBug::StaleRead);
-        let expected = if concord_raft::PLANTED_BUGS_COMPILED { Ok(()) } else { Err(PlantedBugsNotCompiled) };
-        assert_eq!(with_bug.check_buildable(), expected);
-        assert_eq!(SimOptions::new(3).check_buildable(), Ok(()));
+        let compiled = concord_raft::PLANTED_BUGS_COMPILED;
+        let expected = if compiled { Ok(()) } else { Err(OptionsError::PlantedBugsNotCompiled) };
+        assert_eq!(with_bug.validate(), expected);
+        assert_eq!(SimOptions::new(3).validate(), Ok(()));
+        if compiled {
+            let mixup = SimOptions::new(3).with_bug(PlantedBug::WaiterMixup);
+            assert_eq!(mixup.validate(), Err(OptionsError::BugNeedsMvcc(PlantedBug::WaiterMixup)));
+            assert_eq!(mixup.with_state_machine(StateMachineKind::Mvcc).validate(), Ok(()));
+        }
     }
 
     #[test]

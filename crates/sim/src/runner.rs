@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use concord_raft::{Config, LogStore, Message, MessageBody, NodeId, Role};
+use concord_raft::{Config, EntryKind, LogStore, Message, MessageBody, NodeId, Role};
 
 use crate::client::Workload;
 use crate::command::Command;
@@ -36,6 +36,7 @@ use crate::node::SimNode;
 use crate::options::SimOptions;
 use crate::outcome::{SeedOutcome, SeedStats};
 use crate::rng::SimRng;
+use crate::state_machine::StateMachine;
 use crate::trace::{DropReason, Event, MessageSummary, Trace};
 
 /// Simulation steps per logical clock tick of a node.
@@ -60,8 +61,8 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
         "a cluster has 3, 5 or 7 nodes, not {}",
         options.nodes
     );
-    if let Err(not_compiled) = options.check_buildable() {
-        panic!("{not_compiled}");
+    if let Err(invalid) = options.validate() {
+        panic!("{invalid}");
     }
     let mut simulation = Simulation::new(options, seed, None);
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| simulation.run())) {
@@ -146,7 +147,7 @@ impl Simulation {
             calm: false,
             faults: FaultScheduler::new(profile.faults),
             operator,
-            workload: Workload::new(profile.workload),
+            workload: Workload::new(profile.workload, options.state_machine),
             checker: SafetyChecker::new(1..=first_voters),
             liveness: LivenessProbe::default(),
             trace: Trace::new(options.verbose),
@@ -273,6 +274,11 @@ impl Simulation {
         let phase = self.rng.below(STEPS_PER_TICK);
         let node = &mut self.nodes[Self::node_index(id)];
         let restored = node.start(config, phase);
+        #[cfg(concord_planted_bugs)]
+        if self.options.bug == Some(crate::options::PlantedBug::WaiterMixup) {
+            // A fresh process's waiters (the last ones went with the crash).
+            node.waiters.plant_mixup();
+        }
         let raft = node.raft().expect("just started");
         let event = Event::Restart {
             node: id,
@@ -722,7 +728,19 @@ impl Simulation {
                 self.liveness.on_applied(*attempt, node.id, self.now);
                 None
             }
-            None => None,
+            // A concord member's entry (`--state-machine mvcc`): its outcome goes to the
+            // request waiting for it here, by the id the entry carries, as in the server.
+            None => match &mut node.kv {
+                StateMachine::Mvcc(mvcc) if entry.kind == EntryKind::Normal => {
+                    mvcc.apply_entry(entry.index, &entry.data).map(|(origin, request, outcome)| {
+                        if origin == node.id {
+                            node.waiters.complete(request, outcome.clone());
+                        }
+                        outcome
+                    })
+                }
+                _ => None,
+            },
         };
         let id = node.id;
         let digest = node.kv.digest();
@@ -730,7 +748,11 @@ impl Simulation {
             self.fail(violation);
             return;
         }
-        self.workload.on_applied(id, entry, outcome.as_ref(), self.now, &mut self.rng, &mut self.trace);
+        if let Err(violation) =
+            self.workload.on_applied(id, entry, outcome.as_ref(), self.now, &mut self.rng, &mut self.trace)
+        {
+            self.fail(violation);
+        }
     }
 
     /// Every up node may take a snapshot of its state machine at its applied index and
@@ -833,6 +855,15 @@ impl Simulation {
             return;
         };
         self.stats.liveness_steps = at - start;
+        if !self.workload.has_outstanding() {
+            let left: Vec<(NodeId, usize)> =
+                self.nodes.iter().map(|n| (n.id, n.waiters.count())).filter(|&(_, count)| count > 0).collect();
+            if !left.is_empty() {
+                let detail = format!("every client has its answer, but (node, waiters) {left:?} remain");
+                self.fail(Violation::new(Property::Quiescence, detail));
+                return;
+            }
+        }
         match converged_at {
             Some(at) => self.stats.convergence_steps = at - start,
             None => {

@@ -10,7 +10,7 @@
 
 #![cfg(concord_planted_bugs)]
 
-use concord_sim::{run_seed, PlantedBug, Property, SeedOutcome, SimOptions};
+use concord_sim::{run_seed, PlantedBug, Property, SeedOutcome, SimOptions, StateMachineKind};
 
 /// The first violating seed in `seeds`, if any.
 fn first_violation(options: &SimOptions, seeds: std::ops::Range<u64>) -> Option<SeedOutcome> {
@@ -84,4 +84,17 @@ fn a_quorum_of_the_wrong_configuration_breaks_the_raft_properties() {
     let mut options = SimOptions::new(5).with_bug(PlantedBug::ConfigQuorum);
     options.commit_quorum_check = false;
     assert_caught_with(options, 0..300, &LOG_SAFETY);
+}
+
+/// Outside the core: a member's waiters hand an applied entry's outcome to another
+/// request than the one the entry carries. A client then gets an answer no order of the
+/// requests gives it (a put answered as a compare-and-set), or its own answer never
+/// comes; caught as linearizability, with 3 nodes and with 5.
+#[test]
+fn an_outcome_handed_to_the_wrong_waiter_is_caught() {
+    for nodes in [3, 5] {
+        let options =
+            SimOptions::new(nodes).with_bug(PlantedBug::WaiterMixup).with_state_machine(StateMachineKind::Mvcc);
+        assert_caught_with(options, 0..100, &[Property::Linearizability]);
+    }
 }

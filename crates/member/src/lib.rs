@@ -1,0 +1,16 @@
+//! concord-member: the parts of a concord member that need no I/O, shared by the server
+//! (crates/server, which wraps them in tokio tasks and gRPC) and the simulator
+//! (crates/sim, which runs them under seeded faults).
+//!
+//! - `envelope`: what a log entry carries — a state-machine command tagged with the
+//!   member and request that proposed it.
+//! - `waiters`: clients waiting for their proposals, by request id; the apply completes
+//!   them with the outcome of the entry that carries their id.
+//!
+//! This is the first slice of issue 12's "member logic as deterministic code": the Raft
+//! task's and the apply task's loops are still in crates/server.
+
+pub mod envelope;
+pub mod waiters;
+
+pub use waiters::{Waiter, Waiters};
