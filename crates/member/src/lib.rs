@@ -6,11 +6,14 @@
 //!   member and request that proposed it.
 //! - `waiters`: clients waiting for their proposals, by request id; the apply completes
 //!   them with the outcome of the entry that carries their id.
+//! - `read_ids`: the ids of a member's ReadIndex rounds, which no restart may reuse.
 //!
 //! This is the first slice of issue 12's "member logic as deterministic code": the Raft
 //! task's and the apply task's loops are still in crates/server.
 
 pub mod envelope;
+pub mod read_ids;
 pub mod waiters;
 
+pub use read_ids::ReadIds;
 pub use waiters::{Waiter, Waiters};

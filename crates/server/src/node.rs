@@ -36,6 +36,7 @@ use crate::members::MemberDirectory;
 use crate::shared::apply_lags;
 use crate::storage::{CompletionCheck, LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
+use concord_member::ReadIds;
 
 /// Most requests or peer messages taken in one loop iteration, so ticks are never starved.
 const MAX_INPUTS_PER_ITERATION: usize = 4096;
@@ -231,7 +232,7 @@ impl NodeLoop {
         let mut waiting_proposals: VecDeque<WaitingProposal> = VecDeque::new();
         let mut waiting_reads: Vec<WaitingRead> = Vec::new();
         let mut reads_in_flight: HashMap<u64, Vec<WaitingRead>> = HashMap::new();
-        let mut next_read_id = first_read_id();
+        let mut read_ids = ReadIds::new(random_start());
         let mut last_soft =
             SoftState { leader: NO_NODE, role: Role::Follower, term: self.raft.term().saturating_sub(1) };
         let mut peers = PeerTracking::default();
@@ -279,7 +280,7 @@ impl NodeLoop {
             self.adopt_held_snapshot()?;
 
             self.flush_proposals(&mut waiting_proposals);
-            self.flush_reads(&mut waiting_reads, &mut reads_in_flight, &mut next_read_id);
+            self.flush_reads(&mut waiting_reads, &mut reads_in_flight, &mut read_ids);
 
             for _ in 0..MAX_READIES_PER_ITERATION {
                 if !self.raft.has_ready() {
@@ -588,7 +589,7 @@ impl NodeLoop {
         &mut self,
         reads: &mut Vec<WaitingRead>,
         in_flight: &mut HashMap<u64, Vec<WaitingRead>>,
-        next_read_id: &mut u64,
+        read_ids: &mut ReadIds,
     ) {
         let now = Instant::now();
         let (expired, waiting): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
@@ -604,8 +605,7 @@ impl NodeLoop {
         if reads.is_empty() || self.raft.leader() == NO_NODE {
             return;
         }
-        let id = *next_read_id;
-        *next_read_id = next_read_id.wrapping_add(1).max(1);
+        let id = read_ids.next_id();
         match self.raft.read_index(id) {
             Ok(()) => {
                 in_flight.insert(id, std::mem::take(reads));
@@ -780,11 +780,11 @@ fn refusal_error(error: &ProposeError) -> EtcdError {
 /// the leader sent to an earlier process of this member (a delayed ReadIndexResponse,
 /// matched by id alone) cannot release a read of this one at an older index. Numbering
 /// from 1 in every process let exactly that happen after a restart: a stale read.
-fn first_read_id() -> u64 {
+/// Where this process's ReadIndex ids start (see `concord_member::read_ids`).
+fn random_start() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // `RandomState` is seeded from the operating system's randomness.
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    random.max(1)
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// One thing to do with a Ready's snapshot chunks.
@@ -836,7 +836,7 @@ mod tests {
 
     #[test]
     fn each_process_numbers_its_reads_from_its_own_random_start() {
-        let starts: std::collections::BTreeSet<u64> = (0..8).map(|_| first_read_id()).collect();
+        let starts: std::collections::BTreeSet<u64> = (0..8).map(|_| ReadIds::new(random_start()).next_id()).collect();
         assert_eq!(starts.len(), 8, "random starts: {starts:?}");
         assert!(!starts.contains(&0));
     }

@@ -245,6 +245,10 @@ impl Workload {
         let op_id = self.history.invoke(client_id, op.clone(), time);
         let deadline = now + self.profile.timeout;
         let waiters = node.waiters.clone();
+        // A concord member's ReadIndex id: its process's next one (a node's reads are
+        // matched to their answers by this id alone).
+        let read_id =
+            (self.state_machine == StateMachineKind::Mvcc && write.is_none()).then(|| node.read_ids.next_id());
         let raft = node.raft_mut().expect("checked up");
         let submitted = match (write, &op) {
             (Some(write), _) => {
@@ -267,7 +271,7 @@ impl Workload {
                 })
             }
             (None, Op::Get { key }) => {
-                let request_id = (client_id << 32) | request;
+                let request_id = read_id.unwrap_or((client_id << 32) | request);
                 raft.read_index(request_id).map(|()| ClientState::Reading {
                     op: op_id,
                     node: node_id,

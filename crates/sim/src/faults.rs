@@ -70,6 +70,12 @@ pub struct FaultProfile {
     /// at once together with the node the change is about and just enough others to
     /// make a majority of the *old* voters with it (if no partition is active).
     pub conf_isolate_percent: u64,
+    /// Chance (percent) that a follower that just asked the leader for a read index is
+    /// crashed at once and brought back within a few steps, so that the leader's answer
+    /// can reach its next process: aimed at a member's ReadIndex ids (issue 12's
+    /// read-id-reuse). Drawn only with the concord-mvcc state machine, whose nodes number
+    /// their reads as a member does (`Simulation::new`); 0 otherwise.
+    pub read_crash_percent: u64,
     /// Chance (percent) that a leader that just appended a membership change is crashed
     /// at once (the entry may exist on it alone).
     pub conf_crash_percent: u64,
@@ -168,6 +174,7 @@ impl RunProfile {
             conf_crash_percent: rng.pick(&[0, 10, 30]),
             transfer_crash_percent: rng.pick(&[0, 5, 20]),
             install_crash_percent: rng.pick(&[0, 10, 30]),
+            read_crash_percent: 0,
         };
         let settings = RaftSettings {
             max_message_bytes: rng.pick(&[1 << 20, 256, 64, 64]),
@@ -287,6 +294,17 @@ impl FaultScheduler {
     /// steps).
     pub fn crash_after_vote(&mut self, node: NodeId, now: u64, rng: &mut SimRng) -> bool {
         if rng.below(100) >= self.profile.vote_crash_percent {
+            return false;
+        }
+        self.restart_at.insert(node, now + rng.between(1, 10));
+        true
+    }
+
+    /// A follower just asked the leader for a read index: whether to crash it now (it
+    /// comes back within a few steps). No draw when the fault is off, so that runs
+    /// without it keep their random sequence.
+    pub fn crash_after_read_request(&mut self, node: NodeId, now: u64, rng: &mut SimRng) -> bool {
+        if self.profile.read_crash_percent == 0 || rng.below(100) >= self.profile.read_crash_percent {
             return false;
         }
         self.restart_at.insert(node, now + rng.between(1, 10));
@@ -514,6 +532,7 @@ impl FaultScheduler {
         self.profile.conf_crash_percent = 0;
         self.profile.transfer_crash_percent = 0;
         self.profile.install_crash_percent = 0;
+        self.profile.read_crash_percent = 0;
     }
 }
 

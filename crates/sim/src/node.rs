@@ -20,7 +20,7 @@ use crate::disk::{Disk, DiskProfile, SnapshotWrite, WriteJob};
 use crate::rng::SimRng;
 use crate::state_machine::{StateMachine, StateMachineKind};
 use concord_check::Outcome;
-use concord_member::Waiters;
+use concord_member::{ReadIds, Waiters};
 
 /// What the rest of the simulation must do with one Ready: send, apply, answer reads,
 /// and check what a snapshot install did.
@@ -109,6 +109,9 @@ pub struct SimNode {
     /// concord-mvcc state machine: a concord member's waiters, by request id). Lost in a
     /// crash, as a process's are.
     pub waiters: Waiters<Outcome>,
+    /// The ids of this incarnation's ReadIndex rounds (with the concord-mvcc state
+    /// machine: a concord member's, from a random start per process).
+    pub read_ids: ReadIds,
     /// Highest index applied to `kv` in this incarnation (or restored from a snapshot).
     pub applied: Index,
     /// What the simulator last saw of this node (see [`Observed`]).
@@ -141,6 +144,7 @@ impl SimNode {
             disk: Disk::default(),
             kv: StateMachine::empty(kind),
             waiters: Waiters::default(),
+            read_ids: ReadIds::new(1),
             applied: 0,
             observed: Observed::DOWN,
             commit_checked: 0,

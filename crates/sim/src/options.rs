@@ -30,6 +30,10 @@ pub enum PlantedBug {
     /// outcome to another waiting request than the one the entry carries. Needs
     /// `--state-machine mvcc`, the mode whose writes go through those waiters.
     WaiterMixup,
+    /// Outside the core: every member process numbers its ReadIndex rounds from 1, so an
+    /// answer meant for a read of the previous process can release a new read at an old
+    /// index (concord-member's `ReadIds`). Needs `--state-machine mvcc`.
+    ReadIdReuse,
 }
 
 /// The environment a build needs for `--bug`: the cfg that compiles the bugs into
@@ -42,18 +46,19 @@ pub const PLANTED_BUGS_BUILD: &str = "RUSTFLAGS='--cfg concord_planted_bugs' CAR
 pub enum OptionsError {
     #[error("this concord-sim was built without planted bugs; build and run it with {PLANTED_BUGS_BUILD} (scripts/planted-bugs does)")]
     PlantedBugsNotCompiled,
-    #[error("bug {0} lives in a concord member's waiters, which only --state-machine mvcc runs")]
+    #[error("bug {0} lives in concord-member, which only --state-machine mvcc runs")]
     BugNeedsMvcc(PlantedBug),
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::Figure8,
         PlantedBug::ForgetVote,
         PlantedBug::CommitPastMatch,
         PlantedBug::StaleRead,
         PlantedBug::ConfigQuorum,
         PlantedBug::WaiterMixup,
+        PlantedBug::ReadIdReuse,
     ];
 
     /// The name used on the command line.
@@ -65,6 +70,7 @@ impl PlantedBug {
             PlantedBug::StaleRead => "stale-read",
             PlantedBug::ConfigQuorum => "config-quorum",
             PlantedBug::WaiterMixup => "waiter-mixup",
+            PlantedBug::ReadIdReuse => "read-id-reuse",
         }
     }
 
@@ -77,8 +83,8 @@ impl PlantedBug {
             PlantedBug::CommitPastMatch => bugs.commit_past_match = true,
             PlantedBug::StaleRead => bugs.stale_read = true,
             PlantedBug::ConfigQuorum => bugs.config_quorum = true,
-            // Not in the core (see `SimNode::start`).
-            PlantedBug::WaiterMixup => {}
+            // Not in the core (see `Simulation::start_node`).
+            PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse => {}
         }
         bugs
     }
@@ -154,7 +160,9 @@ impl SimOptions {
     pub fn validate(&self) -> Result<(), OptionsError> {
         match self.bug {
             Some(_) if !concord_raft::PLANTED_BUGS_COMPILED => Err(OptionsError::PlantedBugsNotCompiled),
-            Some(bug @ PlantedBug::WaiterMixup) if self.state_machine != StateMachineKind::Mvcc => {
+            Some(bug @ (PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse))
+                if self.state_machine != StateMachineKind::Mvcc =>
+            {
                 Err(OptionsError::BugNeedsMvcc(bug))
             }
             _ => Ok(()),

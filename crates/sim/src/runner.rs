@@ -36,8 +36,9 @@ use crate::node::SimNode;
 use crate::options::SimOptions;
 use crate::outcome::{SeedOutcome, SeedStats};
 use crate::rng::SimRng;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateMachine, StateMachineKind};
 use crate::trace::{DropReason, Event, MessageSummary, Trace};
+use concord_member::ReadIds;
 
 /// Simulation steps per logical clock tick of a node.
 pub const STEPS_PER_TICK: u64 = 10;
@@ -134,7 +135,12 @@ struct Simulation {
 impl Simulation {
     fn new(options: &SimOptions, seed: u64, stop_at: Option<u64>) -> Self {
         let mut rng = SimRng::new(seed);
-        let profile = RunProfile::draw(&mut rng, ELECTION_STEPS, options.nodes);
+        let mut profile = RunProfile::draw(&mut rng, ELECTION_STEPS, options.nodes);
+        if options.state_machine == StateMachineKind::Mvcc {
+            // From a generator of its own, so that the run's sequence stays as it was.
+            let mut aimed = SimRng::new(seed ^ 0x7265_6164_6964_7321);
+            profile.faults.read_crash_percent = aimed.pick(&[0, 10, 30, 60]);
+        }
         let operator = Operator::new(profile.membership, options.nodes);
         let first_voters = options.nodes as NodeId;
         let mut simulation = Simulation {
@@ -274,10 +280,16 @@ impl Simulation {
         let phase = self.rng.below(STEPS_PER_TICK);
         let node = &mut self.nodes[Self::node_index(id)];
         let restored = node.start(config, phase);
+        if self.options.state_machine == StateMachineKind::Mvcc {
+            // A new process numbers its reads from a random start, as a member does.
+            node.read_ids = ReadIds::new(self.rng.next_u64());
+        }
         #[cfg(concord_planted_bugs)]
-        if self.options.bug == Some(crate::options::PlantedBug::WaiterMixup) {
+        match self.options.bug {
             // A fresh process's waiters (the last ones went with the crash).
-            node.waiters.plant_mixup();
+            Some(crate::options::PlantedBug::WaiterMixup) => node.waiters.plant_mixup(),
+            Some(crate::options::PlantedBug::ReadIdReuse) => node.read_ids = ReadIds::planted_reuse(),
+            _ => {}
         }
         let raft = node.raft().expect("just started");
         let event = Event::Restart {
@@ -655,9 +667,16 @@ impl Simulation {
         let voted = released
             .iter()
             .any(|message| matches!(message.body, MessageBody::RequestVoteResponse { pre_vote: false, granted: true }));
+        // A follower's messages wait for its disk, its read requests too.
+        let asked_for_read = asks_for_a_read(&released);
         self.send_all(released);
         self.observe(id);
         if voted && self.faults.crash_after_vote(id, self.now, &mut self.rng) {
+            self.crash_node(id);
+        } else if asked_for_read
+            && self.nodes[index].is_up()
+            && self.faults.crash_after_read_request(id, self.now, &mut self.rng)
+        {
             self.crash_node(id);
         }
     }
@@ -687,6 +706,7 @@ impl Simulation {
                     self.check(result);
                     self.workload.on_snapshot_installed(id, snapshot_index, self.now, &mut self.trace);
                 }
+                let asked_for_read = asks_for_a_read(&work.messages);
                 self.send_all(work.messages);
                 for entry in work.committed_entries {
                     self.apply(index, &entry);
@@ -705,6 +725,13 @@ impl Simulation {
                 };
                 if crash && self.nodes[index].is_up() {
                     self.stats.transfer_crashes += 1;
+                    self.crash_node(id);
+                    break;
+                }
+                if asked_for_read
+                    && self.nodes[index].is_up()
+                    && self.faults.crash_after_read_request(id, self.now, &mut self.rng)
+                {
                     self.crash_node(id);
                     break;
                 }
@@ -970,4 +997,9 @@ impl Simulation {
 
 fn node_id(index: usize) -> NodeId {
     index as NodeId + 1
+}
+
+/// Whether `messages` hold a follower's ReadIndex request to its leader.
+fn asks_for_a_read(messages: &[Message]) -> bool {
+    messages.iter().any(|message| matches!(message.body, MessageBody::ReadIndexRequest { .. }))
 }
