@@ -671,12 +671,9 @@ impl Simulation {
         let asked_for_read = asks_for_a_read(&released);
         self.send_all(released);
         self.observe(id);
-        if voted && self.faults.crash_after_vote(id, self.now, &mut self.rng) {
-            self.crash_node(id);
-        } else if asked_for_read
-            && self.nodes[index].is_up()
-            && self.faults.crash_after_read_request(id, self.now, &mut self.rng)
-        {
+        let crash = (voted && self.faults.crash_after_vote(id, self.now, &mut self.rng))
+            || (asked_for_read && self.faults.crash_after_read_request(id, self.now, &mut self.rng));
+        if crash {
             self.crash_node(id);
         }
     }
