@@ -211,12 +211,7 @@ async fn random_kv_requests_end_no_member() {
     let mut rng = generator(1);
 
     let mut cluster = Cluster::start(3).await;
-    let leader = cluster.wait_for_leader().await;
-    let channel = tonic::transport::Endpoint::from_shared(cluster.endpoint(leader))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = leader_channel(&mut cluster).await;
     let mut kv = KvClient::new(channel);
     let key = |rng: &mut TestRng| if rng.chance(70) { vec![b'k', rng.below(8) as u8] } else { rng.bytes(8) };
     let (mut answered, mut refused) = (0, 0);
@@ -335,12 +330,7 @@ async fn random_watch_lease_and_lock_requests_end_no_member() {
 
     let mut rng = generator(2);
     let mut cluster = Cluster::start(3).await;
-    let leader = cluster.wait_for_leader().await;
-    let channel = tonic::transport::Endpoint::from_shared(cluster.endpoint(leader))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = leader_channel(&mut cluster).await;
     let (mut watch, mut lease, mut lock, mut kv) = (
         WatchClient::new(channel.clone()),
         LeaseClient::new(channel.clone()),
@@ -554,6 +544,16 @@ async fn a_damaged_snapshot_from_the_leader_ends_no_member() {
         }
     })
     .await;
+}
+
+/// A gRPC channel to the leader, once one is elected.
+async fn leader_channel(cluster: &mut Cluster) -> tonic::transport::Channel {
+    let leader = cluster.wait_for_leader().await;
+    tonic::transport::Endpoint::from_shared(cluster.endpoint(leader))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
 }
 
 /// A leader is elected and a put through it succeeds, within 60 s.

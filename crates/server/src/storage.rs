@@ -662,6 +662,16 @@ mod tests {
         assert_eq!((storage.first_index(), storage.last_index()), (21, 20));
     }
 
+    /// Bytes `offset..end` of `data`, the state file of `meta`, as a chunk.
+    fn chunk_of(meta: &SnapshotMeta, offset: usize, end: usize, data: &[u8]) -> SnapshotChunk {
+        SnapshotChunk {
+            meta: meta.clone(),
+            offset: offset as u64,
+            data: Bytes::copy_from_slice(&data[offset..end]),
+            last: end == data.len(),
+        }
+    }
+
     #[test]
     fn a_damaged_or_disordered_transfer_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -670,12 +680,7 @@ mod tests {
         storage.sync().unwrap();
         let state = state_at(20);
         let incoming = meta(20, 2);
-        let chunk = |offset: usize, end: usize, data: &[u8]| SnapshotChunk {
-            meta: incoming.clone(),
-            offset: offset as u64,
-            data: Bytes::copy_from_slice(&data[offset..end]),
-            last: end == data.len(),
-        };
+        let chunk = |offset: usize, end: usize, data: &[u8]| chunk_of(&incoming, offset, end, data);
         // A gap.
         storage.stage_chunk(&chunk(0, 10, &state)).unwrap();
         assert!(matches!(storage.stage_chunk(&chunk(20, 30, &state)), Err(RaftStorageError::Invalid(_))));
@@ -708,12 +713,7 @@ mod tests {
         let mut storage = open(dir.path());
         let state = state_at(20);
         let incoming = meta(20, 2);
-        let chunk = |offset: usize, end: usize, data: &[u8]| SnapshotChunk {
-            meta: incoming.clone(),
-            offset: offset as u64,
-            data: Bytes::copy_from_slice(&data[offset..end]),
-            last: end == data.len(),
-        };
+        let chunk = |offset: usize, end: usize, data: &[u8]| chunk_of(&incoming, offset, end, data);
         // Whole in one chunk, and in two.
         assert_eq!(storage.check_completing_chunk(&chunk(0, state.len(), &state)).unwrap(), CompletionCheck::Sound);
         storage.stage_chunk(&chunk(0, 50, &state)).unwrap();

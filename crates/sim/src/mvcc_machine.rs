@@ -27,7 +27,7 @@ use concord_mvcc::{
 use concord_raft::Index;
 
 use crate::command::WriteOp;
-use crate::state_machine::{fnv1a, Reader, FNV_OFFSET};
+use crate::state_machine::{fnv1a, seal, unseal, Reader, FNV_OFFSET};
 
 /// Leads every snapshot of this state machine the simulator writes.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"csimmvc1";
@@ -126,21 +126,13 @@ impl MvccMachine {
         out.put_slice(&stream);
         out.put_u32_le(padding as u32);
         out.put_bytes(0xa5, padding);
-        let checksum = fnv1a(FNV_OFFSET, &out);
-        out.put_u64_le(checksum);
-        out.freeze()
+        seal(out)
     }
 
     /// Restores a store from [`MvccMachine::encode_snapshot`]; returns the index it was
     /// taken at. Fails on any damage (the frame's checksum, or the stream's own checks).
     pub fn decode_snapshot(bytes: &[u8]) -> Result<(Index, MvccMachine), String> {
-        let body_len = bytes.len().checked_sub(8).ok_or_else(|| format!("{} bytes is too short", bytes.len()))?;
-        let (body, checksum) = bytes.split_at(body_len);
-        let expected = u64::from_le_bytes(checksum.try_into().expect("8 bytes"));
-        if fnv1a(FNV_OFFSET, body) != expected {
-            return Err(format!("checksum mismatch over {} bytes", bytes.len()));
-        }
-        let mut reader = Reader::new(body);
+        let mut reader = Reader::new(unseal(bytes)?);
         if reader.take(8)? != SNAPSHOT_MAGIC {
             return Err("bad magic".into());
         }

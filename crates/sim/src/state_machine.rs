@@ -89,21 +89,13 @@ impl KvStore {
         for offset in 0..padding {
             out.put_u8(filler(index, offset));
         }
-        let checksum = fnv1a(FNV_OFFSET, &out);
-        out.put_u64_le(checksum);
-        out.freeze()
+        seal(out)
     }
 
     /// Restores a store from [`KvStore::encode_snapshot`]; returns the index it was taken
     /// at. Fails on any damage.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<(Index, KvStore), String> {
-        let body_len = bytes.len().checked_sub(8).ok_or_else(|| format!("{} bytes is too short", bytes.len()))?;
-        let (body, checksum) = bytes.split_at(body_len);
-        let expected = u64::from_le_bytes(checksum.try_into().expect("8 bytes"));
-        let actual = fnv1a(FNV_OFFSET, body);
-        if expected != actual {
-            return Err(format!("checksum mismatch over {} bytes ({actual:#x}, stored {expected:#x})", bytes.len()));
-        }
+        let body = unseal(bytes)?;
         let mut reader = Reader::new(body);
         if reader.take(8)? != SNAPSHOT_MAGIC {
             return Err("bad magic".into());
@@ -218,6 +210,26 @@ impl StateMachine {
                 .map(|(i, mvcc)| (i, StateMachine::Mvcc(Box::new(mvcc)))),
         }
     }
+}
+
+/// Ends a snapshot the simulator writes: a checksum over everything before it, so that
+/// any damage in staging, transfer or storage shows when it is read back.
+pub(crate) fn seal(mut out: BytesMut) -> Bytes {
+    let checksum = fnv1a(FNV_OFFSET, &out);
+    out.put_u64_le(checksum);
+    out.freeze()
+}
+
+/// The body of a [`seal`]ed snapshot, if its checksum holds.
+pub(crate) fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
+    let body_len = bytes.len().checked_sub(8).ok_or_else(|| format!("{} bytes is too short", bytes.len()))?;
+    let (body, checksum) = bytes.split_at(body_len);
+    let expected = u64::from_le_bytes(checksum.try_into().expect("8 bytes"));
+    let actual = fnv1a(FNV_OFFSET, body);
+    if expected != actual {
+        return Err(format!("checksum mismatch over {} bytes ({actual:#x}, stored {expected:#x})", bytes.len()));
+    }
+    Ok(body)
 }
 
 /// The filler byte at `offset` of a snapshot at `index`: varies, so that a chunk put at
