@@ -104,8 +104,9 @@ impl<T> Waiters<T> {
     }
 
     /// Registers a wait for `request_id`'s outcome; it lasts as long as the returned
-    /// [`Waiter`]. Request ids are unique per member (a second registration of the same id
-    /// replaces the first, whose waiter then never completes).
+    /// [`Waiter`]. Request ids must be unique per member: a second registration of the
+    /// same id replaces the first (whose waiter then never completes), and dropping the
+    /// first waiter removes the second's registration.
     pub fn register(&self, request_id: u64) -> Waiter<T> {
         let (sender, outcome) = oneshot::channel();
         self.registry().waiting.insert(request_id, sender);

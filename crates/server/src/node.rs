@@ -778,9 +778,8 @@ fn refusal_error(error: &ProposeError) -> EtcdError {
 
 /// Where this process starts numbering its ReadIndex rounds: random, so that an answer
 /// the leader sent to an earlier process of this member (a delayed ReadIndexResponse,
-/// matched by id alone) cannot release a read of this one at an older index. Numbering
-/// from 1 in every process let exactly that happen after a restart: a stale read.
-/// Where this process's ReadIndex ids start (see `concord_member::read_ids`).
+/// matched by id alone) cannot release a read of this one at an older index (see
+/// `concord_member::read_ids`).
 fn random_start() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // `RandomState` is seeded from the operating system's randomness.

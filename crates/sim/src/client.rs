@@ -404,8 +404,16 @@ impl Workload {
                 Some(waiter) => match waiter.try_outcome() {
                     Some(outcome) => outcome,
                     None => {
-                        self.abandon(index, "the entry was applied but no outcome reached its waiter", now, trace);
-                        continue;
+                        // The node that applied it is the one it was proposed at, with
+                        // its waiters of that process (a crash would have abandoned the
+                        // client): its outcome went elsewhere or nowhere.
+                        return Err(Violation::new(
+                            Property::LostOutcome,
+                            format!(
+                                "node {node} applied client {}'s write at {} but no outcome reached its waiter",
+                                self.clients[index].id, entry.index
+                            ),
+                        ));
                     }
                 },
                 None => outcome.cloned().expect("a client's own entry always has an outcome"),

@@ -61,6 +61,10 @@ pub enum Property {
     /// Once every client has its answer, a member still holds a waiter (a leak: in a
     /// server, memory that grows with every request).
     Quiescence,
+    /// A node applied a client's write that was proposed there, but no outcome reached
+    /// the client's waiter (in a server: a client that times out on a write that
+    /// happened).
+    LostOutcome,
     /// The core (or the simulator) panicked.
     Panic,
 }
@@ -81,6 +85,7 @@ impl Property {
             Property::Linearizability => "linearizability",
             Property::PeerInput => "peer-input",
             Property::Quiescence => "quiescence",
+            Property::LostOutcome => "lost-outcome",
             Property::Panic => "panic",
         }
     }

@@ -11,9 +11,10 @@
 //!
 //! Entries carry what a concord member's entries carry: the command in concord-member's
 //! envelope, tagged with the proposing node and a request id, and the outcome reaches the
-//! client through concord-member's `Waiters`, by that id, as in the server. Not covered
-//! yet: forwarding, ReadIndex read ids, the apply task's batching (crates/server) — the
-//! simulator still plays those parts itself.
+//! client through concord-member's `Waiters`, by that id, as in the server; reads are
+//! numbered by concord-member's `ReadIds` (crates/sim/src/client.rs). Not covered yet:
+//! forwarding and the apply task's batching (crates/server): the simulator still plays
+//! those parts itself.
 
 use std::fmt;
 
