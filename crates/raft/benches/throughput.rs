@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use concord_raft::{Config, MemoryLog, Message, Raft, Role};
+use concord_raft::{Config, MemoryLog, Message, Raft, Role, SnapshotStaging};
 
 struct Cluster {
     nodes: Vec<Raft<MemoryLog>>,
@@ -38,18 +38,11 @@ impl Cluster {
                 let node = &mut self.nodes[index];
                 while node.has_ready() {
                     moved = true;
-                    let ready = node.ready();
-                    if let Some(hard_state) = ready.hard_state {
-                        node.store_mut().hard_state = hard_state;
-                    }
-                    node.store_mut().append(&ready.entries);
-                    self.network.extend(ready.messages);
-                    self.network.extend(ready.messages_after_persist);
-                    if let Some(last) = ready.entries.last() {
-                        node.on_persisted(last.index, last.term);
-                    }
+                    // No snapshots here: nothing is compacted.
+                    let handled = node.handle_ready_in_memory(&mut SnapshotStaging::default());
+                    self.network.extend(handled.messages);
                     if index == 0 {
-                        self.committed_at_leader += ready.committed_entries.len() as u64;
+                        self.committed_at_leader += handled.committed_entries.len() as u64;
                     }
                 }
             }

@@ -21,6 +21,7 @@ pub use types::{Entry, EntryKind, HardState, Index, NodeId, Role, SoftState, Ter
 mod candidate;
 pub mod config;
 mod follower;
+pub mod in_memory;
 mod leader;
 pub mod log;
 pub mod progress;
@@ -31,6 +32,7 @@ mod refusal;
 mod rng;
 
 pub use config::{Config, ConfigError, PlantedBugs};
+pub use in_memory::{Handled, SnapshotStaging};
 pub use raft::{ProposeError, Raft, RaftError};
 pub use ready::{ReadState, Ready};
 pub use refusal::Refusal;

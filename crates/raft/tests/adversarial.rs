@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use concord_raft::{Config, Entry, HardState, MemoryLog, Message, MessageBody, NodeId, Raft, ReadState, Role};
+use concord_raft::{
+    Config, Entry, HardState, MemoryLog, Message, MessageBody, NodeId, Raft, ReadState, Role, SnapshotStaging,
+};
 
 // ----- a small randomized simulator ---------------------------------------------------
 
@@ -408,20 +410,7 @@ fn msg(from: NodeId, to: NodeId, term: u64, body: MessageBody) -> Message {
 }
 
 fn drain(r: &mut Raft<MemoryLog>) -> Vec<Message> {
-    let mut out = Vec::new();
-    while r.has_ready() {
-        let rd = r.ready();
-        if let Some(hs) = rd.hard_state {
-            r.store_mut().hard_state = hs;
-        }
-        r.store_mut().append(&rd.entries);
-        out.extend(rd.messages);
-        out.extend(rd.messages_after_persist);
-        if let Some(last) = rd.entries.last() {
-            r.on_persisted(last.index, last.term);
-        }
-    }
-    out
+    r.drain_in_memory(&mut SnapshotStaging::default(), 10_000)
 }
 
 /// n1 of {1,2,3} wins term 1 with n2's (injected) votes.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use concord_raft::{
     ConfChange, ConfChangeKind, Config, LogStore, Membership, MemoryLog, Message, MessageBody, NodeId, Raft, Role,
-    SnapshotChunk, SnapshotMeta, Term,
+    SnapshotChunk, SnapshotMeta, SnapshotStaging, Term,
 };
 
 /// A cluster of cores with instant disks and an ordered network.
@@ -24,7 +24,7 @@ struct Cluster {
     /// Messages for which this returns true are lost.
     drop_if: Box<dyn Fn(&Message) -> bool>,
     /// Snapshot chunks staged by each node.
-    staged: BTreeMap<NodeId, (SnapshotMeta, Vec<u8>)>,
+    staged: BTreeMap<NodeId, SnapshotStaging>,
     max_message_bytes: u64,
 }
 
@@ -80,33 +80,8 @@ impl Cluster {
                 let raft = self.nodes.get_mut(&id).expect("up");
                 while raft.has_ready() {
                     busy = true;
-                    let ready = raft.ready();
-                    for chunk in &ready.snapshot_chunks {
-                        if chunk.offset == 0 {
-                            self.staged.insert(id, (chunk.meta.clone(), Vec::new()));
-                        }
-                        let (meta, data) = self.staged.get_mut(&id).expect("a chunk at offset 0 came first");
-                        assert_eq!((&*meta, data.len() as u64), (&chunk.meta, chunk.offset), "chunks in order");
-                        data.extend_from_slice(&chunk.data);
-                    }
-                    if let Some(meta) = &ready.install_snapshot {
-                        let (staged, data) = self.staged.remove(&id).expect("a snapshot is staged");
-                        assert_eq!(&staged, meta);
-                        let store = raft.store_mut();
-                        store.save_snapshot(staged, Bytes::from(data));
-                        if store.first_index() <= meta.index {
-                            store.compact(meta.index);
-                        }
-                    }
-                    if let Some(hard_state) = ready.hard_state {
-                        raft.store_mut().hard_state = hard_state;
-                    }
-                    raft.store_mut().append(&ready.entries);
-                    if let Some(last) = ready.entries.last() {
-                        raft.on_persisted(last.index, last.term);
-                    }
-                    self.in_flight.extend(ready.messages);
-                    self.in_flight.extend(ready.messages_after_persist);
+                    let handled = raft.handle_ready_in_memory(self.staged.entry(id).or_default());
+                    self.in_flight.extend(handled.messages);
                 }
             }
             while let Some(message) = self.in_flight.pop_front() {
@@ -300,7 +275,7 @@ fn a_snapshot_transfer_goes_on_from_where_the_follower_says_it_is() {
     cluster.drop_if = Box::new(|m| matches!(&m.body, MessageBody::InstallSnapshot { chunk } if chunk.offset >= 700));
     cluster.heal();
     cluster.tick(3);
-    assert_eq!(cluster.staged.get(&3).map(|(_, data)| data.len()), Some(700));
+    assert_eq!(cluster.staged.get(&3).and_then(|s| s.staged()).map(|(_, data)| data.len()), Some(700));
     // A reordered old answer arrives late; then the network is fine again.
     let stale = Message {
         from: 3,
