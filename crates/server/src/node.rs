@@ -491,7 +491,7 @@ impl NodeLoop {
             }
             self.handle_ready(reads_in_flight, peers).await?;
         }
-        match self.raft.store().check_completing_chunk(chunk)? {
+        match self.raft.store_mut().check_completing_chunk(chunk)? {
             CompletionCheck::Sound | CompletionCheck::NotAContinuation => Ok(true),
             CompletionCheck::Damaged(damage) => {
                 peers

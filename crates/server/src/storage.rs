@@ -146,6 +146,10 @@ pub struct RaftStorage {
     snapshot: SnapshotMeta,
     state_file: Option<StateFile>,
     incoming: Option<Incoming>,
+    /// The snapshot (and its length) that `check_completing_chunk` last found sound: the
+    /// bytes staged then plus the last chunk it checked, which staging that chunk makes
+    /// the file. Dropped as soon as anything else is staged.
+    checked_whole: Option<(SnapshotMeta, u64)>,
     /// When a leader last read a chunk of the current snapshot to send it.
     last_chunk_read: Cell<Option<Instant>>,
 }
@@ -175,6 +179,7 @@ impl RaftStorage {
             snapshot: SnapshotMeta::default(),
             state_file: None,
             incoming: None,
+            checked_whole: None,
             last_chunk_read: Cell::new(None),
         };
         if let Some(saved) = storage.wal.load_snapshot()? {
@@ -340,6 +345,10 @@ impl RaftStorage {
     /// a new staging; any other chunk must continue the one staged (the core hands them out
     /// in order).
     pub fn stage_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), RaftStorageError> {
+        let end = chunk.offset + chunk.data.len() as u64;
+        if !chunk.last || self.checked_whole.as_ref() != Some(&(chunk.meta.clone(), end)) {
+            self.checked_whole = None;
+        }
         let path = self.state_dir.join(INCOMING_FILE);
         if chunk.offset == 0 {
             self.incoming = None;
@@ -374,7 +383,7 @@ impl RaftStorage {
     /// last chunk arrives; a damaged one is refused here and the transfer starts over,
     /// where finding it at the install would end the member. A chunk that does not
     /// continue the staging is not checked: the core will not complete a snapshot with it.
-    pub fn check_completing_chunk(&self, chunk: &SnapshotChunk) -> Result<CompletionCheck, RaftStorageError> {
+    pub fn check_completing_chunk(&mut self, chunk: &SnapshotChunk) -> Result<CompletionCheck, RaftStorageError> {
         debug_assert!(chunk.last, "only a last chunk completes a snapshot");
         let staged_bytes = match &self.incoming {
             _ if chunk.offset == 0 => 0,
@@ -392,14 +401,22 @@ impl RaftStorage {
             Box::new(File::open(&path).map_err(io_error(&path))?.take(staged_bytes))
         };
         let whole = BufReader::with_capacity(1 << 20, staged.chain(&chunk.data[..]));
-        Ok(match check_state_stream(&chunk.meta, whole, staged_bytes + chunk.data.len() as u64) {
-            Ok(()) => CompletionCheck::Sound,
-            Err(damage) => CompletionCheck::Damaged(damage),
+        let bytes = staged_bytes + chunk.data.len() as u64;
+        Ok(match check_state_stream(&chunk.meta, whole, bytes) {
+            Ok(()) => {
+                self.checked_whole = Some((chunk.meta.clone(), bytes));
+                CompletionCheck::Sound
+            }
+            Err(damage) => {
+                self.checked_whole = None;
+                CompletionCheck::Damaged(damage)
+            }
         })
     }
 
     /// Drops the snapshot being received (found damaged); the next one starts at byte 0.
     pub fn discard_incoming(&mut self) {
+        self.checked_whole = None;
         if self.incoming.take().is_some() {
             let _ = std::fs::remove_file(self.state_dir.join(INCOMING_FILE));
         }
@@ -419,10 +436,14 @@ impl RaftStorage {
                 ))
             })?;
         incoming.file.sync_all().map_err(io_error(&staged))?;
-        // Checked before the core adopted it (`check_completing_chunk`); checked again
-        // as written, since a damaged state file must never become this member's state.
-        let reader = BufReader::with_capacity(1 << 20, File::open(&staged).map_err(io_error(&staged))?);
-        check_state_stream(meta, reader, incoming.received).map_err(RaftStorageError::Invalid)?;
+        // Checked before the core adopted it (`check_completing_chunk`), as the bytes now
+        // staged: not read a second time. A snapshot staged without that check (a caller
+        // that steps last chunks in unchecked) is checked here, since a damaged state file
+        // must never become this member's state.
+        if self.checked_whole.take() != Some((meta.clone(), incoming.received)) {
+            let reader = BufReader::with_capacity(1 << 20, File::open(&staged).map_err(io_error(&staged))?);
+            check_state_stream(meta, reader, incoming.received).map_err(RaftStorageError::Invalid)?;
+        }
         let path = self.state_dir.join(state_file_name(meta.index));
         std::fs::rename(&staged, &path).map_err(io_error(&path))?;
         fsync_dir(&self.state_dir)?;
@@ -742,6 +763,31 @@ mod tests {
         );
         assert!(storage.stage_chunk(&chunk(50, state.len(), &state)).is_err());
         storage.stage_chunk(&chunk(0, state.len(), &state)).unwrap();
+        storage.install_incoming(&incoming).unwrap();
+        assert_eq!(storage.snapshot_meta(), incoming);
+    }
+
+    #[test]
+    fn a_check_counts_for_the_install_only_for_the_bytes_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        let state = state_at(20);
+        let incoming = meta(20, 2);
+        let chunk = |offset: usize, end: usize, data: &[u8]| chunk_of(&incoming, offset, end, data);
+        let mut damaged = state.clone();
+        damaged[state.len() - 3] ^= 1;
+        // Checked sound, then a new transfer restaged in between with a damaged end:
+        // the install reads the file again and refuses it.
+        storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
+        assert_eq!(storage.check_completing_chunk(&chunk(50, state.len(), &state)).unwrap(), CompletionCheck::Sound);
+        storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
+        storage.stage_chunk(&chunk(50, damaged.len(), &damaged)).unwrap();
+        let error = storage.install_incoming(&incoming).err().expect("the restaged file is read again");
+        assert!(error.to_string().contains("damaged"), "{error}");
+        // Checked sound and staged as checked: installed.
+        storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
+        assert_eq!(storage.check_completing_chunk(&chunk(50, state.len(), &state)).unwrap(), CompletionCheck::Sound);
+        storage.stage_chunk(&chunk(50, state.len(), &state)).unwrap();
         storage.install_incoming(&incoming).unwrap();
         assert_eq!(storage.snapshot_meta(), incoming);
     }
