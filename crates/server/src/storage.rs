@@ -782,7 +782,7 @@ mod tests {
         assert_eq!(storage.check_completing_chunk(&chunk(50, state.len(), &state)).unwrap(), CompletionCheck::Sound);
         storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
         storage.stage_chunk(&chunk(50, damaged.len(), &damaged)).unwrap();
-        let error = storage.install_incoming(&incoming).err().expect("the restaged file is read again");
+        let error = storage.install_incoming(&incoming).expect_err("the restaged file is read again");
         assert!(error.to_string().contains("damaged"), "{error}");
         // Checked sound and staged as checked: installed.
         storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
