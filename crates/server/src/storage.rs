@@ -146,10 +146,10 @@ pub struct RaftStorage {
     snapshot: SnapshotMeta,
     state_file: Option<StateFile>,
     incoming: Option<Incoming>,
-    /// The snapshot (and its length) that `check_completing_chunk` last found sound: the
-    /// bytes staged then plus the last chunk it checked, which staging that chunk makes
-    /// the file. Dropped as soon as anything else is staged.
-    checked_whole: Option<(SnapshotMeta, u64)>,
+    /// The last chunk `check_completing_chunk` last found to complete a sound snapshot,
+    /// with what was staged then: staging exactly that chunk makes the file it read.
+    /// Dropped as soon as anything else is staged or checked.
+    checked_whole: Option<SnapshotChunk>,
     /// When a leader last read a chunk of the current snapshot to send it.
     last_chunk_read: Cell<Option<Instant>>,
 }
@@ -345,8 +345,7 @@ impl RaftStorage {
     /// a new staging; any other chunk must continue the one staged (the core hands them out
     /// in order).
     pub fn stage_chunk(&mut self, chunk: &SnapshotChunk) -> Result<(), RaftStorageError> {
-        let end = chunk.offset + chunk.data.len() as u64;
-        if !chunk.last || self.checked_whole.as_ref() != Some(&(chunk.meta.clone(), end)) {
+        if self.checked_whole.as_ref() != Some(chunk) {
             self.checked_whole = None;
         }
         let path = self.state_dir.join(INCOMING_FILE);
@@ -385,6 +384,7 @@ impl RaftStorage {
     /// continue the staging is not checked: the core will not complete a snapshot with it.
     pub fn check_completing_chunk(&mut self, chunk: &SnapshotChunk) -> Result<CompletionCheck, RaftStorageError> {
         debug_assert!(chunk.last, "only a last chunk completes a snapshot");
+        self.checked_whole = None;
         let staged_bytes = match &self.incoming {
             _ if chunk.offset == 0 => 0,
             Some(incoming)
@@ -404,13 +404,10 @@ impl RaftStorage {
         let bytes = staged_bytes + chunk.data.len() as u64;
         Ok(match check_state_stream(&chunk.meta, whole, bytes) {
             Ok(()) => {
-                self.checked_whole = Some((chunk.meta.clone(), bytes));
+                self.checked_whole = Some(chunk.clone());
                 CompletionCheck::Sound
             }
-            Err(damage) => {
-                self.checked_whole = None;
-                CompletionCheck::Damaged(damage)
-            }
+            Err(damage) => CompletionCheck::Damaged(damage),
         })
     }
 
@@ -440,7 +437,10 @@ impl RaftStorage {
         // staged: not read a second time. A snapshot staged without that check (a caller
         // that steps last chunks in unchecked) is checked here, since a damaged state file
         // must never become this member's state.
-        if self.checked_whole.take() != Some((meta.clone(), incoming.received)) {
+        let checked = self.checked_whole.take();
+        let read_by_the_check = checked
+            .is_some_and(|chunk| chunk.meta == *meta && chunk.offset + chunk.data.len() as u64 == incoming.received);
+        if !read_by_the_check {
             let reader = BufReader::with_capacity(1 << 20, File::open(&staged).map_err(io_error(&staged))?);
             check_state_stream(meta, reader, incoming.received).map_err(RaftStorageError::Invalid)?;
         }
@@ -783,6 +783,13 @@ mod tests {
         storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
         storage.stage_chunk(&chunk(50, damaged.len(), &damaged)).unwrap();
         let error = storage.install_incoming(&incoming).expect_err("the restaged file is read again");
+        assert!(error.to_string().contains("damaged"), "{error}");
+        // Checked sound, the chunk not adopted, and a transfer of the same snapshot and
+        // length restaged at once with other bytes (a caller that did not check it): read
+        // again and refused.
+        assert_eq!(storage.check_completing_chunk(&chunk(0, state.len(), &state)).unwrap(), CompletionCheck::Sound);
+        storage.stage_chunk(&chunk(0, damaged.len(), &damaged)).unwrap();
+        let error = storage.install_incoming(&incoming).expect_err("other bytes than the checked ones");
         assert!(error.to_string().contains("damaged"), "{error}");
         // Checked sound and staged as checked: installed.
         storage.stage_chunk(&chunk(0, 50, &state)).unwrap();
