@@ -200,10 +200,7 @@ async fn forged_peer_frames_end_no_member() {
     eprintln!("{streams} streams of {FRAMES_PER_STREAM} forged frames, {streams_refused} ended by the receiver");
     assert!(streams_refused < streams, "most streams were read to their end");
 
-    for member in 0..cluster.len() {
-        assert!(cluster.is_running(member), "member {member} ended:\n{}", cluster.log_text(member));
-    }
-    put_succeeds_eventually(&mut cluster, "after-peer-fuzz").await;
+    no_member_ended_and_a_put_succeeds(&mut cluster, "after-peer-fuzz").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,10 +309,7 @@ async fn random_kv_requests_end_no_member() {
     }
     eprintln!("{answered} requests answered, {refused} refused");
     assert!(answered > 0 && refused > 0, "the requests were a mix of valid and invalid ones");
-    for member in 0..cluster.len() {
-        assert!(cluster.is_running(member), "member {member} ended:\n{}", cluster.log_text(member));
-    }
-    put_succeeds_eventually(&mut cluster, "after-client-fuzz").await;
+    no_member_ended_and_a_put_succeeds(&mut cluster, "after-client-fuzz").await;
 }
 
 /// Random Watch, Lease and Lock requests, malformed ones among them: watch streams with
@@ -460,10 +454,7 @@ async fn random_watch_lease_and_lock_requests_end_no_member() {
     }
     eprintln!("{answered} requests answered, {refused} refused or left waiting");
     assert!(answered > 0 && refused > 0, "the requests were a mix of valid and invalid ones");
-    for member in 0..cluster.len() {
-        assert!(cluster.is_running(member), "member {member} ended:\n{}", cluster.log_text(member));
-    }
-    put_succeeds_eventually(&mut cluster, "after-watch-lease-fuzz").await;
+    no_member_ended_and_a_put_succeeds(&mut cluster, "after-watch-lease-fuzz").await;
     let leader = cluster.wait_for_leader().await;
     let mut client = cluster.client(leader).await;
     let stream = client.watch("watched-after-fuzz", None).await.expect("a watch after the fuzzing");
@@ -554,6 +545,14 @@ async fn leader_channel(cluster: &mut Cluster) -> tonic::transport::Channel {
         .connect()
         .await
         .expect("connect")
+}
+
+/// What every fuzz test ends with: all members still run, and a put succeeds.
+async fn no_member_ended_and_a_put_succeeds(cluster: &mut Cluster, key: &str) {
+    for member in 0..cluster.len() {
+        assert!(cluster.is_running(member), "member {member} ended:\n{}", cluster.log_text(member));
+    }
+    put_succeeds_eventually(cluster, key).await;
 }
 
 /// A leader is elected and a put through it succeeds, within 60 s.
