@@ -12,9 +12,12 @@
 //! a write's path has no hand-off to a blocking thread and back (two thread wake-ups,
 //! about 8 % of a single client's put rate).
 //!
-//! Snapshots: every `snapshot_count` applied entries it writes the state machine to a
-//! state file (off the apply path, from one read transaction) and hands it to the Raft
-//! task, which records it and compacts the log. A snapshot from the leader arrives in the
+//! Snapshots: every `snapshot_count` applied entries it makes the state machine durable and
+//! hands the Raft task a snapshot without a state file (the store is the snapshot, see
+//! `storage`), which the Raft task records before compacting the log. When a leader needs
+//! to send a snapshot, the Raft task asks for a state file (`ApplyInput::WriteStateFile`):
+//! the task writes the state machine to one (off the apply path, from one read
+//! transaction) and hands it over the same way. A snapshot from the leader arrives in the
 //! same channel as the entries, so it replaces the state exactly between the entries
 //! before it and the ones after it. The member directory travels in the same state file
 //! (as the stream's application metadata), captured at the same index as the state (see
@@ -34,7 +37,7 @@ use crate::errors::EtcdError;
 use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
 use crate::node::{ApplyInput, SnapshotToRestore};
-use crate::storage::{state_file_name, LocalSnapshot, LOCAL_TEMPORARY_FILE};
+use crate::storage::{state_file_name, LocalSnapshot, WrittenStateFile, LOCAL_TEMPORARY_FILE};
 
 /// For each applied index, the request id this member waits for there (if any).
 type RequestsByIndex = HashMap<u64, u64>;
@@ -102,7 +105,15 @@ impl ApplyLoop {
         // Input taken from the channel but not handled yet (a restore that ended a batch).
         let mut held: Option<ApplyInput> = None;
         let mut snapshot_writer: Option<tokio::task::JoinHandle<Result<LocalSnapshot, String>>> = None;
+        // The Raft task asked for a state file that is not being written yet.
+        let mut state_file_wanted = false;
         loop {
+            if state_file_wanted && snapshot_writer.is_none() {
+                // `None` while the directory is ahead of the state machine (replaying
+                // after a crash): tried again after the next batch.
+                snapshot_writer = self.start_snapshot().await;
+                state_file_wanted = snapshot_writer.is_none();
+            }
             let input = match held.take() {
                 Some(input) => Some(input),
                 None => tokio::select! {
@@ -129,6 +140,11 @@ impl ApplyLoop {
                     self.restore(snapshot).await?;
                     last_durable = tokio::time::Instant::now();
                     dirty = false;
+                    continue;
+                }
+                ApplyInput::WriteStateFile => {
+                    // One being written already will do.
+                    state_file_wanted = snapshot_writer.is_none();
                     continue;
                 }
             };
@@ -182,18 +198,13 @@ impl ApplyLoop {
                 }
                 advanced
             });
+            // While a state file is being written it will be the next snapshot.
             if snapshot_writer.is_none()
                 && self.store.applied_index() > self.snapshots.last_index + self.snapshots.every
             {
-                // A batch boundary: see `start_snapshot`. `None` while the directory is
-                // ahead of the state machine (replaying after a crash): tried again after
-                // the next batch.
-                if let Some(writer) = self.start_snapshot().await {
-                    // Counted from here even if the write fails, so a failing disk is not
-                    // retried after every batch.
-                    self.snapshots.last_index = self.store.applied_index();
-                    snapshot_writer = Some(writer);
-                }
+                self.snapshot_in_store()?;
+                last_durable = tokio::time::Instant::now();
+                dirty = false;
             }
         }
         if let Some(writer) = snapshot_writer {
@@ -227,9 +238,12 @@ impl ApplyLoop {
     ///
     /// So the stream holds the state and the directory at the same index. Applies resume
     /// once the transaction is open; writing the stream takes as long as it takes.
-    async fn start_snapshot(&self) -> Option<tokio::task::JoinHandle<Result<LocalSnapshot, String>>> {
+    async fn start_snapshot(&mut self) -> Option<tokio::task::JoinHandle<Result<LocalSnapshot, String>>> {
         let at = self.store.applied_index();
         let directory = self.directory.export_at(at)?;
+        // Counted from here even if the write fails, so a failing disk is not retried
+        // after every batch.
+        self.snapshots.last_index = at;
         let store = self.store.clone();
         let dir = self.snapshots.dir.clone();
         let (opened_tx, opened) = oneshot::channel::<()>();
@@ -260,17 +274,35 @@ impl ApplyLoop {
                     return Err(format!("writing {}: {error}", temporary.display()));
                 }
             };
+            // Linked, not renamed: a state file of that index may exist already (the
+            // current snapshot's, which the WAL records with its length) and must not be
+            // replaced.
             let path = dir.join(state_file_name(index));
-            std::fs::rename(&temporary, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))?;
+            let linked = std::fs::hard_link(&temporary, &path);
+            let _ = std::fs::remove_file(&temporary);
+            linked.map_err(|e| format!("linking {} to {}: {e}", temporary.display(), path.display()))?;
             std::fs::File::open(&dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
-            Ok(LocalSnapshot { index, path, bytes, durable_applied: 0 })
+            Ok(LocalSnapshot { index, state_file: Some(WrittenStateFile { path, bytes }), durable_applied: 0 })
         });
         // Open (or failed before opening: the sender is dropped, and the writer's error
         // comes through its handle).
         let _ = opened.await;
         Some(writer)
+    }
+
+    /// Makes the state machine durable and hands the Raft task a snapshot of it without a
+    /// state file (see `storage`). Called between batches.
+    fn snapshot_in_store(&mut self) -> Result<(), Fatal> {
+        self.sync_store()?;
+        let index = self.store.applied_index();
+        self.snapshots.last_index = index;
+        let snapshot = LocalSnapshot { index, state_file: None, durable_applied: self.store.durable_applied_index() };
+        debug_assert!(snapshot.durable_applied >= index, "a snapshot in the store is durable");
+        // Dropped if the Raft task has not taken the last one yet: the next one will do.
+        let _ = self.snapshots.made.try_send(snapshot);
+        Ok(())
     }
 
     /// A state file is written: make the state machine durable at least as far (the log
@@ -297,8 +329,9 @@ impl ApplyLoop {
         // could not, this one is dropped (the next one will do) rather than waiting here
         // while the Raft task may be waiting for us.
         if let Err(refused) = self.snapshots.made.try_send(snapshot) {
-            let snapshot = refused.into_inner();
-            let _ = std::fs::remove_file(&snapshot.path);
+            if let Some(written) = refused.into_inner().state_file {
+                let _ = std::fs::remove_file(&written.path);
+            }
         }
         Ok(())
     }

@@ -13,7 +13,9 @@
 //! acknowledgement may be needed to commit it), a member gone from the directory is
 //! dropped.
 //! Snapshots pass through here twice. The apply task's periodic snapshot is recorded in
-//! the WAL and the log compacted behind it (keeping a tail for slow followers). A snapshot
+//! the WAL and the log compacted behind it (keeping a tail for slow followers); when a
+//! follower needs the snapshot and it has no state file, the apply task is asked to write
+//! one (`ask_for_a_state_file_if_wanted`). A snapshot
 //! from the leader is staged chunk by chunk, installed before the Ready's entries are
 //! written, and queued to the apply task in order with the committed entries.
 
@@ -34,7 +36,7 @@ use crate::errors::EtcdError;
 use crate::fatal::Fatal;
 use crate::members::MemberDirectory;
 use crate::shared::apply_lags;
-use crate::storage::{CompletionCheck, LocalSnapshot, RaftStorage, RaftStorageError};
+use crate::storage::{Adoption, CompletionCheck, LocalSnapshot, RaftStorage, RaftStorageError};
 use crate::transport::Transport;
 use concord_member::ReadIds;
 
@@ -52,6 +54,9 @@ const SNAPSHOT_TRANSFER_IDLE: Duration = Duration::from_secs(5);
 /// Longest a new snapshot (and the compaction behind it) waits for a transfer of the
 /// current one to finish.
 const MAX_COMPACTION_DELAY_FOR_TRANSFER: Duration = Duration::from_secs(600);
+/// A state file asked of the apply task that has not arrived after this long (its write
+/// failed) is asked for again.
+const STATE_FILE_REQUEST_RETRY: Duration = Duration::from_secs(30);
 
 /// What clients (through the gRPC services) ask of the Raft task.
 pub enum Request {
@@ -129,6 +134,9 @@ pub enum ApplyInput {
     Entries(Vec<Entry>),
     /// A snapshot from the leader, installed in the log: the state machine becomes it.
     Restore(SnapshotToRestore),
+    /// A follower needs the current snapshot, which has no state file: write the state
+    /// machine to one (at whatever index it has reached).
+    WriteStateFile,
 }
 
 /// A snapshot the state machine must be replaced with.
@@ -215,6 +223,8 @@ pub struct HeldSnapshot {
     snapshot: Option<(LocalSnapshot, Instant)>,
     /// The wait was logged.
     logged: bool,
+    /// When a state file was last asked of the apply task, until one arrives.
+    state_file_asked: Option<Instant>,
 }
 
 struct WaitingRead {
@@ -264,6 +274,9 @@ impl NodeLoop {
                 made = self.snapshots.recv(), if snapshots_open => {
                     match made {
                         Some(made) => {
+                            if made.state_file.is_some() {
+                                self.held_snapshot.state_file_asked = None;
+                            }
                             let since =
                                 self.held_snapshot.snapshot.as_ref().map_or_else(Instant::now, |(_, since)| *since);
                             if let Some((superseded, _)) = self.held_snapshot.snapshot.replace((made, since)) {
@@ -288,6 +301,8 @@ impl NodeLoop {
                 }
                 self.handle_ready(&mut reads_in_flight, &mut peers).await?;
             }
+
+            self.ask_for_a_state_file_if_wanted();
 
             if directory_changes.has_changed().unwrap_or(false) {
                 directory_changes.borrow_and_update();
@@ -635,20 +650,48 @@ impl NodeLoop {
         self.adopt_snapshot(made)
     }
 
-    /// Records a snapshot the apply task wrote and compacts the log behind it, keeping
+    /// A leader asked for a chunk of its snapshot, which has no state file: ask the apply
+    /// task to write one (once, until it arrives or the request is old enough that its
+    /// write must have failed).
+    fn ask_for_a_state_file_if_wanted(&mut self) {
+        if !self.raft.store().take_state_file_wanted() {
+            return;
+        }
+        let asked = &mut self.held_snapshot.state_file_asked;
+        if asked.is_some_and(|at| at.elapsed() < STATE_FILE_REQUEST_RETRY) {
+            return;
+        }
+        *asked = Some(Instant::now());
+        info!(
+            snapshot_index = self.raft.store().snapshot_meta().index,
+            "a follower needs a snapshot: writing the state machine to a state file to send"
+        );
+        if self.apply.send(ApplyInput::WriteStateFile).is_err() {
+            warn!("apply task is gone");
+        }
+    }
+
+    /// Records a snapshot the apply task made and compacts the log behind it, keeping
     /// `snapshot_catchup_entries` entries, and never past what the state machine holds
     /// durably (a crash must find every entry after its durable state in the log).
     fn adopt_snapshot(&mut self, made: LocalSnapshot) -> Result<(), RaftStorageError> {
-        let current = self.raft.store().snapshot_meta().index;
-        let meta = match self.raft.snapshot_meta_at(made.index) {
-            Ok(meta) if meta.index > current => meta,
+        let adoption = match self.raft.snapshot_meta_at(made.index) {
+            Ok(meta) => self.raft.store_mut().adopt_local(meta, &made)?,
             // A snapshot from the leader overtook this one: nothing to record.
-            _ => {
+            Err(_) => Adoption::Stale,
+        };
+        match adoption {
+            Adoption::Recorded => {}
+            Adoption::Attached => {
+                info!(index = made.index, "wrote a state file of the current snapshot, to send");
+                return Ok(());
+            }
+            Adoption::Stale => {
                 self.raft.store_mut().discard_local(&made);
                 return Ok(());
             }
-        };
-        self.raft.store_mut().adopt_local(meta.clone(), &made)?;
+        }
+        let meta = self.raft.store().snapshot_meta();
         let compact_to = meta.index.saturating_sub(self.snapshot_catchup_entries).min(made.durable_applied);
         let compacted_before = self.raft.store().first_index() - 1;
         if compact_to > compacted_before {
@@ -658,7 +701,7 @@ impl NodeLoop {
         info!(
             index = meta.index,
             term = meta.term,
-            bytes = made.bytes,
+            state_file_bytes = made.state_file.as_ref().map_or(0, |written| written.bytes),
             log_starts_at = self.raft.store().first_index(),
             "saved a snapshot of the state machine"
         );

@@ -5,13 +5,24 @@
 //! Files under `<data-dir>/raft/`:
 //! - `wal/` and `snap/`: concord-wal's segments and snapshot record. The WAL's snapshot
 //!   record is small: the core's `SnapshotMeta` (index, term, membership) and the length
-//!   of the state-machine file ([`SnapshotRecord`]).
+//!   of the state-machine file, if the snapshot has one ([`SnapshotRecord`]).
 //! - `snapdata/<index>.mvcc` (16 hex digits): the state machine at that index, as
 //!   concord-mvcc's checksummed snapshot stream, with the member directory at the same
 //!   index as the stream's application metadata. Chunks are read from it at an offset, so
 //!   a snapshot of any size costs one chunk of memory.
 //! - `snapdata/incoming.part`: a snapshot being received from the leader.
 //! - `snapdata/local.tmp`: a snapshot the apply task is writing.
+//!
+//! Most snapshots have no state file: the member's own periodic snapshot is the state
+//! machine's durable commit itself (its redb file holds the state at or past the index,
+//! and a restart replays the log from there), as etcd's is. Writing the whole state
+//! machine out on every `--snapshot-count` entries cost a large share of a member's CPU
+//! and disk under load, and pinned redb's freed pages for as long as the dump read. A
+//! state file is written only when one is needed: a leader asked for a chunk of a
+//! snapshot without one notes it (`take_state_file_wanted`), the Raft task asks the apply
+//! task for a file, and the file is adopted as a newer snapshot (or attached to the
+//! current one if nothing was applied since). A snapshot received from the leader keeps
+//! its file, which a restart needs if the state machine's restore from it was cut short.
 //!
 //! Order of durability, on which restart relies: a state file is complete, fsynced and
 //! renamed into place before the WAL records it; the WAL records it (and, for a snapshot
@@ -58,18 +69,21 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RaftStorageError + '_
 
 /// What the WAL's snapshot file holds for this member: the core's metadata and the length
 /// of the state file (the state file's own trailer checksums its bytes; the WAL checksums
-/// this record).
+/// this record), or `None` when the state machine's own durable commit is the snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotRecord {
     pub meta: SnapshotMeta,
-    pub state_bytes: u64,
+    pub state_bytes: Option<u64>,
 }
 
 impl SnapshotRecord {
+    /// The length is written as 0 for `None`: a state file is never empty (its header and
+    /// trailer alone take bytes), so records written before snapshots without a file
+    /// existed read back unchanged.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(RECORD_MAGIC);
-        out.extend_from_slice(&self.state_bytes.to_le_bytes());
+        out.extend_from_slice(&self.state_bytes.unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&self.meta.encode());
         out
     }
@@ -79,22 +93,42 @@ impl SnapshotRecord {
             return Err("not a concord snapshot record (bad magic)".into());
         }
         let state_bytes = bytes.get(8..16).ok_or("snapshot record cut short")?;
-        let state_bytes = u64::from_le_bytes(state_bytes.try_into().expect("8 bytes"));
+        let state_bytes = Some(u64::from_le_bytes(state_bytes.try_into().expect("8 bytes"))).filter(|&n| n > 0);
         let meta = SnapshotMeta::decode(&bytes[16..]).map_err(|e| format!("snapshot metadata: {e}"))?;
         Ok(SnapshotRecord { meta, state_bytes })
     }
 }
 
-/// A snapshot the apply task wrote, for the Raft task to adopt.
+/// A snapshot the apply task made, for the Raft task to adopt.
 #[derive(Debug)]
 pub struct LocalSnapshot {
-    /// The applied index the state file holds.
+    /// The applied index the snapshot holds.
     pub index: Index,
-    pub path: PathBuf,
-    pub bytes: u64,
-    /// The state machine's durable applied index once the file was written (at least
+    /// The state file written for it; `None` for a snapshot that is the state machine's
+    /// durable commit at `index`.
+    pub state_file: Option<WrittenStateFile>,
+    /// The state machine's durable applied index once the snapshot was made (at least
     /// `index`): the log may be compacted up to here without a crash losing anything.
     pub durable_applied: Index,
+}
+
+/// A state file the apply task wrote (complete and fsynced).
+#[derive(Debug)]
+pub struct WrittenStateFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// What [`RaftStorage::adopt_local`] did with a snapshot the apply task made.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Recorded in the WAL as this member's snapshot: the log may be compacted behind it.
+    Recorded,
+    /// A state file at the current snapshot's index, which had none: chunks of the current
+    /// snapshot are read from it now; nothing was recorded.
+    Attached,
+    /// Not newer than the current snapshot: nothing was done (the caller discards it).
+    Stale,
 }
 
 /// A snapshot being received.
@@ -144,7 +178,10 @@ pub struct RaftStorage {
     state_dir: PathBuf,
     /// The newest durable snapshot (index 0: none).
     snapshot: SnapshotMeta,
+    /// The current snapshot's state file, if it has one.
     state_file: Option<StateFile>,
+    /// A chunk of the current snapshot was asked for while it had no state file.
+    state_file_wanted: Cell<bool>,
     incoming: Option<Incoming>,
     /// The last chunk `check_completing_chunk` last found to complete a sound snapshot,
     /// with what was staged then: staging exactly that chunk makes the file it read.
@@ -152,6 +189,20 @@ pub struct RaftStorage {
     checked_whole: Option<SnapshotChunk>,
     /// When a leader last read a chunk of the current snapshot to send it.
     last_chunk_read: Cell<Option<Instant>>,
+}
+
+/// Opens a state file the apply task wrote and checks its length.
+fn open_written_state_file(written: &WrittenStateFile) -> Result<StateFile, RaftStorageError> {
+    let file = File::open(&written.path).map_err(io_error(&written.path))?;
+    let bytes = file.metadata().map_err(io_error(&written.path))?.len();
+    if bytes != written.bytes {
+        return Err(RaftStorageError::Invalid(format!(
+            "the snapshot file {} holds {bytes} bytes, {} were written",
+            written.path.display(),
+            written.bytes
+        )));
+    }
+    Ok(StateFile { file, bytes })
 }
 
 /// The name of the state file of the snapshot at `index`.
@@ -178,6 +229,7 @@ impl RaftStorage {
             state_dir,
             snapshot: SnapshotMeta::default(),
             state_file: None,
+            state_file_wanted: Cell::new(false),
             incoming: None,
             checked_whole: None,
             last_chunk_read: Cell::new(None),
@@ -201,29 +253,35 @@ impl RaftStorage {
                     saved.meta.term
                 )));
             }
-            let path = storage.state_dir.join(state_file_name(record.meta.index));
-            let file = File::open(&path).map_err(|error| {
-                RaftStorageError::Invalid(format!(
-                    "the snapshot at index {} needs its state file {}, which cannot be opened ({error}); \
-                     restore this member from a backup or remove its data directory and add it again",
-                    record.meta.index,
-                    path.display()
-                ))
-            })?;
-            let bytes = file.metadata().map_err(io_error(&path))?.len();
-            if bytes != record.state_bytes {
-                return Err(RaftStorageError::Invalid(format!(
-                    "the state file {} holds {bytes} bytes, the snapshot record says {}; \
-                     restore this member from a backup or remove its data directory and add it again",
-                    path.display(),
-                    record.state_bytes
-                )));
+            storage.snapshot = record.meta.clone();
+            if let Some(state_bytes) = record.state_bytes {
+                storage.state_file = Some(storage.open_recorded_state_file(&record.meta, state_bytes)?);
             }
-            storage.snapshot = record.meta;
-            storage.state_file = Some(StateFile { file, bytes });
         }
         storage.remove_state_files(true)?;
         Ok(storage)
+    }
+
+    /// Opens the state file the WAL's snapshot record names and checks its length.
+    fn open_recorded_state_file(&self, meta: &SnapshotMeta, state_bytes: u64) -> Result<StateFile, RaftStorageError> {
+        let path = self.state_dir.join(state_file_name(meta.index));
+        let file = File::open(&path).map_err(|error| {
+            RaftStorageError::Invalid(format!(
+                "the snapshot at index {} needs its state file {}, which cannot be opened ({error}); \
+                     restore this member from a backup or remove its data directory and add it again",
+                meta.index,
+                path.display()
+            ))
+        })?;
+        let bytes = file.metadata().map_err(io_error(&path))?.len();
+        if bytes != state_bytes {
+            return Err(RaftStorageError::Invalid(format!(
+                "the state file {} holds {bytes} bytes, the snapshot record says {state_bytes}; \
+                     restore this member from a backup or remove its data directory and add it again",
+                path.display(),
+            )));
+        }
+        Ok(StateFile { file, bytes })
     }
 
     /// The WAL, for what the Raft task reports (segment paths, durable index).
@@ -260,9 +318,10 @@ impl RaftStorage {
         self.last_chunk_read.get().is_some_and(|at| at.elapsed() < recently)
     }
 
-    /// A reader over the current snapshot's state file, from its first byte.
+    /// A reader over the current snapshot's state file, from its first byte (`None` when
+    /// the snapshot has none).
     pub fn state_reader(&self) -> Result<Option<BufReader<File>>, RaftStorageError> {
-        if self.snapshot.index == 0 {
+        if self.snapshot.index == 0 || self.state_file.is_none() {
             return Ok(None);
         }
         let path = self.state_dir.join(state_file_name(self.snapshot.index));
@@ -276,12 +335,23 @@ impl RaftStorage {
     /// directory with it (installed before the state machine commits, as the apply task
     /// does). A state machine at or past the snapshot leaves the directory alone: the
     /// directory is never behind the state machine.
+    ///
+    /// A snapshot without a state file was recorded only once the state machine had made
+    /// its index durable, so a state machine behind one lost durable commits: an error.
     pub fn bring_up_to_snapshot(&self, store: &Store, directory: &MemberDirectory) -> Result<(), RaftStorageError> {
         let behind = store.applied_index();
         if behind >= self.snapshot.index {
             return Ok(());
         }
-        let Some(reader) = self.state_reader()? else { return Ok(()) };
+        let Some(reader) = self.state_reader()? else {
+            return Err(RaftStorageError::Invalid(format!(
+                "the state machine is at index {behind}, behind the snapshot at index {}, which it held durably \
+                 when the snapshot was recorded (the snapshot has no state file to restore from): the state \
+                 machine's file lost commits; restore this member from a backup or remove its data directory \
+                 and add it again",
+                self.snapshot.index
+            )));
+        };
         let started = std::time::Instant::now();
         let index = self.snapshot.index;
         let restored = store
@@ -317,28 +387,41 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Makes a snapshot the apply task wrote this member's snapshot (`meta` is what the
-    /// core says about its index): recorded durably in the WAL, served to followers from
-    /// now on; older state files are removed.
-    pub fn adopt_local(&mut self, meta: SnapshotMeta, made: &LocalSnapshot) -> Result<(), RaftStorageError> {
-        let file = File::open(&made.path).map_err(io_error(&made.path))?;
-        let bytes = file.metadata().map_err(io_error(&made.path))?.len();
-        if bytes != made.bytes {
-            return Err(RaftStorageError::Invalid(format!(
-                "the snapshot file {} holds {bytes} bytes, {} were written",
-                made.path.display(),
-                made.bytes
-            )));
+    /// Adopts a snapshot the apply task made (`meta` is what the core says about its
+    /// index): a newer one is recorded durably in the WAL and served to followers from now
+    /// on, and older state files are removed; a state file at the current snapshot's index,
+    /// which has none, is attached to it (see [`Adoption`]).
+    pub fn adopt_local(&mut self, meta: SnapshotMeta, made: &LocalSnapshot) -> Result<Adoption, RaftStorageError> {
+        debug_assert_eq!(meta.index, made.index, "the core's metadata is about the snapshot's index");
+        let attaches = meta.index == self.snapshot.index && self.state_file.is_none() && made.state_file.is_some();
+        if meta.index <= self.snapshot.index && !attaches {
+            return Ok(Adoption::Stale);
         }
-        self.record(meta, StateFile { file, bytes })
+        let state = match &made.state_file {
+            Some(written) => Some(open_written_state_file(written)?),
+            None => None,
+        };
+        if attaches {
+            self.state_file = state;
+            return Ok(Adoption::Attached);
+        }
+        self.record(meta, state)?;
+        Ok(Adoption::Recorded)
     }
 
     /// Removes a state file the apply task wrote that will not be adopted (the core no
     /// longer knows its index, or a newer snapshot came first).
     pub fn discard_local(&mut self, made: &LocalSnapshot) {
-        if made.index != self.snapshot.index {
-            let _ = std::fs::remove_file(&made.path);
+        let Some(written) = &made.state_file else { return };
+        if made.index != self.snapshot.index || self.state_file.is_none() {
+            let _ = std::fs::remove_file(&written.path);
         }
+    }
+
+    /// Whether a chunk of the current snapshot was asked for, while it had no state file,
+    /// since this was last called.
+    pub fn take_state_file_wanted(&self) -> bool {
+        self.state_file_wanted.replace(false)
     }
 
     /// Writes one chunk of a snapshot arriving from the leader. A chunk at offset 0 starts
@@ -449,25 +532,27 @@ impl RaftStorage {
         fsync_dir(&self.state_dir)?;
         let file = File::open(&path).map_err(io_error(&path))?;
         let for_restore = file.try_clone().map_err(io_error(&path))?;
-        self.record(meta.clone(), StateFile { file, bytes: incoming.received })?;
+        self.record(meta.clone(), Some(StateFile { file, bytes: incoming.received }))?;
         Ok(for_restore)
     }
 
-    /// Records `meta` with its state file in the WAL (durably), switches chunk reads to
-    /// it, and removes older state files.
-    fn record(&mut self, meta: SnapshotMeta, state: StateFile) -> Result<(), RaftStorageError> {
-        let record = SnapshotRecord { meta: meta.clone(), state_bytes: state.bytes };
+    /// Records `meta` with its state file, if any, in the WAL (durably), switches chunk
+    /// reads to it, and removes older state files.
+    fn record(&mut self, meta: SnapshotMeta, state: Option<StateFile>) -> Result<(), RaftStorageError> {
+        let record = SnapshotRecord { meta: meta.clone(), state_bytes: state.as_ref().map(|state| state.bytes) };
         let wal_meta = concord_wal::SnapshotMeta { index: meta.index, term: meta.term };
         self.wal.save_snapshot(wal_meta, &record.encode())?;
         self.snapshot = meta;
-        self.state_file = Some(state);
+        self.state_file = state;
+        self.state_file_wanted.set(false);
         self.remove_state_files(false)
     }
 
     /// Removes files of the state directory other than the current snapshot's: with
     /// `everything_else` (at open, when nothing is being received or written) all of them;
     /// otherwise only the state files of older snapshots. fsyncs the directory if anything
-    /// went.
+    /// went. At open, a state file the current snapshot does not record (one attached to
+    /// it, or left by an interrupted write) goes too.
     fn remove_state_files(&self, everything_else: bool) -> Result<(), RaftStorageError> {
         let keep = state_file_name(self.snapshot.index);
         let mut removed = false;
@@ -478,7 +563,8 @@ impl RaftStorage {
                 .strip_suffix(".mvcc")
                 .and_then(|hex| Index::from_str_radix(hex, 16).ok())
                 .is_some_and(|index| index < self.snapshot.index);
-            if name != keep && (everything_else || older) {
+            let current = name == keep && self.state_file.is_some();
+            if !current && (everything_else || older) {
                 std::fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
                 removed = true;
             }
@@ -515,9 +601,15 @@ impl LogStore for RaftStorage {
         self.snapshot.clone()
     }
 
+    /// A snapshot without a state file answers `Unavailable` (the leader tries again on
+    /// the next heartbeat reply) and notes that a file is wanted.
     fn snapshot_chunk(&self, index: Index, offset: u64, max_bytes: u64) -> Result<SnapshotData, StorageError> {
-        let Some(state) = self.state_file.as_ref().filter(|_| index == self.snapshot.index && index != 0) else {
+        if index != self.snapshot.index || index == 0 {
             return Err(StorageError::Compacted(index));
+        }
+        let Some(state) = self.state_file.as_ref() else {
+            self.state_file_wanted.set(true);
+            return Err(StorageError::Unavailable(index));
         };
         let start = offset.min(state.bytes);
         let end = start.saturating_add(max_bytes.max(1)).min(state.bytes);
@@ -618,8 +710,12 @@ mod tests {
         let state = state_at(30);
         let path = storage.state_dir().join(state_file_name(30));
         std::fs::write(&path, &state).unwrap();
-        let made = LocalSnapshot { index: 30, path, bytes: state.len() as u64, durable_applied: 30 };
-        storage.adopt_local(meta(30, 1), &made).unwrap();
+        let made = LocalSnapshot {
+            index: 30,
+            state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
+            durable_applied: 30,
+        };
+        assert_eq!(storage.adopt_local(meta(30, 1), &made).unwrap(), Adoption::Recorded);
         assert_eq!(storage.snapshot_meta(), meta(30, 1));
         assert!(!storage.is_sending_snapshot(Duration::from_secs(60)));
         assert_eq!(read_chunks(&storage, 30, 1000), state);
@@ -799,6 +895,126 @@ mod tests {
         assert_eq!(storage.snapshot_meta(), incoming);
     }
 
+    /// A snapshot the state machine's durable commit holds, with no state file.
+    fn in_store(index: Index) -> LocalSnapshot {
+        LocalSnapshot { index, state_file: None, durable_applied: index }
+    }
+
+    /// A state file of the state at `index`, written where the apply task writes it.
+    fn written(storage: &RaftStorage, index: Index) -> (LocalSnapshot, Vec<u8>) {
+        let state = state_at(index);
+        let path = storage.state_dir().join(state_file_name(index));
+        std::fs::write(&path, &state).unwrap();
+        let made = LocalSnapshot {
+            index,
+            state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
+            durable_applied: index,
+        };
+        (made, state)
+    }
+
+    fn state_dir_names(storage: &RaftStorage) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(storage.state_dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_snapshot_without_a_state_file_is_recorded_compacted_behind_and_asks_for_one_when_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 40, 1)).unwrap();
+        assert_eq!(storage.adopt_local(meta(30, 1), &in_store(30)).unwrap(), Adoption::Recorded);
+        assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        storage.compact(25).unwrap();
+        assert_eq!(storage.first_index(), 26);
+        assert!(state_dir_names(&storage).is_empty(), "no state file was written");
+
+        // A leader asking for a chunk learns to try again, and the storage notes the want,
+        // once per ask.
+        assert!(!storage.take_state_file_wanted());
+        assert_eq!(storage.snapshot_chunk(30, 0, 10), Err(StorageError::Unavailable(30)));
+        assert!(storage.take_state_file_wanted());
+        assert!(!storage.take_state_file_wanted());
+        assert_eq!(storage.snapshot_chunk(29, 0, 10), Err(StorageError::Compacted(29)));
+        assert!(!storage.take_state_file_wanted(), "only the current snapshot is wanted");
+
+        // Not newer: stale.
+        assert_eq!(storage.adopt_local(meta(30, 1), &in_store(30)).unwrap(), Adoption::Stale);
+        assert_eq!(storage.adopt_local(meta(20, 1), &in_store(20)).unwrap(), Adoption::Stale);
+
+        // Reopened: the same snapshot, still without a file, and the log after it.
+        drop(storage);
+        let storage = open(dir.path());
+        assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        assert_eq!(storage.first_index(), 26);
+        assert!(storage.state_reader().unwrap().is_none());
+        assert_eq!(storage.snapshot_chunk(30, 0, 10), Err(StorageError::Unavailable(30)));
+    }
+
+    #[test]
+    fn a_state_file_at_the_current_index_is_attached_and_one_past_it_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 40, 1)).unwrap();
+        assert_eq!(storage.adopt_local(meta(30, 1), &in_store(30)).unwrap(), Adoption::Recorded);
+        let _ = storage.snapshot_chunk(30, 0, 10);
+        assert!(storage.take_state_file_wanted());
+
+        // Nothing applied since: the file is served as the current snapshot's.
+        let (made, state) = written(&storage, 30);
+        assert_eq!(storage.adopt_local(meta(30, 1), &made).unwrap(), Adoption::Attached);
+        assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        assert_eq!(read_chunks(&storage, 30, 7), state);
+        assert!(!storage.take_state_file_wanted());
+        // A second file of the same index is stale, and discarding it keeps the one in use.
+        let (again, _) = written(&storage, 30);
+        assert_eq!(storage.adopt_local(meta(30, 1), &again).unwrap(), Adoption::Stale);
+        storage.discard_local(&again);
+        assert_eq!(read_chunks(&storage, 30, 1000), state);
+        // The WAL does not record an attached file: a restart removes it and goes on with
+        // the snapshot in the store.
+        drop(storage);
+        let mut storage = open(dir.path());
+        assert_eq!(storage.snapshot_meta(), meta(30, 1));
+        assert!(state_dir_names(&storage).is_empty(), "{:?}", state_dir_names(&storage));
+        assert_eq!(storage.snapshot_chunk(30, 0, 10), Err(StorageError::Unavailable(30)));
+
+        // A file past the current snapshot is a newer snapshot, recorded with its file.
+        let (made, state) = written(&storage, 35);
+        assert_eq!(storage.adopt_local(meta(35, 1), &made).unwrap(), Adoption::Recorded);
+        assert_eq!(storage.snapshot_chunk(30, 0, 10), Err(StorageError::Compacted(30)), "the leader starts over");
+        assert_eq!(read_chunks(&storage, 35, 1000), state);
+        drop(storage);
+        let mut storage = open(dir.path());
+        assert_eq!(storage.snapshot_meta(), meta(35, 1));
+        assert_eq!(read_chunks(&storage, 35, 1000), state, "the recorded file survives a restart");
+        // The next snapshot in the store replaces it, file and all.
+        assert_eq!(storage.adopt_local(meta(38, 1), &in_store(38)).unwrap(), Adoption::Recorded);
+        assert!(state_dir_names(&storage).is_empty(), "{:?}", state_dir_names(&storage));
+    }
+
+    #[test]
+    fn a_state_machine_behind_a_snapshot_without_a_state_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = open(dir.path());
+        storage.append(&entries(1, 20, 1)).unwrap();
+        assert_eq!(storage.adopt_local(meta(20, 1), &in_store(20)).unwrap(), Adoption::Recorded);
+        let store = Store::open(dir.path().join("kv.redb")).unwrap();
+        let directory = open_directory(dir.path());
+        store.apply(1, &Command::Noop).unwrap();
+        let error = storage.bring_up_to_snapshot(&store, &directory).unwrap_err();
+        assert!(error.to_string().contains("behind the snapshot at index 20"), "{error}");
+        assert_eq!(store.applied_index(), 1, "nothing changed");
+        for index in 2..=20 {
+            store.apply(index, &Command::Noop).unwrap();
+        }
+        storage.bring_up_to_snapshot(&store, &directory).unwrap();
+    }
+
     #[test]
     fn a_missing_state_file_is_refused_at_open_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
@@ -807,8 +1023,12 @@ mod tests {
         let state = state_at(5);
         let path = storage.state_dir().join(state_file_name(5));
         std::fs::write(&path, &state).unwrap();
-        let made = LocalSnapshot { index: 5, path: path.clone(), bytes: state.len() as u64, durable_applied: 5 };
-        storage.adopt_local(meta(5, 1), &made).unwrap();
+        let made = LocalSnapshot {
+            index: 5,
+            state_file: Some(WrittenStateFile { path: path.clone(), bytes: state.len() as u64 }),
+            durable_applied: 5,
+        };
+        assert_eq!(storage.adopt_local(meta(5, 1), &made).unwrap(), Adoption::Recorded);
         drop(storage);
         std::fs::remove_file(&path).unwrap();
         let error = RaftStorage::open(dir.path(), WalOptions::default()).err().unwrap();
@@ -823,8 +1043,12 @@ mod tests {
         let state = state_at(20);
         let path = storage.state_dir().join(state_file_name(20));
         std::fs::write(&path, &state).unwrap();
-        let made = LocalSnapshot { index: 20, path, bytes: state.len() as u64, durable_applied: 20 };
-        storage.adopt_local(meta(20, 1), &made).unwrap();
+        let made = LocalSnapshot {
+            index: 20,
+            state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
+            durable_applied: 20,
+        };
+        assert_eq!(storage.adopt_local(meta(20, 1), &made).unwrap(), Adoption::Recorded);
 
         let store = Store::open(dir.path().join("kv.redb")).unwrap();
         let directory = open_directory(dir.path());
@@ -854,8 +1078,12 @@ mod tests {
             // Recorded as the snapshot at 20.
             let path = storage.state_dir().join(state_file_name(20));
             std::fs::write(&path, &state).unwrap();
-            let made = LocalSnapshot { index: 20, path, bytes: state.len() as u64, durable_applied: 20 };
-            storage.adopt_local(meta(20, 1), &made).unwrap();
+            let made = LocalSnapshot {
+                index: 20,
+                state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
+                durable_applied: 20,
+            };
+            assert_eq!(storage.adopt_local(meta(20, 1), &made).unwrap(), Adoption::Recorded);
             let store = Store::open(dir.path().join("kv.redb")).unwrap();
             let directory = open_directory(dir.path());
             let before = directory.snapshot();
@@ -869,8 +1097,10 @@ mod tests {
 
     #[test]
     fn the_snapshot_record_round_trips() {
-        let record = SnapshotRecord { meta: meta(7, 3), state_bytes: 12345 };
+        let record = SnapshotRecord { meta: meta(7, 3), state_bytes: Some(12345) };
         assert_eq!(SnapshotRecord::decode(&record.encode()), Ok(record));
+        let without_a_file = SnapshotRecord { meta: meta(7, 3), state_bytes: None };
+        assert_eq!(SnapshotRecord::decode(&without_a_file.encode()), Ok(without_a_file));
         assert!(SnapshotRecord::decode(b"CNCDSMR1").is_err());
         assert!(SnapshotRecord::decode(b"something else entirely").is_err());
     }
