@@ -210,6 +210,77 @@ async fn a_member_behind_the_compacted_log_catches_up_through_a_snapshot() {
     assert_hash_kv_agrees(&cluster, current_revision(&mut reader).await).await;
 }
 
+/// Writes `{prefix}{n}` keys one after another until `stop` is set; returns them.
+fn keep_writing(
+    client: &Client,
+    prefix: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<BTreeMap<String, String>> {
+    let mut client = client.clone();
+    let prefix = prefix.to_string();
+    tokio::spawn(async move {
+        let mut written = BTreeMap::new();
+        // Bounded: the test stops it within seconds; this only keeps a broken test finite.
+        for n in 0..200_000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let (key, value) = (format!("{prefix}{n:06}"), format!("value-{n}"));
+            client.put(key.clone(), value.clone(), None).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+            written.insert(key, value);
+        }
+        written
+    })
+}
+
+/// A leader under writes takes a periodic snapshot every few hundred milliseconds here,
+/// while it writes a state file for the follower and sends it: the follower catches up,
+/// and the leader writes no more than a file or two for it. (Whether a periodic snapshot
+/// may replace the file before its first chunk is read depends on timing this test does
+/// not control; the storage's unit tests pin that a file written to be sent counts as in
+/// transfer from its adoption.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_catches_up_through_a_snapshot_while_writes_go_on() {
+    let mut cluster = compacting_cluster(3).start().await;
+    let leader = cluster.wait_for_leader().await;
+    let client = cluster.client(leader).await;
+    let mut expected = write_keys(&client, "k/", 300).await;
+    let lagging = cluster.followers(leader)[0];
+    cluster.kill(lagging);
+    expected.extend(write_keys(&client, "k/", 700).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4).map(|w| keep_writing(&client, &format!("during/{w}/"), stop.clone())).collect();
+    cluster.restart(lagging);
+    let lagging_name = cluster.members[lagging].name.clone();
+    eventually(Duration::from_secs(30), &format!("{lagging_name} to install a snapshot"), || async {
+        let log = log_since_last_start(&cluster, lagging);
+        match logged_field(&log, "restored the state machine from the leader's snapshot", "index") {
+            Some(_) => Ok(()),
+            None => Err("no snapshot restored yet".to_string()),
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let written = within(Duration::from_secs(20), "the writers to stop", writer).await.expect("a writer panicked");
+        assert!(!written.is_empty(), "writes went on during the catch-up");
+        expected.extend(written);
+    }
+    installed_snapshot(&cluster, lagging);
+    let leader_log = log_since_last_start(&cluster, leader);
+    let files_written = leader_log.matches("a follower needs a snapshot: writing the state machine").count();
+    assert!(files_written <= 2, "the leader wrote {files_written} state files for one follower:\n{leader_log}");
+
+    let (leader_index, _) = indexes(&mut client.clone()).await.expect("the leader's status");
+    wait_applied(&cluster, lagging, leader_index, Duration::from_secs(20)).await;
+    let mut stored = local_keys(&cluster, lagging, "k/").await;
+    stored.extend(local_keys(&cluster, lagging, "during/").await);
+    assert_eq!(stored, expected, "every key, read from the member that caught up");
+    let mut reader = cluster.client(leader).await;
+    assert_hash_kv_agrees(&cluster, current_revision(&mut reader).await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_comes_back_from_its_snapshot_and_log() {
     // One member: nothing but its own data directory can give it its keys back.

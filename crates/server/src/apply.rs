@@ -148,7 +148,8 @@ impl ApplyLoop {
                     continue;
                 }
             };
-            // Take whatever else is queued, up to a restore: one transaction for all of it.
+            // Take whatever else is queued, up to a restore or a request for a state file: one
+            // transaction for all of it.
             let mut entries = batch;
             while entries.len() < MAX_ENTRIES_PER_TRANSACTION {
                 match self.batches.try_recv() {
@@ -219,7 +220,7 @@ impl ApplyLoop {
 
     /// Writes the state machine and the member directory to a new state file on a blocking
     /// thread, from one read transaction (applies go on meanwhile): temporary name, fsync,
-    /// rename to its index, directory fsync. Called between batches only.
+    /// link to its index, directory fsync. Called between batches only.
     ///
     /// The member directory must be the one at the snapshot's index, not merely a recent
     /// one: a member restored from the snapshot takes it as the directory at that index and
@@ -324,10 +325,11 @@ impl ApplyLoop {
         };
         self.sync_store()?;
         snapshot.durable_applied = self.store.durable_applied_index();
-        self.snapshots.last_index = self.snapshots.last_index.max(snapshot.index);
-        // One snapshot is written at a time, and the Raft task takes each at once; if it
-        // could not, this one is dropped (the next one will do) rather than waiting here
-        // while the Raft task may be waiting for us.
+        // The next periodic snapshot is counted from here, not from where the file's read
+        // began: one taken right after the file would replace it before it is sent.
+        self.snapshots.last_index = self.snapshots.last_index.max(self.store.applied_index());
+        // The Raft task takes each snapshot at once; if it could not, this one is dropped
+        // (it asks for another) rather than waiting here.
         if let Err(refused) = self.snapshots.made.try_send(snapshot) {
             if let Some(written) = refused.into_inner().state_file {
                 let _ = std::fs::remove_file(&written.path);

@@ -155,12 +155,12 @@ pub struct NodeLoop {
     /// Never awaited: a long apply must not stop this task's ticks and heartbeats. What
     /// bounds the queue is `shared::MAX_APPLY_GAP`.
     pub apply: mpsc::UnboundedSender<ApplyInput>,
-    /// Snapshots the apply task wrote, to record and compact behind.
+    /// Snapshots the apply task made, to record and compact behind.
     pub snapshots: mpsc::Receiver<LocalSnapshot>,
     /// Entries kept in the log behind a snapshot, so that a follower a little behind
     /// catches up from the log rather than through a whole snapshot.
     pub snapshot_catchup_entries: u64,
-    /// A snapshot the apply task wrote that waits for a transfer of the current one.
+    /// A snapshot the apply task made that waits for a transfer of the current one.
     pub held_snapshot: HeldSnapshot,
     pub status: watch::Sender<NodeStatus>,
     pub tick_interval: Duration,
@@ -216,7 +216,7 @@ struct PeerTracking {
     refusals: RefusalLog,
 }
 
-/// A snapshot the apply task wrote, waiting for a transfer of the current one to end.
+/// A snapshot the apply task made, waiting for a transfer of the current one to end.
 #[derive(Default)]
 pub struct HeldSnapshot {
     /// The snapshot and since when it waits.
@@ -629,7 +629,7 @@ impl NodeLoop {
         }
     }
 
-    /// Adopts the snapshot the apply task wrote, unless this leader is sending its current
+    /// Adopts the snapshot the apply task made, unless this leader is sending its current
     /// snapshot to a follower: adopting would make that snapshot unreadable and restart
     /// the transfer, and a big snapshot taken again faster than it can be sent would never
     /// arrive. Compaction waits for the transfer (bounded, so a follower that keeps

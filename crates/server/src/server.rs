@@ -382,8 +382,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let (requests_tx, requests_rx) = mpsc::channel(4096);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-    // One snapshot is written at a time; the Raft task takes it at once.
-    let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
+    // The Raft task takes each snapshot at once; room for a few, so that a state file
+    // written to be sent is not dropped behind a periodic snapshot not yet taken.
+    let (snapshots_tx, snapshots_rx) = mpsc::channel(4);
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let (events_tx, _) = broadcast::channel(1024);

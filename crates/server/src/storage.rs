@@ -25,7 +25,8 @@
 //! its file, which a restart needs if the state machine's restore from it was cut short.
 //!
 //! Order of durability, on which restart relies: a state file is complete, fsynced and
-//! renamed into place before the WAL records it; the WAL records it (and, for a snapshot
+//! linked or renamed into place before the WAL records it, and a snapshot without one is
+//! recorded only once the state machine holds its index durably; the WAL records it (and, for a snapshot
 //! from the leader, drops the log it replaces) before older state files are removed and
 //! before the log is compacted. Whatever a crash interrupts, `open` finds either the old
 //! snapshot with its file or the new one with its file, and removes the rest.
@@ -50,8 +51,12 @@ const STATE_DIR: &str = "snapdata";
 const INCOMING_FILE: &str = "incoming.part";
 /// Where the apply task writes a snapshot before renaming it to its index.
 pub const LOCAL_TEMPORARY_FILE: &str = "local.tmp";
-/// Identifies (and versions) the record kept in the WAL's snapshot file.
+/// Identifies (and versions) the record kept in the WAL's snapshot file: of a snapshot with
+/// a state file (followed by the file's length), and of one without (a build older than
+/// snapshots without a file refuses the second as not a snapshot record, rather than
+/// look for a file that was never written).
 const RECORD_MAGIC: &[u8; 8] = b"CNCDSMR1";
+const RECORD_MAGIC_WITHOUT_FILE: &[u8; 8] = b"CNCDSMR2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftStorageError {
@@ -77,24 +82,29 @@ pub struct SnapshotRecord {
 }
 
 impl SnapshotRecord {
-    /// The length is written as 0 for `None`: a state file is never empty (its header and
-    /// trailer alone take bytes), so records written before snapshots without a file
-    /// existed read back unchanged.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(RECORD_MAGIC);
-        out.extend_from_slice(&self.state_bytes.unwrap_or(0).to_le_bytes());
+        match self.state_bytes {
+            Some(state_bytes) => {
+                out.extend_from_slice(RECORD_MAGIC);
+                out.extend_from_slice(&state_bytes.to_le_bytes());
+            }
+            None => out.extend_from_slice(RECORD_MAGIC_WITHOUT_FILE),
+        }
         out.extend_from_slice(&self.meta.encode());
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SnapshotRecord, String> {
-        if bytes.get(..8) != Some(RECORD_MAGIC.as_slice()) {
-            return Err("not a concord snapshot record (bad magic)".into());
-        }
-        let state_bytes = bytes.get(8..16).ok_or("snapshot record cut short")?;
-        let state_bytes = Some(u64::from_le_bytes(state_bytes.try_into().expect("8 bytes"))).filter(|&n| n > 0);
-        let meta = SnapshotMeta::decode(&bytes[16..]).map_err(|e| format!("snapshot metadata: {e}"))?;
+        let (state_bytes, meta) = match bytes.get(..8) {
+            Some(magic) if magic == RECORD_MAGIC => {
+                let state_bytes = bytes.get(8..16).ok_or("snapshot record cut short")?;
+                (Some(u64::from_le_bytes(state_bytes.try_into().expect("8 bytes"))), &bytes[16..])
+            }
+            Some(magic) if magic == RECORD_MAGIC_WITHOUT_FILE => (None, &bytes[8..]),
+            _ => return Err("not a concord snapshot record (bad magic)".into()),
+        };
+        let meta = SnapshotMeta::decode(meta).map_err(|e| format!("snapshot metadata: {e}"))?;
         Ok(SnapshotRecord { meta, state_bytes })
     }
 }
@@ -401,12 +411,20 @@ impl RaftStorage {
             Some(written) => Some(open_written_state_file(written)?),
             None => None,
         };
+        // A state file is written to be sent: counted as in transfer from now, so that a
+        // newer snapshot, which would make it unreadable, waits for the transfer (see
+        // `is_sending_snapshot`) rather than replace it before the leader's next try reads
+        // its first chunk.
+        let written_to_send = state.is_some();
         if attaches {
             self.state_file = state;
-            return Ok(Adoption::Attached);
+        } else {
+            self.record(meta, state)?;
         }
-        self.record(meta, state)?;
-        Ok(Adoption::Recorded)
+        if written_to_send {
+            self.last_chunk_read.set(Some(Instant::now()));
+        }
+        Ok(if attaches { Adoption::Attached } else { Adoption::Recorded })
     }
 
     /// Removes a state file the apply task wrote that will not be adopted (the core no
@@ -545,6 +563,8 @@ impl RaftStorage {
         self.snapshot = meta;
         self.state_file = state;
         self.state_file_wanted.set(false);
+        // Reads of the snapshot replaced were of a transfer that now starts over.
+        self.last_chunk_read.set(None);
         self.remove_state_files(false)
     }
 
@@ -717,7 +737,9 @@ mod tests {
         };
         assert_eq!(storage.adopt_local(meta(30, 1), &made).unwrap(), Adoption::Recorded);
         assert_eq!(storage.snapshot_meta(), meta(30, 1));
-        assert!(!storage.is_sending_snapshot(Duration::from_secs(60)));
+        // A state file is written to be sent: in transfer from its adoption on.
+        assert!(storage.is_sending_snapshot(Duration::from_secs(60)));
+        storage.last_chunk_read.set(None);
         assert_eq!(read_chunks(&storage, 30, 1000), state);
         assert!(storage.is_sending_snapshot(Duration::from_secs(60)));
         assert_eq!(storage.snapshot_chunk(29, 0, 10), Err(StorageError::Compacted(29)));
@@ -967,6 +989,7 @@ mod tests {
         // Nothing applied since: the file is served as the current snapshot's.
         let (made, state) = written(&storage, 30);
         assert_eq!(storage.adopt_local(meta(30, 1), &made).unwrap(), Adoption::Attached);
+        assert!(storage.is_sending_snapshot(Duration::from_secs(60)), "a newer snapshot waits for it to be sent");
         assert_eq!(storage.snapshot_meta(), meta(30, 1));
         assert_eq!(read_chunks(&storage, 30, 7), state);
         assert!(!storage.take_state_file_wanted());
@@ -986,6 +1009,7 @@ mod tests {
         // A file past the current snapshot is a newer snapshot, recorded with its file.
         let (made, state) = written(&storage, 35);
         assert_eq!(storage.adopt_local(meta(35, 1), &made).unwrap(), Adoption::Recorded);
+        assert!(storage.is_sending_snapshot(Duration::from_secs(60)), "a newer snapshot waits for it to be sent");
         assert_eq!(storage.snapshot_chunk(30, 0, 10), Err(StorageError::Compacted(30)), "the leader starts over");
         assert_eq!(read_chunks(&storage, 35, 1000), state);
         drop(storage);
@@ -993,7 +1017,9 @@ mod tests {
         assert_eq!(storage.snapshot_meta(), meta(35, 1));
         assert_eq!(read_chunks(&storage, 35, 1000), state, "the recorded file survives a restart");
         // The next snapshot in the store replaces it, file and all.
+        let _ = read_chunks(&storage, 35, 1000);
         assert_eq!(storage.adopt_local(meta(38, 1), &in_store(38)).unwrap(), Adoption::Recorded);
+        assert!(!storage.is_sending_snapshot(Duration::from_secs(60)), "the transfer of 35 is over");
         assert!(state_dir_names(&storage).is_empty(), "{:?}", state_dir_names(&storage));
     }
 
@@ -1100,6 +1126,7 @@ mod tests {
         let record = SnapshotRecord { meta: meta(7, 3), state_bytes: Some(12345) };
         assert_eq!(SnapshotRecord::decode(&record.encode()), Ok(record));
         let without_a_file = SnapshotRecord { meta: meta(7, 3), state_bytes: None };
+        assert!(!without_a_file.encode().starts_with(RECORD_MAGIC), "an older build must not look for a file");
         assert_eq!(SnapshotRecord::decode(&without_a_file.encode()), Ok(without_a_file));
         assert!(SnapshotRecord::decode(b"CNCDSMR1").is_err());
         assert!(SnapshotRecord::decode(b"something else entirely").is_err());
