@@ -7,13 +7,17 @@
 //! - `waiters`: clients waiting for their proposals, by request id; the apply completes
 //!   them with the outcome of the entry that carries their id.
 //! - `read_ids`: the ids of a member's ReadIndex rounds, which no restart may reuse.
+//! - `apply_gate`: the index through which linearizable reads may be answered, which
+//!   follows the state machine's commits, not the batches taken for applying.
 //!
 //! This is the first slice of issue 12's "member logic as deterministic code": the Raft
 //! task's and the apply task's loops are still in crates/server.
 
+pub mod apply_gate;
 pub mod envelope;
 pub mod read_ids;
 pub mod waiters;
 
+pub use apply_gate::ApplyGate;
 pub use read_ids::ReadIds;
 pub use waiters::{Waiter, Waiters};

@@ -392,6 +392,15 @@ impl<S: LogStore> Raft<S> {
             MessageBody::RequestVote { pre_vote: true, .. } => {
                 self.send(message.from, MessageBody::RequestVoteResponse { pre_vote: true, granted: false });
             }
+            // And a lagging candidate, as the Raft paper's RequestVote does ("reply false
+            // if term < currentTerm", with our term): it adopts our term and its next
+            // campaign can be one we vote in. Ignored, it may never catch up with a node
+            // that campaigns at the same pace but never asks it for a vote (one whose stale
+            // configuration counts it as a learner): found by the simulator, a cluster of
+            // two voters that never elected a leader.
+            MessageBody::RequestVote { pre_vote: false, .. } => {
+                self.send(message.from, MessageBody::RequestVoteResponse { pre_vote: false, granted: false });
+            }
             _ => {}
         }
     }
@@ -548,6 +557,12 @@ impl<S: LogStore> Raft<S> {
             self.log.store.snapshot_meta().index
         );
         self.membership.compact_to(index.min(self.log.applying()));
+    }
+
+    /// Whether the next Ready installs a snapshot (a member applies every entry it was
+    /// handed before it first).
+    pub fn has_snapshot_to_install(&self) -> bool {
+        self.install_snapshot.is_some()
     }
 
     /// The application found the snapshot being received damaged: it checks the staged

@@ -426,3 +426,50 @@ fn a_single_voter_sends_nothing_as_leader_before_its_term_is_durable() {
     let entry = |raft: &Raft<MemoryLog>| raft.log_entries(index, index + 1).remove(0);
     assert_eq!(entry(&learner), entry(&leader), "the learner holds the leader's entry");
 }
+
+/// Simulator seed 144 (`--state-machine mvcc`, 3 nodes, once the apply ran apart from the
+/// Raft loop): the voters of the last configuration were 2 and 4, and 2 had missed the
+/// changes that made it so: in its stale configuration 4 was a learner. Both campaigned
+/// for ever. 2 never asked 4 for a vote, and ignored 4's requests, whose term was always
+/// a little below its own, without answering; so 4 never learned 2's term, and its
+/// campaigns could never be one 2 votes in. A vote request of a stale term is now
+/// answered with a refusal that carries the receiver's term, as the Raft paper's
+/// RequestVote answers it, and the candidate adopts that term.
+#[test]
+fn a_vote_request_of_a_stale_term_is_answered_with_the_current_term() {
+    let mut cluster = Cluster::new(&[1, 2, 3]);
+    cluster.elect(1);
+    let term = cluster.nodes[&2].term();
+    // Node 2 moves three terms on (a heartbeat of a later leader).
+    let node_2 = cluster.nodes.get_mut(&2).unwrap();
+    node_2
+        .step(Message { from: 1, to: 2, term: term + 3, body: MessageBody::Heartbeat { commit: 0, read_round: 0 } })
+        .unwrap();
+    assert_eq!(node_2.term(), term + 3);
+    let _ = persist_all(node_2);
+
+    let request = Message {
+        from: 3,
+        to: 2,
+        term: term + 1,
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: 100,
+            last_log_term: term,
+            leader_transfer: false,
+        },
+    };
+    node_2.step(request).unwrap();
+    let answers = persist_all(node_2);
+    let refusal = answers
+        .iter()
+        .find(|m| m.to == 3 && matches!(m.body, MessageBody::RequestVoteResponse { pre_vote: false, granted: false }))
+        .expect("the stale candidate is answered");
+    assert_eq!(refusal.term, term + 3, "with the receiver's term");
+
+    // The candidate takes the term from the answer.
+    let node_3 = cluster.nodes.get_mut(&3).unwrap();
+    node_3.step(refusal.clone()).unwrap();
+    assert_eq!(node_3.term(), term + 3);
+    assert_eq!(node_3.role(), Role::Follower);
+}

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use concord_member::ApplyGate;
 use concord_mvcc::{Command, Event, MvccError, Response, Store};
 use concord_raft::{ConfChangeEntry, Entry, EntryKind, Index, NodeId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -80,8 +81,11 @@ pub struct ApplyLoop {
     pub batches: mpsc::UnboundedReceiver<ApplyInput>,
     pub snapshots: SnapshotPolicy,
     pub waiters: Waiters,
-    /// The highest index applied, for reads waiting on a ReadIndex.
+    /// The highest index applied, for reads waiting on a ReadIndex: what `gate` releases.
     pub applied: watch::Sender<u64>,
+    /// What the store holds, against what was taken for applying (see
+    /// `concord_member::apply_gate`).
+    pub gate: ApplyGate,
     /// Every event, in revision order, for watchers.
     pub events: broadcast::Sender<Arc<Vec<Event>>>,
     /// The revision up to which every event has been handed to `events` or came with a
@@ -162,6 +166,8 @@ impl ApplyLoop {
                 }
             }
             let last_index = entries.last().map(|e| e.index).unwrap_or(0);
+            self.gate.taken(last_index);
+            self.publish_applied();
             let (commands, origins) = self.decode(&entries)?;
             let durable = last_durable.elapsed() >= DURABLE_COMMIT_INTERVAL;
             // Applied right here: this task has a thread of its own (see `ApplyLoop::run`).
@@ -192,13 +198,8 @@ impl ApplyLoop {
                 let _ = self.events.send(Arc::new(events));
             }
             self.published_revision.store(self.store.current_revision(), std::sync::atomic::Ordering::Release);
-            self.applied.send_if_modified(|current| {
-                let advanced = last_index > *current;
-                if advanced {
-                    *current = last_index;
-                }
-                advanced
-            });
+            self.gate.committed(last_index);
+            self.publish_applied();
             // While a state file is being written it will be the next snapshot.
             if snapshot_writer.is_none()
                 && self.store.applied_index() > self.snapshots.last_index + self.snapshots.every
@@ -380,14 +381,21 @@ impl ApplyLoop {
             millis = started.elapsed().as_millis() as u64,
             "restored the state machine from the leader's snapshot"
         );
+        self.gate.committed(index);
+        self.publish_applied();
+        Ok(())
+    }
+
+    /// Releases the reads waiting for an index the gate now lets through.
+    fn publish_applied(&self) {
+        let through = self.gate.reads_through();
         self.applied.send_if_modified(|current| {
-            let advanced = index > *current;
+            let advanced = through > *current;
             if advanced {
-                *current = index;
+                *current = through;
             }
             advanced
         });
-        Ok(())
     }
 
     /// Makes the state machine's commits durable, on this task's own thread.

@@ -429,6 +429,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         },
         waiters: waiters.clone(),
         applied: applied_tx,
+        gate: concord_member::ApplyGate::new(applied_index),
         events: events_tx.clone(),
         published_revision: published_revision.clone(),
         lessor: lessor.clone(),

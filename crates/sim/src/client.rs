@@ -446,7 +446,8 @@ impl Workload {
         }
     }
 
-    /// Answers every read on `node` whose index the node has applied.
+    /// Answers every read on `node` whose index the node's apply gate lets through (what
+    /// its state machine holds, unless a bug says otherwise).
     pub fn serve_reads(&mut self, node: &SimNode, now: u64, rng: &mut SimRng, trace: &mut Trace) {
         for index in 0..self.clients.len() {
             let ClientState::Reading { op, node: waiting_on, ref key, index: Some(read_index), .. } =
@@ -454,7 +455,7 @@ impl Workload {
             else {
                 continue;
             };
-            if waiting_on != node.id || read_index > node.applied {
+            if waiting_on != node.id || read_index > node.gate.reads_through() {
                 continue;
             }
             let value = node.kv.get(key);

@@ -11,6 +11,8 @@
 //! cache, the queued jobs, the staged chunks and the state machine; a restart restores
 //! the state machine from the durable snapshot, if any, and replays the log after it.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 use concord_raft::{
     Config, Entry, Index, LogStore, MemoryLog, Message, NodeId, Raft, ReadState, Role, SnapshotMeta, Term, NO_NODE,
@@ -20,7 +22,7 @@ use crate::disk::{Disk, DiskProfile, SnapshotWrite, WriteJob};
 use crate::rng::SimRng;
 use crate::state_machine::{StateMachine, StateMachineKind};
 use concord_check::Outcome;
-use concord_member::{ReadIds, Waiters};
+use concord_member::{ApplyGate, ReadIds, Waiters};
 
 /// What the rest of the simulation must do with one Ready: send, apply, answer reads,
 /// and check what a snapshot install did.
@@ -114,6 +116,12 @@ pub struct SimNode {
     pub read_ids: ReadIds,
     /// Highest index applied to `kv` in this incarnation (or restored from a snapshot).
     pub applied: Index,
+    /// Committed entries handed to the apply and not applied yet (with the concord-mvcc
+    /// state machine, whose apply runs apart from the Raft loop as a member's apply task
+    /// does; empty with the map). Lost in a crash.
+    pub apply_queue: VecDeque<Entry>,
+    /// The reads the apply releases (concord-member's, as the server's apply task uses it).
+    pub gate: ApplyGate,
     /// What the simulator last saw of this node (see [`Observed`]).
     pub observed: Observed,
     /// Highest commit index whose entries the safety checker has compared.
@@ -146,6 +154,8 @@ impl SimNode {
             waiters: Waiters::default(),
             read_ids: ReadIds::new(1),
             applied: 0,
+            apply_queue: VecDeque::new(),
+            gate: ApplyGate::new(0),
             observed: Observed::DOWN,
             commit_checked: 0,
             log_version: 0,
@@ -194,6 +204,8 @@ impl SimNode {
         self.started = true;
         self.kv = kv;
         self.applied = applied;
+        self.apply_queue.clear();
+        self.gate = ApplyGate::new(applied);
         self.observed = Observed::DOWN;
         self.commit_checked = 0;
         self.log_version += 1;
@@ -209,6 +221,8 @@ impl SimNode {
         self.kv = StateMachine::empty(self.kind);
         self.waiters = Waiters::default();
         self.applied = 0;
+        self.apply_queue.clear();
+        self.gate = ApplyGate::new(0);
         self.observed = Observed::DOWN;
         self.log_version += 1;
         let staged = self.staged.take().is_some();
@@ -295,8 +309,13 @@ impl SimNode {
                             let write = SnapshotWrite { compact_to: meta.index, meta, data };
                             write.apply_to(raft.store_mut());
                             work.installed = Some((index, kv.digest()));
+                            assert!(
+                                self.apply_queue.is_empty(),
+                                "entries handed out before a snapshot are applied first"
+                            );
                             self.kv = kv;
                             self.applied = index;
+                            self.gate.committed(index);
                             self.log_version += 1;
                             job.snapshot = Some(write);
                         }

@@ -34,6 +34,11 @@ pub enum PlantedBug {
     /// answer meant for a read of the previous process can release a new read at an old
     /// index (concord-member's `ReadIds`). Needs `--state-machine mvcc`.
     ReadIdReuse,
+    /// Outside the core: a member's apply releases the reads waiting for an index as soon
+    /// as it takes the batch holding it, before the batch is committed to the state
+    /// machine (concord-member's `ApplyGate`). Needs `--state-machine mvcc`, whose apply
+    /// runs apart from the Raft loop.
+    AckBeforeApply,
 }
 
 /// The environment a build needs for `--bug`: the cfg that compiles the bugs into
@@ -51,7 +56,7 @@ pub enum OptionsError {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::Figure8,
         PlantedBug::ForgetVote,
         PlantedBug::CommitPastMatch,
@@ -59,6 +64,7 @@ impl PlantedBug {
         PlantedBug::ConfigQuorum,
         PlantedBug::WaiterMixup,
         PlantedBug::ReadIdReuse,
+        PlantedBug::AckBeforeApply,
     ];
 
     /// The name used on the command line.
@@ -71,6 +77,7 @@ impl PlantedBug {
             PlantedBug::ConfigQuorum => "config-quorum",
             PlantedBug::WaiterMixup => "waiter-mixup",
             PlantedBug::ReadIdReuse => "read-id-reuse",
+            PlantedBug::AckBeforeApply => "ack-before-apply",
         }
     }
 
@@ -84,7 +91,7 @@ impl PlantedBug {
             PlantedBug::StaleRead => bugs.stale_read = true,
             PlantedBug::ConfigQuorum => bugs.config_quorum = true,
             // Not in the core (see `Simulation::start_node`).
-            PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse => {}
+            PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse | PlantedBug::AckBeforeApply => {}
         }
         bugs
     }
@@ -160,7 +167,7 @@ impl SimOptions {
     pub fn validate(&self) -> Result<(), OptionsError> {
         match self.bug {
             Some(_) if !concord_raft::PLANTED_BUGS_COMPILED => Err(OptionsError::PlantedBugsNotCompiled),
-            Some(bug @ (PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse))
+            Some(bug @ (PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse | PlantedBug::AckBeforeApply))
                 if self.state_machine != StateMachineKind::Mvcc =>
             {
                 Err(OptionsError::BugNeedsMvcc(bug))

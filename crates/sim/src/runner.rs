@@ -53,6 +53,12 @@ pub const ELECTION_STEPS: u64 = ELECTION_TICKS * STEPS_PER_TICK;
 /// the term of the others and restarts their election timers (as in etcd), so the
 /// electable nodes time out first only now and then (docs/testing.md has the figures).
 pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 30;
+/// With the concord-mvcc state machine: the chance, in percent, that a node with entries
+/// handed to its apply applies some of them in a step, and the most it applies at once.
+/// Reads, writes and faults then happen while entries are committed but not applied, as
+/// in a member whose apply task lags its Raft loop.
+const APPLY_PERCENT_PER_STEP: u64 = 50;
+const MAX_APPLY_BATCH: u64 = 16;
 
 /// Runs `seed` with `options`. Deterministic: the same arguments give the same outcome.
 /// A panic (of the core or of the simulator) is reported as a violation of its own.
@@ -109,6 +115,9 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
 struct Simulation {
     options: SimOptions,
     rng: SimRng,
+    /// When the concord-mvcc state machine's apply runs (its own generator, so that the
+    /// rest of a seed's run is drawn as before).
+    apply_rng: SimRng,
     now: u64,
     /// `nodes[i]` is node `i + 1`, for every id the run may use.
     nodes: Vec<SimNode>,
@@ -164,6 +173,7 @@ impl Simulation {
             trace_at_stop: None,
             profile,
             rng,
+            apply_rng: SimRng::new(seed ^ 0x6170_706c_7969_6e67),
             now: 0,
         };
         if options.verbose {
@@ -204,12 +214,13 @@ impl Simulation {
     }
 
     fn run_step(&mut self) {
-        let phases: [fn(&mut Self); 8] = [
+        let phases: [fn(&mut Self); 9] = [
             Self::inject_faults,
             Self::tick_nodes,
             Self::deliver_messages,
             Self::complete_disk_writes,
             Self::handle_readies,
+            Self::apply_queued,
             Self::take_snapshots,
             Self::run_clients,
             Self::check_log_matching,
@@ -289,6 +300,7 @@ impl Simulation {
             // A fresh process's waiters (the last ones went with the crash).
             Some(crate::options::PlantedBug::WaiterMixup) => node.waiters.plant_mixup(),
             Some(crate::options::PlantedBug::ReadIdReuse) => node.read_ids = ReadIds::planted_reuse(),
+            Some(crate::options::PlantedBug::AckBeforeApply) => node.gate.plant_early_release(),
             _ => {}
         }
         let raft = node.raft().expect("just started");
@@ -688,6 +700,14 @@ impl Simulation {
                 if self.violation.is_some() {
                     return;
                 }
+                // A member's apply task applies everything it was handed before a snapshot
+                // from the leader replaces its state.
+                if self.nodes[index].raft().is_some_and(|raft| raft.has_snapshot_to_install()) {
+                    self.apply_from_queue(index, usize::MAX);
+                    if self.violation.is_some() {
+                        return;
+                    }
+                }
                 let Some(work) = self.nodes[index].take_ready(self.now, &disk_profile, &mut self.rng) else {
                     break;
                 };
@@ -705,8 +725,18 @@ impl Simulation {
                 }
                 let asked_for_read = asks_for_a_read(&work.messages);
                 self.send_all(work.messages);
-                for entry in work.committed_entries {
-                    self.apply(index, &entry);
+                if self.options.state_machine == StateMachineKind::Mvcc {
+                    // Applied later, by `apply_queued`, as a member's apply task runs
+                    // apart from its Raft loop.
+                    let node = &mut self.nodes[index];
+                    if let Some(last) = work.committed_entries.last() {
+                        node.gate.taken(last.index);
+                    }
+                    node.apply_queue.extend(work.committed_entries);
+                } else {
+                    for entry in work.committed_entries {
+                        self.apply(index, &entry);
+                    }
                 }
                 for read in work.read_states {
                     self.workload.on_read_state(id, read.request_id, read.index);
@@ -738,6 +768,37 @@ impl Simulation {
         }
     }
 
+    /// The concord-mvcc state machine's apply: each up node with entries queued applies
+    /// some of them now (a batch of random size) or leaves them for a later step, then
+    /// answers the reads its gate releases.
+    fn apply_queued(&mut self) {
+        for index in 0..self.nodes.len() {
+            if self.violation.is_some() {
+                return;
+            }
+            if self.nodes[index].apply_queue.is_empty() || !self.nodes[index].is_up() {
+                continue;
+            }
+            if self.apply_rng.below(100) >= APPLY_PERCENT_PER_STEP {
+                continue;
+            }
+            let batch = 1 + self.apply_rng.below(MAX_APPLY_BATCH) as usize;
+            self.apply_from_queue(index, batch);
+            self.workload.serve_reads(&self.nodes[index], self.now, &mut self.rng, &mut self.trace);
+        }
+    }
+
+    /// Applies up to `most` entries from the front of node `index`'s apply queue.
+    fn apply_from_queue(&mut self, index: usize, most: usize) {
+        for _ in 0..most {
+            let Some(entry) = self.nodes[index].apply_queue.pop_front() else { return };
+            self.apply(index, &entry);
+            if self.violation.is_some() {
+                return;
+            }
+        }
+    }
+
     fn apply(&mut self, index: usize, entry: &concord_raft::Entry) {
         let node = &mut self.nodes[index];
         if let Err(violation) = self.checker.on_apply(node.id, node.applied, entry) {
@@ -745,6 +806,7 @@ impl Simulation {
             return;
         }
         node.applied = entry.index;
+        node.gate.committed(entry.index);
         let command = Command::decode(&entry.data);
         let outcome = match &command {
             Some(Command::Client { op, .. }) => Some(node.kv.apply(entry.index, op)),

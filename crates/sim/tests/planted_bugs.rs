@@ -112,3 +112,16 @@ fn read_ids_reused_after_a_restart_are_caught() {
         assert_caught_with(options, 0..1000, &[Property::Linearizability]);
     }
 }
+
+/// Outside the core: a member's apply releases the reads waiting for an index when it
+/// takes the batch holding that index, before the batch reaches the state machine. A
+/// read on a node whose apply lags then misses a write another node had applied and
+/// acknowledged: a stale read, caught as linearizability, with 3 nodes and with 5.
+#[test]
+fn reads_released_before_the_apply_commits_are_caught() {
+    for nodes in [3, 5] {
+        let options =
+            SimOptions::new(nodes).with_bug(PlantedBug::AckBeforeApply).with_state_machine(StateMachineKind::Mvcc);
+        assert_caught_with(options, 0..1000, &[Property::Linearizability]);
+    }
+}
