@@ -9,6 +9,8 @@
 //! - `read_ids`: the ids of a member's ReadIndex rounds, which no restart may reuse.
 //! - `apply_gate`: the index through which linearizable reads may be answered, which
 //!   follows the state machine's commits, not the batches taken for applying.
+//! - `watch_cursor`: where a watcher is in the history, so that it gets every event once,
+//!   in order, with no gap.
 //!
 //! This is the first slice of issue 12's "member logic as deterministic code": the Raft
 //! task's and the apply task's loops are still in crates/server.
@@ -17,7 +19,9 @@ pub mod apply_gate;
 pub mod envelope;
 pub mod read_ids;
 pub mod waiters;
+pub mod watch_cursor;
 
 pub use apply_gate::ApplyGate;
 pub use read_ids::ReadIds;
 pub use waiters::{Waiter, Waiters};
+pub use watch_cursor::{CursorState, WatchCursor};

@@ -84,6 +84,14 @@ impl<S: LogStore> Raft<S> {
                 if granted && message.term != campaign_term {
                     return;
                 }
+                // A refusal carries the refuser's term, which need not be the term it
+                // refused (a vote request of a stale term is refused in the receiver's,
+                // see `answer_stale_term`): a late one may reach a campaign in that very
+                // term after the same node granted it. A node grants once per term and
+                // never takes it back, so a refusal never replaces a grant.
+                if !granted && self.votes.get(&message.from) == Some(&true) {
+                    return;
+                }
                 self.votes.insert(message.from, granted);
                 match vote_result(&self.voters(), &self.votes) {
                     VoteResult::Won => self.election_won(pre_vote, true),

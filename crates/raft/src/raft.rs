@@ -394,10 +394,13 @@ impl<S: LogStore> Raft<S> {
             }
             // And a lagging candidate, as the Raft paper's RequestVote does ("reply false
             // if term < currentTerm", with our term): it adopts our term and its next
-            // campaign can be one we vote in. Ignored, it may never catch up with a node
-            // that campaigns at the same pace but never asks it for a vote (one whose stale
-            // configuration counts it as a learner): found by the simulator, a cluster of
-            // two voters that never elected a leader.
+            // campaign can be one we vote in. Ignored (as etcd's raft does), it may never
+            // catch up with a node that campaigns at the same pace but never asks it for
+            // a vote (one whose stale configuration counts it as a learner): found by the
+            // simulator with pre-vote off, a cluster of two voters that never elected a
+            // leader. (With pre-vote on, the stale pre-vote's refusal above teaches the
+            // term.) The refusal is in our term, not the one it refuses; a candidate never
+            // lets a refusal replace a grant (`step_candidate`).
             MessageBody::RequestVote { pre_vote: false, .. } => {
                 self.send(message.from, MessageBody::RequestVoteResponse { pre_vote: false, granted: false });
             }

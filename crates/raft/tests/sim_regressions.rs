@@ -427,8 +427,8 @@ fn a_single_voter_sends_nothing_as_leader_before_its_term_is_durable() {
     assert_eq!(entry(&learner), entry(&leader), "the learner holds the leader's entry");
 }
 
-/// Simulator seed 144 (`--state-machine mvcc`, 3 nodes, once the apply ran apart from the
-/// Raft loop): the voters of the last configuration were 2 and 4, and 2 had missed the
+/// Simulator seed 144 (`--state-machine mvcc`, 3 nodes, pre-vote off, once the apply ran
+/// apart from the Raft loop): the voters of the last configuration were 2 and 4, and 2 had missed the
 /// changes that made it so: in its stale configuration 4 was a learner. Both campaigned
 /// for ever. 2 never asked 4 for a vote, and ignored 4's requests, whose term was always
 /// a little below its own, without answering; so 4 never learned 2's term, and its
@@ -472,4 +472,28 @@ fn a_vote_request_of_a_stale_term_is_answered_with_the_current_term() {
     node_3.step(refusal.clone()).unwrap();
     assert_eq!(node_3.term(), term + 3);
     assert_eq!(node_3.role(), Role::Follower);
+}
+
+/// From a review of the answer above: a refusal carries the refuser's term, so one that
+/// refused an earlier campaign can arrive in a later campaign of exactly that term, after
+/// the same node granted it. It must not take the grant back.
+#[test]
+fn a_late_refusal_does_not_replace_a_grant_of_the_same_term() {
+    let voters = [1, 2, 3, 4, 5];
+    let mut config = Config::new(1, voters.to_vec());
+    config.pre_vote = false;
+    let mut raft = Raft::new(config, MemoryLog::new(), 0).unwrap();
+    raft.campaign();
+    assert_eq!(raft.role(), Role::Candidate);
+    let term = raft.term();
+    let answer = |from: NodeId, granted: bool| Message {
+        from,
+        to: 1,
+        term,
+        body: MessageBody::RequestVoteResponse { pre_vote: false, granted },
+    };
+    raft.step(answer(2, true)).unwrap();
+    raft.step(answer(2, false)).unwrap();
+    raft.step(answer(3, true)).unwrap();
+    assert_eq!(raft.role(), Role::Leader, "1, 2 and 3 are a majority of five");
 }

@@ -40,6 +40,7 @@ use crate::errors::EtcdError;
 use crate::keys::Keys;
 use crate::kv_convert::kv_to_pb;
 use crate::shared::{requires_leader, Shared};
+use concord_member::{CursorState, WatchCursor};
 
 /// Responses queued for one stream's client; a slow client makes the task wait here.
 pub const RESPONSE_QUEUE: usize = 16;
@@ -118,24 +119,13 @@ enum End {
     Error(EtcdError),
 }
 
-/// Where a watcher stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Takes events from the live channel when they continue from `next`.
-    Live,
-    /// Must read the store from `next` before it can take live events again.
-    CatchingUp,
-    /// Canceled because `next` was compacted; keeps its id until the client cancels it
-    /// (as in etcd, where it stays in the stream's watcher map).
-    Compacted,
-}
-
 #[derive(Debug)]
 struct Watcher {
     keys: Keys,
-    /// The first revision not yet considered for this watcher.
-    next: i64,
-    state: State,
+    /// Where it is in the history (concord-member's `WatchCursor`). A compacted one keeps
+    /// its id until the client cancels it, as in etcd, where it stays in the stream's
+    /// watcher map.
+    cursor: WatchCursor,
     prev_kv: bool,
     no_put: bool,
     no_delete: bool,
@@ -143,9 +133,6 @@ struct Watcher {
     progress_notify: bool,
     /// etcd's `progress[id]`: no event went out since the last progress tick.
     progress_due: bool,
-    /// Past its first read: a later catch-up may not start at the compacted revision
-    /// itself (see `Store::events_chunk`).
-    resumed: bool,
 }
 
 impl Watcher {
@@ -305,21 +292,18 @@ impl WatchStream {
         } else {
             create.watch_id
         };
-        let next = if create.start_revision == 0 { current + 1 } else { create.start_revision };
+        let start = if create.start_revision == 0 { current + 1 } else { create.start_revision };
         // A start at or below the current revision reads the store first; a future one
         // waits for the live channel (a gap there sends it to the store too).
-        let state = if next <= current { State::CatchingUp } else { State::Live };
         let watcher = Watcher {
             keys,
-            next,
-            state,
+            cursor: WatchCursor::new(start, current),
             prev_kv: create.prev_kv,
             no_put: create.filters.contains(&FILTER_NOPUT),
             no_delete: create.filters.contains(&FILTER_NODELETE),
             fragment: create.fragment,
             progress_notify: create.progress_notify,
             progress_due: true,
-            resumed: false,
         };
         self.watchers.insert(id, watcher);
         Ok(id)
@@ -355,8 +339,12 @@ impl WatchStream {
         }
         self.progress_requested = false;
         let current = self.shared.store.current_revision();
-        let delivered =
-            self.watchers.values().filter(|w| w.state != State::Compacted).map(|w| w.next - 1).fold(current, i64::min);
+        let delivered = self
+            .watchers
+            .values()
+            .filter(|w| w.cursor.state() != CursorState::Compacted)
+            .map(|w| w.cursor.next() - 1)
+            .fold(current, i64::min);
         self.send(self.response(delivered.max(1), -1)).await
     }
 
@@ -378,7 +366,7 @@ impl WatchStream {
         let current = self.shared.store.current_revision();
         let mut due = Vec::new();
         for (&id, watcher) in self.watchers.iter_mut().filter(|(_, w)| w.progress_notify) {
-            if watcher.progress_due && watcher.state == State::Live && watcher.next > current {
+            if watcher.progress_due && watcher.cursor.state() == CursorState::Live && watcher.cursor.next() > current {
                 due.push(id);
             }
             watcher.progress_due = true;
@@ -405,23 +393,14 @@ impl WatchStream {
     /// etcd does; a watcher the batch does not continue from goes to catch up.
     async fn deliver_live(&mut self, batch: &[Event]) -> Result<(), End> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
-        let wants_prev = self.watchers.values().any(|w| w.state == State::Live && w.prev_kv);
+        let wants_prev = self.watchers.values().any(|w| w.cursor.state() == CursorState::Live && w.prev_kv);
         let filled = self.with_delete_prevs(batch, wants_prev).await?;
         let batch = filled.as_deref().unwrap_or(batch);
         let (first, last) = (first.kv.mod_revision, last.kv.mod_revision);
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
             let Some(watcher) = self.watchers.get_mut(&id) else { continue };
-            if watcher.state != State::Live || watcher.next > last {
-                continue;
-            }
-            if watcher.next < first {
-                watcher.state = State::CatchingUp;
-                continue;
-            }
-            let from = watcher.next;
-            watcher.next = last + 1;
-            watcher.resumed = true;
+            let Some(from) = watcher.cursor.take_live(first, last) else { continue };
             let mut responses = Vec::new();
             for revision in batch.chunk_by(|a, b| a.kv.mod_revision == b.kv.mod_revision) {
                 let revision_number = revision[0].kv.mod_revision;
@@ -468,14 +447,12 @@ impl WatchStream {
         }
         let current = self.published_revision.load(Ordering::Acquire);
         for watcher in self.watchers.values_mut() {
-            if watcher.state == State::Live && watcher.next <= current {
-                watcher.state = State::CatchingUp;
-            }
+            watcher.cursor.notice_published(current);
         }
     }
 
     fn catching_up(&self) -> Option<i64> {
-        self.watchers.iter().find(|(_, w)| w.state == State::CatchingUp).map(|(&id, _)| id)
+        self.watchers.iter().find(|(_, w)| w.cursor.state() == CursorState::CatchingUp).map(|(&id, _)| id)
     }
 
     /// Reads one bounded chunk of history for the first watcher that is catching up and
@@ -485,7 +462,7 @@ impl WatchStream {
     async fn catch_up_one(&mut self) -> Result<(), End> {
         let Some(id) = self.catching_up() else { return Ok(()) };
         let watcher = &self.watchers[&id];
-        let (from, resumed, wants_prev) = (watcher.next, watcher.resumed, watcher.prev_kv);
+        let (from, resumed, wants_prev) = (watcher.cursor.next(), watcher.cursor.resumed(), watcher.prev_kv);
         let store = self.shared.store.clone();
         let limits = ChunkLimits { max_revisions: CATCH_UP_REVISIONS, max_bytes: CATCH_UP_BYTES };
         let read = tokio::task::spawn_blocking(move || {
@@ -503,11 +480,7 @@ impl WatchStream {
             Err(error) => return Err(End::Error(EtcdError::from(error))),
         };
         let Some(watcher) = self.watchers.get_mut(&id) else { return Ok(()) };
-        watcher.next = chunk.through + 1;
-        watcher.resumed = true;
-        if chunk.through >= chunk.current {
-            watcher.state = State::Live;
-        }
+        watcher.cursor.caught_up(chunk.through, chunk.current);
         let events: Vec<mvccpb::Event> = chunk.events.iter().filter_map(|e| watcher.select(e)).collect();
         if events.is_empty() {
             return Ok(());
@@ -517,7 +490,7 @@ impl WatchStream {
 
     async fn cancel_compacted(&mut self, id: i64) -> Result<(), End> {
         let Some(watcher) = self.watchers.get_mut(&id) else { return Ok(()) };
-        watcher.state = State::Compacted;
+        watcher.cursor.compacted();
         let mut reply = self.response(0, id);
         reply.canceled = true;
         reply.compact_revision = self.shared.store.compacted_revision();
