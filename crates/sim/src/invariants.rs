@@ -65,6 +65,9 @@ pub enum Property {
     /// the client's waiter (in a server: a client that times out on a write that
     /// happened).
     LostOutcome,
+    /// A watcher was handed other events than the history's for the revisions it went
+    /// past: one skipped, repeated or out of order (`crate::watchers`).
+    Watch,
     /// The core (or the simulator) panicked.
     Panic,
 }
@@ -86,6 +89,7 @@ impl Property {
             Property::PeerInput => "peer-input",
             Property::Quiescence => "quiescence",
             Property::LostOutcome => "lost-outcome",
+            Property::Watch => "watch",
             Property::Panic => "panic",
         }
     }

@@ -35,6 +35,7 @@ pub mod rng;
 pub mod runner;
 pub mod state_machine;
 pub mod trace;
+pub mod watchers;
 
 pub use invariants::{Property, Violation};
 pub use options::{OptionsError, PlantedBug, SimOptions, PLANTED_BUGS_BUILD};

@@ -22,8 +22,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use concord_check::Outcome;
 use concord_member::envelope::{self, Envelope};
 use concord_mvcc::{
-    Command, Compare, CompareResult, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, Response, Store,
-    TxnRequest,
+    ChunkLimits, Command, Compare, CompareResult, DeleteRangeRequest, Event, EventChunk, MvccError, PutRequest,
+    RangeRequest, RequestOp, Response, Store, TxnRequest,
 };
 use concord_raft::Index;
 
@@ -35,6 +35,8 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"csimmvc1";
 
 pub struct MvccMachine {
     store: Store,
+    /// The watch events of the entries applied since [`MvccMachine::take_events`].
+    events: Vec<Event>,
 }
 
 impl fmt::Debug for MvccMachine {
@@ -48,7 +50,7 @@ impl fmt::Debug for MvccMachine {
 
 impl Default for MvccMachine {
     fn default() -> Self {
-        MvccMachine { store: Store::in_memory().expect("an in-memory store opens") }
+        MvccMachine { store: Store::in_memory().expect("an in-memory store opens"), events: Vec::new() }
     }
 }
 
@@ -85,12 +87,34 @@ impl MvccMachine {
             .apply(index, command)
             .expect("the in-memory store applies")
             .unwrap_or_else(|| panic!("entry {index} is at or below the store's applied index"));
+        self.events.extend(applied.events);
         // What each request of `request_of` is answered with.
         match applied.result {
             Ok(Response::Put(_)) => Outcome::Put,
             Ok(Response::DeleteRange(_)) => Outcome::Delete,
             Ok(Response::Txn(txn)) => Outcome::Cas(txn.succeeded),
             other => panic!("the store answered {command:?} with {other:?}"),
+        }
+    }
+
+    /// The watch events of the entries applied since the last call, in revision order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The store's revision.
+    pub fn current_revision(&self) -> i64 {
+        self.store.current_revision()
+    }
+
+    /// A watcher's catch-up read from revision `from`, in small chunks (a few revisions,
+    /// so that a catch-up takes several reads); `None` if `from` was compacted.
+    pub fn events_chunk(&self, from: i64, resumed: bool) -> Option<EventChunk> {
+        let limits = ChunkLimits { max_revisions: 3, max_bytes: 1 << 20 };
+        match self.store.events_chunk(from, limits, resumed) {
+            Ok(chunk) => Some(chunk),
+            Err(MvccError::Compacted) => None,
+            Err(error) => panic!("a catch-up read of the in-memory store failed: {error}"),
         }
     }
 
@@ -151,7 +175,7 @@ impl MvccMachine {
         if meta.applied_index > index {
             return Err(format!("the store in the snapshot of {index} has applied {}", meta.applied_index));
         }
-        Ok((index, MvccMachine { store }))
+        Ok((index, MvccMachine { store, events: Vec::new() }))
     }
 }
 

@@ -39,6 +39,10 @@ pub enum PlantedBug {
     /// machine (concord-member's `ApplyGate`). Needs `--state-machine mvcc`, whose apply
     /// runs apart from the Raft loop.
     AckBeforeApply,
+    /// Outside the core: a watcher takes a live batch that starts past its next revision
+    /// from the batch's start, skipping the revisions between, instead of catching up
+    /// from the store (concord-member's `WatchCursor`). Needs `--state-machine mvcc`.
+    WatchSkip,
 }
 
 /// The environment a build needs for `--bug`: the cfg that compiles the bugs into
@@ -56,7 +60,7 @@ pub enum OptionsError {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::Figure8,
         PlantedBug::ForgetVote,
         PlantedBug::CommitPastMatch,
@@ -65,6 +69,7 @@ impl PlantedBug {
         PlantedBug::WaiterMixup,
         PlantedBug::ReadIdReuse,
         PlantedBug::AckBeforeApply,
+        PlantedBug::WatchSkip,
     ];
 
     /// The name used on the command line.
@@ -78,6 +83,7 @@ impl PlantedBug {
             PlantedBug::WaiterMixup => "waiter-mixup",
             PlantedBug::ReadIdReuse => "read-id-reuse",
             PlantedBug::AckBeforeApply => "ack-before-apply",
+            PlantedBug::WatchSkip => "watch-skip",
         }
     }
 
@@ -91,7 +97,7 @@ impl PlantedBug {
             PlantedBug::StaleRead => bugs.stale_read = true,
             PlantedBug::ConfigQuorum => bugs.config_quorum = true,
             // Not in the core (see `Simulation::start_node`).
-            PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse | PlantedBug::AckBeforeApply => {}
+            PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse | PlantedBug::AckBeforeApply | PlantedBug::WatchSkip => {}
         }
         bugs
     }
@@ -167,11 +173,12 @@ impl SimOptions {
     pub fn validate(&self) -> Result<(), OptionsError> {
         match self.bug {
             Some(_) if !concord_raft::PLANTED_BUGS_COMPILED => Err(OptionsError::PlantedBugsNotCompiled),
-            Some(bug @ (PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse | PlantedBug::AckBeforeApply))
-                if self.state_machine != StateMachineKind::Mvcc =>
-            {
-                Err(OptionsError::BugNeedsMvcc(bug))
-            }
+            Some(
+                bug @ (PlantedBug::WaiterMixup
+                | PlantedBug::ReadIdReuse
+                | PlantedBug::AckBeforeApply
+                | PlantedBug::WatchSkip),
+            ) if self.state_machine != StateMachineKind::Mvcc => Err(OptionsError::BugNeedsMvcc(bug)),
             _ => Ok(()),
         }
     }

@@ -38,6 +38,7 @@ use crate::outcome::{SeedOutcome, SeedStats};
 use crate::rng::SimRng;
 use crate::state_machine::{StateMachine, StateMachineKind};
 use crate::trace::{DropReason, Event, MessageSummary, Trace};
+use crate::watchers::{History, SimWatcher, MAX_WATCHERS_PER_NODE};
 use concord_member::ReadIds;
 
 /// Simulation steps per logical clock tick of a node.
@@ -59,6 +60,11 @@ pub const LIVENESS_ELECTION_TIMEOUTS: u64 = 30;
 /// in a member whose apply task lags its Raft loop.
 const APPLY_PERCENT_PER_STEP: u64 = 50;
 const MAX_APPLY_BATCH: u64 = 16;
+/// With the concord-mvcc state machine: the chance, in percent, that a client starts a
+/// watch on an up node with room for one in a step, and that a live batch of events is
+/// lost for a watcher (see `crate::watchers`).
+const WATCH_START_PERCENT_PER_STEP: u64 = 2;
+const LIVE_BATCH_LOST_PERCENT: u64 = 10;
 
 /// Runs `seed` with `options`. Deterministic: the same arguments give the same outcome.
 /// A panic (of the core or of the simulator) is reported as a violation of its own.
@@ -115,9 +121,13 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> SeedOutcome {
 struct Simulation {
     options: SimOptions,
     rng: SimRng,
-    /// When the concord-mvcc state machine's apply runs (its own generator, so that the
-    /// rest of a seed's run is drawn as before).
+    /// When the concord-mvcc state machine's apply runs, and its watchers (a generator of
+    /// their own, so that the rest of a seed's run is drawn as before).
     apply_rng: SimRng,
+    /// Watchers on the nodes (`--state-machine mvcc`), and the history they are checked
+    /// against (`crate::watchers`).
+    watchers: Vec<SimWatcher>,
+    history: History,
     now: u64,
     /// `nodes[i]` is node `i + 1`, for every id the run may use.
     nodes: Vec<SimNode>,
@@ -174,6 +184,8 @@ impl Simulation {
             profile,
             rng,
             apply_rng: SimRng::new(seed ^ 0x6170_706c_7969_6e67),
+            watchers: Vec::new(),
+            history: History::default(),
             now: 0,
         };
         if options.verbose {
@@ -479,6 +491,8 @@ impl Simulation {
     }
 
     fn crash_node(&mut self, id: NodeId) {
+        // Its watch streams end with the process.
+        self.watchers.retain(|watcher| watcher.node != id);
         let node = &mut self.nodes[Self::node_index(id)];
         let Some(raft) = node.raft() else {
             return;
@@ -722,6 +736,11 @@ impl Simulation {
                     let result = self.checker.on_state(id, snapshot_index, digest, "installs");
                     self.check(result);
                     self.workload.on_snapshot_installed(id, snapshot_index, self.now, &mut self.trace);
+                    // Its revisions never pass as events: its watchers read the store.
+                    for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
+                        watcher.lagged = true;
+                    }
+                    self.settle_watchers(index);
                 }
                 let asked_for_read = asks_for_a_read(&work.messages);
                 self.send_all(work.messages);
@@ -785,6 +804,82 @@ impl Simulation {
             let batch = 1 + self.apply_rng.below(MAX_APPLY_BATCH) as usize;
             self.apply_from_queue(index, batch);
             self.workload.serve_reads(&self.nodes[index], self.now, &mut self.rng, &mut self.trace);
+            if self.nodes[index].apply_queue.is_empty() {
+                self.settle_watchers(index);
+            }
+        }
+        for index in 0..self.nodes.len() {
+            self.maybe_start_watcher(index);
+        }
+    }
+
+    /// Now and then a client starts a watch on node `index` (an up node with room for
+    /// one), from a revision a little in the past or the next one.
+    fn maybe_start_watcher(&mut self, index: usize) {
+        let id = node_id(index);
+        let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
+        if !self.nodes[index].is_up()
+            || self.watchers.iter().filter(|watcher| watcher.node == id).count() >= MAX_WATCHERS_PER_NODE
+            || self.apply_rng.below(100) >= WATCH_START_PERCENT_PER_STEP
+        {
+            return;
+        }
+        let current = mvcc.current_revision();
+        let start = current + 1 - self.apply_rng.below(5) as i64;
+        #[allow(unused_mut)]
+        let mut watcher = SimWatcher::new(id, start, current);
+        #[cfg(concord_planted_bugs)]
+        if self.options.bug == Some(crate::options::PlantedBug::WatchSkip) {
+            watcher.cursor.plant_gap_skip();
+        }
+        self.watchers.push(watcher);
+        self.catch_up_watchers(index);
+    }
+
+    /// The events node `index` just applied reach its watchers as one live batch (lost
+    /// for some of them, as a slow stream loses batches), and the history.
+    fn deliver_events(&mut self, index: usize) {
+        let StateMachine::Mvcc(mvcc) = &mut self.nodes[index].kv else { return };
+        let events = mvcc.take_events();
+        if events.is_empty() {
+            return;
+        }
+        self.history.record(&events);
+        let id = node_id(index);
+        for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
+            let lost = self.apply_rng.below(100) < LIVE_BATCH_LOST_PERCENT;
+            if let Err(detail) = watcher.live(&events, lost, &self.history) {
+                self.violation.get_or_insert(Violation::new(Property::Watch, detail));
+                return;
+            }
+        }
+        self.catch_up_watchers(index);
+    }
+
+    /// Nothing is queued for node `index`'s watch streams any more: watchers that lost a
+    /// batch, or owe revisions a snapshot brought, read the store.
+    fn settle_watchers(&mut self, index: usize) {
+        let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
+        let published = mvcc.current_revision();
+        let id = node_id(index);
+        for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
+            watcher.settle(published);
+        }
+        self.catch_up_watchers(index);
+    }
+
+    /// Node `index`'s watchers that must read the store do.
+    fn catch_up_watchers(&mut self, index: usize) {
+        let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
+        let id = node_id(index);
+        for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
+            if let Err(detail) = watcher.catch_up(&self.history, |from, resumed| mvcc.events_chunk(from, resumed)) {
+                if self.violation.is_none() {
+                    self.trace.record(self.now, Event::Note(format!("VIOLATION watch: {detail}")));
+                    self.violation = Some(Violation::new(Property::Watch, detail));
+                }
+                return;
+            }
         }
     }
 
@@ -832,6 +927,10 @@ impl Simulation {
         let digest = node.kv.digest();
         if let Err(violation) = self.checker.on_state(id, entry.index, digest, "applies") {
             self.fail(violation);
+            return;
+        }
+        self.deliver_events(index);
+        if self.violation.is_some() {
             return;
         }
         if let Err(violation) =

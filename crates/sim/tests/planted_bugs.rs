@@ -125,3 +125,16 @@ fn reads_released_before_the_apply_commits_are_caught() {
         assert_caught_with(options, 0..1000, &[Property::Linearizability]);
     }
 }
+
+/// Outside the core: a watcher takes a live batch that starts past its next revision,
+/// skipping the revisions between, instead of reading them from the store. The watchers
+/// of the simulator lose live batches as a slow stream does; caught as `watch`, with 3
+/// nodes and with 5.
+#[test]
+fn a_watcher_that_skips_a_gap_is_caught() {
+    for nodes in [3, 5] {
+        let options =
+            SimOptions::new(nodes).with_bug(PlantedBug::WatchSkip).with_state_machine(StateMachineKind::Mvcc);
+        assert_caught_with(options, 0..100, &[Property::Watch]);
+    }
+}
