@@ -846,12 +846,16 @@ impl Simulation {
         }
         self.history.record(&events);
         let id = node_id(index);
+        let mut delivered = Ok(());
         for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
             let lost = self.apply_rng.below(100) < LIVE_BATCH_LOST_PERCENT;
-            if let Err(detail) = watcher.live(&events, lost, &self.history) {
-                self.violation.get_or_insert(Violation::new(Property::Watch, detail));
-                return;
+            delivered = watcher.live(&events, lost, &self.history);
+            if delivered.is_err() {
+                break;
             }
+        }
+        if let Err(detail) = delivered {
+            return self.fail(Violation::new(Property::Watch, detail));
         }
         self.catch_up_watchers(index);
     }
@@ -872,14 +876,12 @@ impl Simulation {
     fn catch_up_watchers(&mut self, index: usize) {
         let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
         let id = node_id(index);
-        for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
-            if let Err(detail) = watcher.catch_up(&self.history, |from, resumed| mvcc.events_chunk(from, resumed)) {
-                if self.violation.is_none() {
-                    self.trace.record(self.now, Event::Note(format!("VIOLATION watch: {detail}")));
-                    self.violation = Some(Violation::new(Property::Watch, detail));
-                }
-                return;
-            }
+        let caught_up =
+            self.watchers.iter_mut().filter(|watcher| watcher.node == id).try_for_each(|watcher| {
+                watcher.catch_up(&self.history, |from, resumed| mvcc.events_chunk(from, resumed))
+            });
+        if let Err(detail) = caught_up {
+            self.fail(Violation::new(Property::Watch, detail));
         }
     }
 

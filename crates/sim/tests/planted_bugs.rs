@@ -133,8 +133,7 @@ fn reads_released_before_the_apply_commits_are_caught() {
 #[test]
 fn a_watcher_that_skips_a_gap_is_caught() {
     for nodes in [3, 5] {
-        let options =
-            SimOptions::new(nodes).with_bug(PlantedBug::WatchSkip).with_state_machine(StateMachineKind::Mvcc);
+        let options = SimOptions::new(nodes).with_bug(PlantedBug::WatchSkip).with_state_machine(StateMachineKind::Mvcc);
         assert_caught_with(options, 0..100, &[Property::Watch]);
     }
 }
