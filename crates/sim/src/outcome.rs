@@ -44,6 +44,11 @@ pub struct SeedStats {
     /// Crashes in the middle of a snapshot transfer (staged chunks lost) or right after
     /// an install that was not yet durable.
     pub transfer_crashes: u64,
+    /// Watches started (`--state-machine mvcc`), live batches of events lost for one of
+    /// them, and catch-up reads of a node's store they made.
+    pub watchers_started: u64,
+    pub watch_batches_lost: u64,
+    pub watch_catch_up_reads: u64,
 }
 
 impl SeedStats {
@@ -72,6 +77,9 @@ impl SeedStats {
         self.snapshot_chunks += other.snapshot_chunks;
         self.snapshot_restores += other.snapshot_restores;
         self.transfer_crashes += other.transfer_crashes;
+        self.watchers_started += other.watchers_started;
+        self.watch_batches_lost += other.watch_batches_lost;
+        self.watch_catch_up_reads += other.watch_catch_up_reads;
     }
 }
 

@@ -833,6 +833,7 @@ impl Simulation {
             watcher.cursor.plant_gap_skip();
         }
         self.watchers.push(watcher);
+        self.stats.watchers_started += 1;
         self.catch_up_watchers(index);
     }
 
@@ -849,6 +850,7 @@ impl Simulation {
         let mut delivered = Ok(());
         for watcher in self.watchers.iter_mut().filter(|watcher| watcher.node == id) {
             let lost = self.apply_rng.below(100) < LIVE_BATCH_LOST_PERCENT;
+            self.stats.watch_batches_lost += u64::from(lost);
             delivered = watcher.live(&events, lost, &self.history);
             if delivered.is_err() {
                 break;
@@ -876,12 +878,14 @@ impl Simulation {
     fn catch_up_watchers(&mut self, index: usize) {
         let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
         let id = node_id(index);
-        let caught_up =
-            self.watchers.iter_mut().filter(|watcher| watcher.node == id).try_for_each(|watcher| {
-                watcher.catch_up(&self.history, |from, resumed| mvcc.events_chunk(from, resumed))
-            });
-        if let Err(detail) = caught_up {
-            self.fail(Violation::new(Property::Watch, detail));
+        let caught_up = self.watchers.iter_mut().filter(|watcher| watcher.node == id).try_fold(0, |reads, watcher| {
+            Ok::<u64, String>(
+                reads + watcher.catch_up(&self.history, |from, resumed| mvcc.events_chunk(from, resumed))?,
+            )
+        });
+        match caught_up {
+            Ok(reads) => self.stats.watch_catch_up_reads += reads,
+            Err(detail) => self.fail(Violation::new(Property::Watch, detail)),
         }
     }
 

@@ -107,25 +107,25 @@ impl SimWatcher {
     }
 
     /// Catches up while the cursor says so, with `read(from, resumed)` reading the node's
-    /// store (`None`: compacted).
+    /// store (`None`: compacted). Returns how many reads it made.
     pub fn catch_up(
         &mut self,
         history: &History,
         mut read: impl FnMut(i64, bool) -> Option<EventChunk>,
-    ) -> Result<(), String> {
-        for _ in 0..MAX_CATCH_UP_READS {
+    ) -> Result<u64, String> {
+        for reads in 0..MAX_CATCH_UP_READS as u64 {
             if self.cursor.state() != CursorState::CatchingUp {
-                return Ok(());
+                return Ok(reads);
             }
             let before = self.cursor.next();
             let Some(chunk) = read(before, self.cursor.resumed()) else {
                 self.cursor.compacted();
-                return Ok(());
+                return Ok(reads + 1);
             };
             self.cursor.caught_up(chunk.through, chunk.current);
             let handed: Vec<Seen> = chunk.events.iter().map(seen).collect();
             history.check(self.node, before, self.cursor.next(), &handed)?;
         }
-        Ok(())
+        Ok(MAX_CATCH_UP_READS as u64)
     }
 }

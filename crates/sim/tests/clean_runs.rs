@@ -70,4 +70,12 @@ fn thirty_seeds_with_concord_mvcc_as_the_state_machine_are_clean() {
     let mut totals = assert_clean_with(options.clone(), 0..20);
     totals.add(&assert_clean_with(SimOptions { nodes: 5, ..options }, 0..10));
     assert_exercised(&totals);
+    // The watch check had something to check: watches started, lost batches, catch-ups.
+    for (name, value) in [
+        ("watchers_started", totals.watchers_started),
+        ("watch_batches_lost", totals.watch_batches_lost),
+        ("watch_catch_up_reads", totals.watch_catch_up_reads),
+    ] {
+        assert!(value > 0, "no {name} in the runs: {totals:?}");
+    }
 }
