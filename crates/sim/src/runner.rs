@@ -595,6 +595,7 @@ impl Simulation {
         let due = self.operator.due_retirements(self.now, committed.as_ref(), &retired, &mut self.rng);
         for id in due {
             if self.nodes[Self::node_index(id)].is_up() {
+                self.watchers.retain(|watcher| watcher.node != id);
                 let node = &mut self.nodes[Self::node_index(id)];
                 node.crash();
                 self.workload.on_crash(id, self.now, &mut self.trace);
@@ -874,6 +875,33 @@ impl Simulation {
         self.catch_up_watchers(index);
     }
 
+    /// At the end of a converged run, with nothing left to apply, every watcher on an up
+    /// node has everything its node's store holds: one left behind (waiting for a batch
+    /// that will never come, or stuck in a catch-up) is a violation.
+    fn check_watchers_caught_up(&mut self) {
+        for index in 0..self.nodes.len() {
+            let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
+            if !self.nodes[index].is_up() {
+                continue;
+            }
+            let current = mvcc.current_revision();
+            self.settle_watchers(index);
+            let id = node_id(index);
+            let behind: Vec<i64> = self
+                .watchers
+                .iter()
+                .filter(|watcher| watcher.node == id && !watcher.is_caught_up(current))
+                .map(|watcher| watcher.cursor.next())
+                .collect();
+            if !behind.is_empty() {
+                let detail = format!(
+                    "at the end of the run node {id}'s store is at revision {current}, but watchers there are at {behind:?}"
+                );
+                return self.fail(Violation::new(Property::Watch, detail));
+            }
+        }
+    }
+
     /// Node `index`'s watchers that must read the store do.
     fn catch_up_watchers(&mut self, index: usize) {
         let StateMachine::Mvcc(mvcc) = &self.nodes[index].kv else { return };
@@ -889,15 +917,18 @@ impl Simulation {
         }
     }
 
-    /// Applies up to `most` entries from the front of node `index`'s apply queue.
+    /// Applies up to `most` entries from the front of node `index`'s apply queue, then
+    /// hands their events to the node's watchers as one live batch (as a member's apply
+    /// task publishes one batch per transaction).
     fn apply_from_queue(&mut self, index: usize, most: usize) {
         for _ in 0..most {
-            let Some(entry) = self.nodes[index].apply_queue.pop_front() else { return };
+            let Some(entry) = self.nodes[index].apply_queue.pop_front() else { break };
             self.apply(index, &entry);
             if self.violation.is_some() {
                 return;
             }
         }
+        self.deliver_events(index);
     }
 
     fn apply(&mut self, index: usize, entry: &concord_raft::Entry) {
@@ -933,10 +964,6 @@ impl Simulation {
         let digest = node.kv.digest();
         if let Err(violation) = self.checker.on_state(id, entry.index, digest, "applies") {
             self.fail(violation);
-            return;
-        }
-        self.deliver_events(index);
-        if self.violation.is_some() {
             return;
         }
         if let Err(violation) =
@@ -1056,7 +1083,10 @@ impl Simulation {
             }
         }
         match converged_at {
-            Some(at) => self.stats.convergence_steps = at - start,
+            Some(at) => {
+                self.stats.convergence_steps = at - start;
+                self.check_watchers_caught_up();
+            }
             None => {
                 let why = self.convergence().err().unwrap_or_default();
                 let detail = format!(

@@ -97,6 +97,11 @@ impl SimWatcher {
         history.check(self.node, before, self.cursor.next(), &handed)
     }
 
+    /// Whether the watcher has everything its node's store holds, at revision `current`.
+    pub fn is_caught_up(&self, current: i64) -> bool {
+        self.cursor.state() == CursorState::Live && self.cursor.next() == current + 1
+    }
+
     /// Nothing more is queued for the watcher's stream: a lost batch (or a snapshot's
     /// revisions) up to `published` sends it to the store.
     pub fn settle(&mut self, published: i64) {
@@ -107,7 +112,8 @@ impl SimWatcher {
     }
 
     /// Catches up while the cursor says so, with `read(from, resumed)` reading the node's
-    /// store (`None`: compacted). Returns how many reads it made.
+    /// store (`None`: compacted). Returns how many reads it made. The simulator never
+    /// compacts a store, so a read answered "compacted" is a violation too.
     pub fn catch_up(
         &mut self,
         history: &History,
@@ -120,7 +126,10 @@ impl SimWatcher {
             let before = self.cursor.next();
             let Some(chunk) = read(before, self.cursor.resumed()) else {
                 self.cursor.compacted();
-                return Ok(reads + 1);
+                return Err(format!(
+                    "a watcher on node {} read revision {before} as compacted, from a store that is never compacted",
+                    self.node
+                ));
             };
             self.cursor.caught_up(chunk.through, chunk.current);
             let handed: Vec<Seen> = chunk.events.iter().map(seen).collect();
