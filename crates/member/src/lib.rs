@@ -7,6 +7,8 @@
 //! - `waiters`: clients waiting for their proposals, by request id; the apply completes
 //!   them with the outcome of the entry that carries their id.
 //! - `read_ids`: the ids of a member's ReadIndex rounds, which no restart may reuse.
+//! - `request_ids`: the ids of the requests a member proposes, which no restart may reuse
+//!   either.
 //! - `apply_gate`: the index through which linearizable reads may be answered, which
 //!   follows the state machine's commits, not the batches taken for applying.
 //! - `watch_cursor`: where a watcher is in the history, so that it gets every event once,
@@ -18,10 +20,12 @@
 pub mod apply_gate;
 pub mod envelope;
 pub mod read_ids;
+pub mod request_ids;
 pub mod waiters;
 pub mod watch_cursor;
 
 pub use apply_gate::ApplyGate;
 pub use read_ids::ReadIds;
+pub use request_ids::RequestIds;
 pub use waiters::{Waiter, Waiters};
 pub use watch_cursor::{CursorState, WatchCursor};

@@ -1,11 +1,11 @@
 //! What every gRPC service of a member shares: the way into the Raft task (propose, read
 //! barrier), the state machine for local reads, and the facts for response headers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concord_api::etcdserverpb::ResponseHeader;
+use concord_member::RequestIds;
 use concord_mvcc::{Command, Response, Store};
 use concord_raft::{NodeId, NO_NODE};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -60,7 +60,8 @@ pub struct Shared {
     pub request_timeout: Duration,
     /// How long a request waits for a leader to appear before giving up.
     pub leader_wait: Duration,
-    next_request_id: AtomicU64,
+    /// Ids for the requests this process proposes (concord-member's `RequestIds`).
+    request_ids: RequestIds,
 }
 
 impl Shared {
@@ -97,7 +98,7 @@ impl Shared {
             max_txn_ops,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
             leader_wait: 3 * election_timeout,
-            next_request_id: AtomicU64::new(boot),
+            request_ids: RequestIds::new(boot),
         }
     }
 
@@ -117,7 +118,7 @@ impl Shared {
 
     /// A request id no other request of this member uses (waiters are keyed by it).
     pub fn next_request_id(&self) -> u64 {
-        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+        self.request_ids.next_id()
     }
 
     /// etcd's `hasleader` rule for streams: a client that sends the metadata

@@ -249,6 +249,10 @@ impl Workload {
         // matched to their answers by this id alone).
         let read_id =
             (self.state_machine == StateMachineKind::Mvcc && write.is_none()).then(|| node.read_ids.next_id());
+        // And a write's request id: its process's next one (an applied entry reaches the
+        // waiter of the id it carries).
+        let write_id =
+            (self.state_machine == StateMachineKind::Mvcc && write.is_some()).then(|| node.request_ids.next_id());
         let raft = node.raft_mut().expect("checked up");
         let submitted = match (write, &op) {
             (Some(write), _) => {
@@ -257,7 +261,7 @@ impl Workload {
                     StateMachineKind::Mvcc => {
                         // As a concord member proposes a client's request: registered
                         // first, so that no outcome can come before its waiter.
-                        let request_id = (client_id << 32) | request;
+                        let request_id = write_id.expect("drawn for a write");
                         self.waiters.insert(index, waiters.register(request_id));
                         crate::mvcc_machine::entry_for(node_id, request_id, &write)
                     }

@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = parse_node_count)]
     nodes: usize,
     /// Plant a known bug in every node: figure8, forget-vote, commit-past-match, stale-read,
-    /// config-quorum, waiter-mixup, read-id-reuse, ack-before-apply and watch-skip (the last four with --state-machine mvcc).
+    /// config-quorum, waiter-mixup, read-id-reuse, ack-before-apply, watch-skip and request-id-reuse (the last five with --state-machine mvcc).
     #[arg(long)]
     bug: Option<PlantedBug>,
     /// The state machine every node runs: `map` (a plain map) or `mvcc` (concord's store).

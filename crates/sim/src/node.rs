@@ -22,7 +22,7 @@ use crate::disk::{Disk, DiskProfile, SnapshotWrite, WriteJob};
 use crate::rng::SimRng;
 use crate::state_machine::{StateMachine, StateMachineKind};
 use concord_check::Outcome;
-use concord_member::{ApplyGate, ReadIds, Waiters};
+use concord_member::{ApplyGate, ReadIds, RequestIds, Waiters};
 
 /// What the rest of the simulation must do with one Ready: send, apply, answer reads,
 /// and check what a snapshot install did.
@@ -114,6 +114,9 @@ pub struct SimNode {
     /// The ids of this incarnation's ReadIndex rounds (with the concord-mvcc state
     /// machine: a concord member's, from a random start per process).
     pub read_ids: ReadIds,
+    /// The ids of the writes this incarnation proposes (with the concord-mvcc state
+    /// machine: a concord member's, from a random start per process).
+    pub request_ids: RequestIds,
     /// Highest index applied to `kv` in this incarnation (or restored from a snapshot).
     pub applied: Index,
     /// Committed entries handed to the apply and not applied yet (with the concord-mvcc
@@ -153,6 +156,7 @@ impl SimNode {
             kv: StateMachine::empty(kind),
             waiters: Waiters::default(),
             read_ids: ReadIds::new(1),
+            request_ids: RequestIds::new(1),
             applied: 0,
             apply_queue: VecDeque::new(),
             gate: ApplyGate::new(0),

@@ -43,6 +43,10 @@ pub enum PlantedBug {
     /// from the batch's start, skipping the revisions between, instead of catching up
     /// from the store (concord-member's `WatchCursor`). Needs `--state-machine mvcc`.
     WatchSkip,
+    /// Outside the core: every member process numbers the writes it proposes from 1, so an
+    /// entry of the previous process applied after a restart answers a new request of
+    /// the same id (concord-member's `RequestIds`). Needs `--state-machine mvcc`.
+    RequestIdReuse,
 }
 
 /// The environment a build needs for `--bug`: the cfg that compiles the bugs into
@@ -60,7 +64,7 @@ pub enum OptionsError {
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::Figure8,
         PlantedBug::ForgetVote,
         PlantedBug::CommitPastMatch,
@@ -70,6 +74,7 @@ impl PlantedBug {
         PlantedBug::ReadIdReuse,
         PlantedBug::AckBeforeApply,
         PlantedBug::WatchSkip,
+        PlantedBug::RequestIdReuse,
     ];
 
     /// The name used on the command line.
@@ -84,6 +89,7 @@ impl PlantedBug {
             PlantedBug::ReadIdReuse => "read-id-reuse",
             PlantedBug::AckBeforeApply => "ack-before-apply",
             PlantedBug::WatchSkip => "watch-skip",
+            PlantedBug::RequestIdReuse => "request-id-reuse",
         }
     }
 
@@ -97,7 +103,11 @@ impl PlantedBug {
             PlantedBug::StaleRead => bugs.stale_read = true,
             PlantedBug::ConfigQuorum => bugs.config_quorum = true,
             // Not in the core (see `Simulation::start_node`).
-            PlantedBug::WaiterMixup | PlantedBug::ReadIdReuse | PlantedBug::AckBeforeApply | PlantedBug::WatchSkip => {}
+            PlantedBug::WaiterMixup
+            | PlantedBug::ReadIdReuse
+            | PlantedBug::AckBeforeApply
+            | PlantedBug::WatchSkip
+            | PlantedBug::RequestIdReuse => {}
         }
         bugs
     }
@@ -177,7 +187,8 @@ impl SimOptions {
                 bug @ (PlantedBug::WaiterMixup
                 | PlantedBug::ReadIdReuse
                 | PlantedBug::AckBeforeApply
-                | PlantedBug::WatchSkip),
+                | PlantedBug::WatchSkip
+                | PlantedBug::RequestIdReuse),
             ) if self.state_machine != StateMachineKind::Mvcc => Err(OptionsError::BugNeedsMvcc(bug)),
             _ => Ok(()),
         }

@@ -39,7 +39,7 @@ use crate::rng::SimRng;
 use crate::state_machine::{StateMachine, StateMachineKind};
 use crate::trace::{DropReason, Event, MessageSummary, Trace};
 use crate::watchers::{History, SimWatcher, MAX_WATCHERS_PER_NODE};
-use concord_member::ReadIds;
+use concord_member::{ReadIds, RequestIds};
 
 /// Simulation steps per logical clock tick of a node.
 pub const STEPS_PER_TICK: u64 = 10;
@@ -304,8 +304,10 @@ impl Simulation {
         let node = &mut self.nodes[Self::node_index(id)];
         let restored = node.start(config, phase);
         if self.options.state_machine == StateMachineKind::Mvcc {
-            // A new process numbers its reads from a random start, as a member does.
+            // A new process numbers its reads and writes from random starts, as a member
+            // does.
             node.read_ids = ReadIds::new(self.rng.next_u64());
+            node.request_ids = RequestIds::new(self.apply_rng.next_u64());
         }
         #[cfg(concord_planted_bugs)]
         match self.options.bug {
@@ -313,6 +315,7 @@ impl Simulation {
             Some(crate::options::PlantedBug::WaiterMixup) => node.waiters.plant_mixup(),
             Some(crate::options::PlantedBug::ReadIdReuse) => node.read_ids = ReadIds::planted_reuse(),
             Some(crate::options::PlantedBug::AckBeforeApply) => node.gate.plant_early_release(),
+            Some(crate::options::PlantedBug::RequestIdReuse) => node.request_ids = RequestIds::planted_restart(),
             _ => {}
         }
         let raft = node.raft().expect("just started");

@@ -137,3 +137,15 @@ fn a_watcher_that_skips_a_gap_is_caught() {
         assert_caught_with(options, 0..100, &[Property::Watch]);
     }
 }
+
+/// Outside the core: every process numbers the writes it proposes from 1, so an entry a
+/// node's previous process proposed, applied after the restart, answers the new request
+/// that got the same id: caught as linearizability, with 3 nodes and with 5.
+#[test]
+fn request_ids_reused_after_a_restart_are_caught() {
+    for nodes in [3, 5] {
+        let options =
+            SimOptions::new(nodes).with_bug(PlantedBug::RequestIdReuse).with_state_machine(StateMachineKind::Mvcc);
+        assert_caught_with(options, 0..1000, &[Property::Linearizability]);
+    }
+}
