@@ -21,6 +21,15 @@ fn assert_caught(bug: PlantedBug, nodes: usize, seeds: std::ops::Range<u64>, exp
     assert_caught_with(SimOptions::new(nodes).with_bug(bug), seeds, expected);
 }
 
+/// A bug of concord-member's, which only the concord-mvcc state machine runs: caught with
+/// 3 nodes and with 5.
+fn assert_member_bug_caught(bug: PlantedBug, seeds: std::ops::Range<u64>, expected: &[Property]) {
+    for nodes in [3, 5] {
+        let options = SimOptions::new(nodes).with_bug(bug).with_state_machine(StateMachineKind::Mvcc);
+        assert_caught_with(options, seeds.clone(), expected);
+    }
+}
+
 fn assert_caught_with(options: SimOptions, seeds: std::ops::Range<u64>, expected: &[Property]) {
     let (bug, nodes) = (options.bug.expect("a planted bug"), options.nodes);
     let outcome = first_violation(&options, seeds.clone())
@@ -92,11 +101,7 @@ fn a_quorum_of_the_wrong_configuration_breaks_the_raft_properties() {
 /// comes; caught as linearizability or as a lost outcome, with 3 nodes and with 5.
 #[test]
 fn an_outcome_handed_to_the_wrong_waiter_is_caught() {
-    for nodes in [3, 5] {
-        let options =
-            SimOptions::new(nodes).with_bug(PlantedBug::WaiterMixup).with_state_machine(StateMachineKind::Mvcc);
-        assert_caught_with(options, 0..100, &[Property::Linearizability, Property::LostOutcome]);
-    }
+    assert_member_bug_caught(PlantedBug::WaiterMixup, 0..100, &[Property::Linearizability, Property::LostOutcome]);
 }
 
 /// Outside the core: every process numbers its ReadIndex rounds from 1, so the leader's
@@ -106,11 +111,7 @@ fn an_outcome_handed_to_the_wrong_waiter_is_caught() {
 /// happen), so it shows in fewer seeds than the others: hence the wider range.
 #[test]
 fn read_ids_reused_after_a_restart_are_caught() {
-    for nodes in [3, 5] {
-        let options =
-            SimOptions::new(nodes).with_bug(PlantedBug::ReadIdReuse).with_state_machine(StateMachineKind::Mvcc);
-        assert_caught_with(options, 0..1000, &[Property::Linearizability]);
-    }
+    assert_member_bug_caught(PlantedBug::ReadIdReuse, 0..1000, &[Property::Linearizability]);
 }
 
 /// Outside the core: a member's apply releases the reads waiting for an index when it
@@ -119,11 +120,7 @@ fn read_ids_reused_after_a_restart_are_caught() {
 /// acknowledged: a stale read, caught as linearizability, with 3 nodes and with 5.
 #[test]
 fn reads_released_before_the_apply_commits_are_caught() {
-    for nodes in [3, 5] {
-        let options =
-            SimOptions::new(nodes).with_bug(PlantedBug::AckBeforeApply).with_state_machine(StateMachineKind::Mvcc);
-        assert_caught_with(options, 0..1000, &[Property::Linearizability]);
-    }
+    assert_member_bug_caught(PlantedBug::AckBeforeApply, 0..1000, &[Property::Linearizability]);
 }
 
 /// Outside the core: a watcher takes a live batch that starts past its next revision,
@@ -132,10 +129,7 @@ fn reads_released_before_the_apply_commits_are_caught() {
 /// nodes and with 5.
 #[test]
 fn a_watcher_that_skips_a_gap_is_caught() {
-    for nodes in [3, 5] {
-        let options = SimOptions::new(nodes).with_bug(PlantedBug::WatchSkip).with_state_machine(StateMachineKind::Mvcc);
-        assert_caught_with(options, 0..100, &[Property::Watch]);
-    }
+    assert_member_bug_caught(PlantedBug::WatchSkip, 0..100, &[Property::Watch]);
 }
 
 /// Outside the core: every process numbers the writes it proposes from 1, so an entry a
@@ -143,9 +137,5 @@ fn a_watcher_that_skips_a_gap_is_caught() {
 /// that got the same id: caught as linearizability, with 3 nodes and with 5.
 #[test]
 fn request_ids_reused_after_a_restart_are_caught() {
-    for nodes in [3, 5] {
-        let options =
-            SimOptions::new(nodes).with_bug(PlantedBug::RequestIdReuse).with_state_machine(StateMachineKind::Mvcc);
-        assert_caught_with(options, 0..1000, &[Property::Linearizability]);
-    }
+    assert_member_bug_caught(PlantedBug::RequestIdReuse, 0..1000, &[Property::Linearizability]);
 }
