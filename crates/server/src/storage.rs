@@ -727,14 +727,7 @@ mod tests {
         let segments_before = storage.wal().segment_paths().len();
         assert!(segments_before > 2, "small segments roll over");
 
-        let state = state_at(30);
-        let path = storage.state_dir().join(state_file_name(30));
-        std::fs::write(&path, &state).unwrap();
-        let made = LocalSnapshot {
-            index: 30,
-            state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
-            durable_applied: 30,
-        };
+        let (made, state) = written(&storage, 30);
         assert_eq!(storage.adopt_local(meta(30, 1), &made).unwrap(), Adoption::Recorded);
         assert_eq!(storage.snapshot_meta(), meta(30, 1));
         // A state file is written to be sent: in transfer from its adoption on.
@@ -924,7 +917,11 @@ mod tests {
 
     /// A state file of the state at `index`, written where the apply task writes it.
     fn written(storage: &RaftStorage, index: Index) -> (LocalSnapshot, Vec<u8>) {
-        let state = state_at(index);
+        written_as(storage, index, state_at(index))
+    }
+
+    /// A state file holding `state`, written where the apply task writes the one of `index`.
+    fn written_as(storage: &RaftStorage, index: Index, state: Vec<u8>) -> (LocalSnapshot, Vec<u8>) {
         let path = storage.state_dir().join(state_file_name(index));
         std::fs::write(&path, &state).unwrap();
         let made = LocalSnapshot {
@@ -1046,17 +1043,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut storage = open(dir.path());
         storage.append(&entries(1, 5, 1)).unwrap();
-        let state = state_at(5);
-        let path = storage.state_dir().join(state_file_name(5));
-        std::fs::write(&path, &state).unwrap();
-        let made = LocalSnapshot {
-            index: 5,
-            state_file: Some(WrittenStateFile { path: path.clone(), bytes: state.len() as u64 }),
-            durable_applied: 5,
-        };
+        let (made, _) = written(&storage, 5);
         assert_eq!(storage.adopt_local(meta(5, 1), &made).unwrap(), Adoption::Recorded);
         drop(storage);
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&made.state_file.expect("written").path).unwrap();
         let error = RaftStorage::open(dir.path(), WalOptions::default()).err().unwrap();
         assert!(error.to_string().contains("needs its state file"), "{error}");
     }
@@ -1066,14 +1056,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut storage = open(dir.path());
         storage.append(&entries(1, 20, 1)).unwrap();
-        let state = state_at(20);
-        let path = storage.state_dir().join(state_file_name(20));
-        std::fs::write(&path, &state).unwrap();
-        let made = LocalSnapshot {
-            index: 20,
-            state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
-            durable_applied: 20,
-        };
+        let (made, state) = written(&storage, 20);
         assert_eq!(storage.adopt_local(meta(20, 1), &made).unwrap(), Adoption::Recorded);
 
         let store = Store::open(dir.path().join("kv.redb")).unwrap();
@@ -1102,13 +1085,7 @@ mod tests {
             let mut storage = open(dir.path());
             storage.append(&entries(1, 20, 1)).unwrap();
             // Recorded as the snapshot at 20.
-            let path = storage.state_dir().join(state_file_name(20));
-            std::fs::write(&path, &state).unwrap();
-            let made = LocalSnapshot {
-                index: 20,
-                state_file: Some(WrittenStateFile { path, bytes: state.len() as u64 }),
-                durable_applied: 20,
-            };
+            let (made, _) = written_as(&storage, 20, state);
             assert_eq!(storage.adopt_local(meta(20, 1), &made).unwrap(), Adoption::Recorded);
             let store = Store::open(dir.path().join("kv.redb")).unwrap();
             let directory = open_directory(dir.path());
